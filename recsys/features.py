@@ -45,9 +45,9 @@ class FeatureBuilder:
         hist = history_idx[history_idx >= 0]
         X[:, 4] = np.log1p(len(history_idx))
         if len(hist):
-            profile = cat.genre_matrix[hist].mean(axis=0)
+            profile = cat.genre_matrix[hist].astype(np.float64).mean(axis=0)
             pnorm = float(np.linalg.norm(profile))
-            g = cat.genre_matrix[ki]
+            g = cat.genre_matrix[ki].astype(np.float64)
             gnorm = np.linalg.norm(g, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 X[known, 5] = np.where(gnorm > 0, g @ profile / (gnorm * max(pnorm, 1e-12)), np.nan)

@@ -1,0 +1,103 @@
+"""The audit stage in the request path: ENFORCE vs FLAG_ONLY, audience rules,
+small groups, fail-closed, and one log record per decision."""
+import sqlite3
+
+import pytest
+
+from audit.log import read_records
+from audit.policy import load_policy, parse_policy
+from recsys.domain import AuditMode, Candidate, RankRequest, UserContext, Verdict
+from recsys.errors import AuditFailure
+from recsys.pipeline import build_pipeline
+
+ABUSE = "you stupid bitch ass hoe, shut up"
+
+
+def _req(items, extra=(), mode=AuditMode.ENFORCE, attrs=None, top_k=10):
+    cands = tuple(Candidate(i) for i in items) + tuple(extra)
+    return RankRequest(UserContext("42", audit_attributes=attrs or {}), cands, top_k=top_k, audit_mode=mode)
+
+
+def test_enforce_removes_harmful_candidate_and_logs(pipeline, known_items, audit_log):
+    resp = pipeline.rank(_req(known_items[:20], [Candidate("ugc", text=ABUSE)]))
+    assert [r.item_id for r in resp.removed] == ["ugc"]
+    assert resp.removed[0].reason == "HARMFUL_TEXT"
+    assert "ugc" not in [i.item_id for i in resp.items]
+    assert resp.audit.verdict is Verdict.ENFORCED
+    assert any(f.code == "HARMFUL_TEXT" and f.group == "ugc" for f in resp.audit.findings)
+    recs = list(read_records(audit_log.path))
+    assert len(recs) == 1 and recs[0].audit_id == resp.audit.audit_id
+    assert recs[0].removed == [{"item_id": "ugc", "reason": "HARMFUL_TEXT"}]
+    assert recs[0].user_hash != "42" and len(recs[0].user_hash) == 64
+
+
+def test_flag_only_keeps_harmful_candidate_flagged(pipeline, known_items):
+    req = _req(known_items[:20], [Candidate("ugc", text=ABUSE)], mode=AuditMode.FLAG_ONLY, top_k=21)
+    resp = pipeline.rank(req)
+    assert resp.removed == ()
+    assert "ugc" in [i.item_id for i in resp.items]
+    assert resp.audit.verdict is Verdict.FLAGGED
+    assert any(f.code == "HARMFUL_TEXT" and f.group == "ugc" for f in resp.audit.findings)
+
+
+def test_flag_only_never_changes_the_list(pipeline, known_items):
+    extra = [Candidate("ugc", text=ABUSE), Candidate("adult", text="a film", attributes={"content_rating": "R"})]
+    flag = pipeline.rank(_req(known_items[:20], extra, mode=AuditMode.FLAG_ONLY, attrs={"age_band": "under_18"},
+                              top_k=22))
+    ctx = pipeline.run(_req(known_items[:20], extra, mode=AuditMode.FLAG_ONLY, attrs={"age_band": "under_18"},
+                            top_k=22))
+    assert [i.item_id for i in flag.items] == [ctx.item_ids[p] for p in ctx.order]
+
+
+def test_audience_rule_removes_restricted_item_for_minors_only(pipeline, known_items):
+    adult = Candidate("adult", text="an explicit drama", attributes={"content_rating": "adult"})
+    minor = pipeline.rank(_req(known_items[:10], [adult], attrs={"age_band": "under_18"}, top_k=11))
+    assert [(r.item_id, r.reason) for r in minor.removed] == [("adult", "AUDIENCE_RESTRICTED")]
+    grown = pipeline.rank(_req(known_items[:10], [adult], attrs={"age_band": "25-34"}, top_k=11))
+    assert grown.removed == () and "adult" in [i.item_id for i in grown.items]
+
+
+def test_small_groups_get_insufficient_evidence_not_a_pass(pipeline, known_items):
+    cands = [Candidate(i, group="big") for i in known_items[:12]] + [Candidate(known_items[12], group="tiny")]
+    resp = pipeline.rank(RankRequest(UserContext("42"), tuple(cands), top_k=5))
+    ins = [f for f in resp.audit.findings if f.code == "INSUFFICIENT_EVIDENCE"]
+    assert [(f.group, f.value) for f in ins] == [("tiny", 1.0)]
+    assert resp.audit.verdict is not Verdict.PASS
+
+
+def test_exposure_disparity_is_flagged_with_group(pipeline, known_items):
+    # Six candidates per group; only 3 returned, so at least one group is under-selected.
+    cands = [Candidate(i, group="g1" if k % 2 else "g2") for k, i in enumerate(known_items[:12])]
+    ctx = pipeline.run(RankRequest(UserContext("42"), tuple(cands), top_k=3))
+    sel = {"g1": 0, "g2": 0}
+    for p in ctx.final:
+        sel[ctx.groups[p]] += 1
+    findings = [f for f in ctx.audit.findings if f.metric == "selection_rate_ratio"]
+    ratio = min(sel.values()) / max(sel.values())
+    if ratio < 0.8:
+        assert len(findings) == 1 and findings[0].group == min(sel, key=sel.get)
+        assert findings[0].value == pytest.approx(ratio)
+    else:
+        assert findings == []
+
+
+def test_audit_failure_fails_closed_and_writes_nothing(artifacts, audit_log, known_items, monkeypatch):
+    pipe = build_pipeline(artifacts, policy=load_policy(), audit_log=audit_log)
+    audit = next(s for s in pipe.stages if s.name == "audit")
+
+    def broken(*a, **k):
+        raise RuntimeError("classifier crashed")
+
+    monkeypatch.setattr(audit.harm, "score", broken)
+    with pytest.raises(AuditFailure, match="response withheld"):
+        pipe.rank(_req(known_items[:5], [Candidate("new", text="hello")]))
+    assert list(read_records(audit_log.path)) == []
+
+
+def test_blocklist_term_is_enforced(artifacts, audit_log, known_items):
+    policy = parse_policy({"version": "t", "harm": {"blocklist": [{"term": "spoilerword", "category": "spam"}]}})
+    pipe = build_pipeline(artifacts, policy=policy, audit_log=audit_log)
+    resp = pipe.rank(_req(known_items[:5], [Candidate("x", text="A film about SpoilerWord.")]))
+    assert [(r.item_id, r.reason) for r in resp.removed] == [("x", "BLOCKLISTED_TERM")]
+    resp = pipe.rank(_req(known_items[:5], [Candidate("y", text="A film about spoilerwords")]))
+    assert resp.removed == ()

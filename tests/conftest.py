@@ -1,0 +1,89 @@
+"""Session fixtures: one tiny random BERT and one artifact trained from it on a
+slice of the bundled data (real training code, small sizes), built once."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "ml-latest-small"
+ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with the real MiniLM tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from recsys.encoder import base_model_path
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(base_model_path(), local_files_only=True)
+    import torch
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=256)
+    BertModel(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifact_root(tmp_path_factory, tiny_bert) -> Path:
+    from recsys.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("artifacts")
+    cfg = TrainConfig(data=DATA, out=root, base_model=tiny_bert, sample_users=200, max_pairs=256, batch_size=32,
+                      lr=5e-4, harm_max_rows=6000, seed=0)
+    train(cfg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def artifacts(artifact_root):
+    from recsys.artifacts import load_artifacts
+
+    return load_artifacts(artifact_root, device="cpu")
+
+
+@pytest.fixture()
+def audit_log(tmp_path):
+    from audit.log import AuditLog
+
+    log = AuditLog(tmp_path / "audit.db", salt=b"test-salt")
+    yield log
+    log.close()
+
+
+@pytest.fixture()
+def pipeline(artifacts, audit_log):
+    from audit.policy import load_policy
+    from recsys.pipeline import build_pipeline
+
+    return build_pipeline(artifacts, policy=load_policy(), audit_log=audit_log)
+
+
+@pytest.fixture()
+def known_items(artifacts) -> list[str]:
+    """40 catalog ids with benign catalog texts, most popular first."""
+    import numpy as np
+
+    cat = artifacts.catalog
+    order = np.argsort(-cat.stats.log_pop, kind="stable")
+    ok = [cat.item_ids[i] for i in order if cat.harm_score[i] < artifacts.harm.threshold]
+    return ok[:40]
+
+
+@pytest.fixture()
+def copy_artifacts(artifact_root, tmp_path):
+    """A private copy of the artifact root that a test may damage."""
+    dst = tmp_path / "artifacts"
+    shutil.copytree(artifact_root, dst)
+    return dst

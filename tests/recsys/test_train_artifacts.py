@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from recsys.artifacts import REQUIRED, load_artifacts, resolve_version_dir
+from recsys.domain import Candidate, RankRequest, UserContext
+from recsys.errors import ArtifactError
+
+
+def test_artifact_directory_is_complete_and_versioned(artifact_root):
+    vdir = resolve_version_dir(artifact_root)
+    assert (artifact_root / "LATEST").read_text().strip() == vdir.name
+    for name in REQUIRED:
+        assert (vdir / name).exists(), name
+    assert (vdir / "interest" / "model.safetensors").is_file()
+    meta = json.loads((vdir / "metadata.json").read_text())
+    assert meta["version"] == vdir.name
+    assert len(meta["dataset"]["sha256"]) >= 64
+    assert meta["split"]["t_fit"] < meta["split"]["t_val"]
+    assert meta["features"]["names"][0] == "interest"
+    assert set(meta["metrics"]["offline"]) == {"popularity", "interest_only", "blend"}
+    assert meta["metrics"]["harm"]["val_auc"] > 0.8
+    assert set(meta["files"]) >= {"ranker.txt", "catalog.parquet", "item_vectors.npy"}
+    assert not list(artifact_root.glob(".staging-*"))
+
+
+def test_loaded_artifact_ranks_candidates(pipeline, known_items):
+    req = RankRequest(UserContext("1"), tuple(Candidate(i) for i in known_items[:30]), top_k=5)
+    resp = pipeline.rank(req)
+    assert len(resp.items) == 5
+    assert [it.rank for it in resp.items] == [1, 2, 3, 4, 5]
+    scores = [it.score for it in resp.items]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= it.interest_score <= 1.0 for it in resp.items)
+
+
+def test_item_vectors_are_memory_mapped_and_normalised(artifacts):
+    v = artifacts.store.item_vectors
+    assert isinstance(v, np.memmap)
+    norms = np.linalg.norm(np.asarray(v[:50]), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-4)
+
+
+def test_tampered_artifact_is_rejected(copy_artifacts):
+    vdir = resolve_version_dir(copy_artifacts)
+    with open(vdir / "ranker.txt", "a") as f:
+        f.write("\n")
+    with pytest.raises(ArtifactError, match="ranker.txt does not match"):
+        load_artifacts(copy_artifacts)
+
+
+def test_missing_artifact_dir_is_one_line_error(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifacts(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not an ethicrec artifact"):
+        load_artifacts(tmp_path / "empty")
