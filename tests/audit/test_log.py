@@ -1,0 +1,49 @@
+import sqlite3
+
+import pytest
+
+from audit.log import AuditLog, AuditRecord, read_records
+
+
+def _rec(i: int, ts: float) -> AuditRecord:
+    return AuditRecord(f"a{i}", ts, f"r{i}", "m1", "p1", "h", "ENFORCE", "PASS", 10, ["x"], [],
+                       [{"item_id": "x", "group": "g", "rank": 1, "removed": ""}], [])
+
+
+def test_append_and_read_in_order_with_time_filter(tmp_path):
+    log = AuditLog(tmp_path / "a.db", salt=b"s")
+    for i in range(5):
+        log.append(_rec(i, 100.0 + i))
+    log.close()
+    assert [r.audit_id for r in read_records(tmp_path / "a.db")] == ["a0", "a1", "a2", "a3", "a4"]
+    assert [r.audit_id for r in read_records(tmp_path / "a.db", since=101, until=103)] == ["a1", "a2"]
+    rec = next(read_records(tmp_path / "a.db"))
+    assert rec.candidates == [{"item_id": "x", "group": "g", "rank": 1, "removed": ""}]
+
+
+def test_user_ids_are_salted_hashes(tmp_path):
+    a = AuditLog(tmp_path / "a.db", salt=b"one")
+    b = AuditLog(tmp_path / "b.db", salt=b"two")
+    assert a.hash_user("42") != b.hash_user("42")
+    assert a.hash_user("42") == a.hash_user("42") and "42" not in a.hash_user("42")
+
+
+def test_salt_file_is_created_once_and_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("ETHICREC_AUDIT_SALT", raising=False)
+    first = AuditLog(tmp_path / "a.db").hash_user("u")
+    salt = tmp_path / "a.db.salt"
+    assert salt.stat().st_mode & 0o777 == 0o600
+    assert AuditLog(tmp_path / "a.db").hash_user("u") == first
+
+
+def test_audit_ids_are_unique(tmp_path):
+    log = AuditLog(tmp_path / "a.db", salt=b"s")
+    log.append(_rec(1, 1.0))
+    with pytest.raises(sqlite3.IntegrityError):
+        log.append(_rec(1, 2.0))
+
+
+def test_reading_a_non_log_is_a_clear_error(tmp_path):
+    (tmp_path / "x.db").write_text("not a database at all" * 50)
+    with pytest.raises(ValueError, match="not an ethicrec audit log"):
+        list(read_records(tmp_path / "x.db"))

@@ -1,0 +1,72 @@
+"""`python -m service` as a process: bad start-ups fail fast in one line; SIGTERM drains and exits 0."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+from ethicrec.v1 import recommender_pb2 as pb
+from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
+
+from recsys.artifacts import resolve_version_dir
+
+
+def _run(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+def _one_line_failure(res, text):
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and text in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_artifact_dir(tmp_path):
+    _one_line_failure(_run("--artifacts", str(tmp_path / "none"), "--port", "0"), "artifact directory not found")
+
+
+def test_corrupt_artifact(copy_artifacts, tmp_path):
+    vdir = resolve_version_dir(copy_artifacts)
+    (vdir / "catalog.parquet").write_bytes(b"garbage")
+    _one_line_failure(_run("--artifacts", str(copy_artifacts), "--port", "0"), "does not match the sha256")
+
+
+def test_bad_policy_and_config(artifact_root, tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text('version = "x"\n[harm]\naction = "DELETE"\n')
+    _one_line_failure(_run("--artifacts", str(artifact_root), "--policy", str(bad)), "harm.action")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("colour = 1\n")
+    _one_line_failure(_run("--config", str(cfg)), "config key colour")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_drains_and_exits_zero(artifact_root, tmp_path, known_items):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(artifact_root), "--port", str(port),
+                             "--audit-log", str(tmp_path / "a.db")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        from service.demo import wait_healthy
+
+        wait_healthy(f"127.0.0.1:{port}", 120, proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            resp = pb_grpc.RecommenderStub(ch).Rank(pb.RankRequest(
+                user=pb.User(user_id="1"), candidates=[pb.Candidate(item_id=i) for i in known_items[:10]]), timeout=30)
+        assert len(resp.items) == 10
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
