@@ -66,9 +66,12 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     if config.reflection_enabled:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    try:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
+    except RuntimeError:  # grpc raises RuntimeError when it cannot bind
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
+        raise OSError(f"could not bind {config.host}:{config.port} (address in use or invalid)")
     for name in ("", SERVICE_NAME):
         app.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port

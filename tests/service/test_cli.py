@@ -70,3 +70,13 @@ def test_sigterm_drains_and_exits_zero(artifact_root, tmp_path, known_items):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_port_in_use_is_one_line_error(artifact_root, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = _run("--artifacts", str(artifact_root), "--port", str(port), "--audit-log", str(tmp_path / "a.db"))
+    assert res.returncode == 1
+    assert "could not bind" in res.stderr and "Traceback" not in res.stderr
