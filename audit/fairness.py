@@ -59,27 +59,43 @@ def exposure_by_group(groups: np.ndarray | list[str], ranks: np.ndarray) -> Expo
     )
 
 
-def exposure_by_group_fast(groups: np.ndarray | list[str], ranks: np.ndarray) -> ExposureByGroup:
-    """Same numbers as `exposure_by_group`, vectorised with numpy.
+@dataclass(frozen=True)
+class GroupExposure:
+    """The fast path's result: plain arrays aligned with `groups` (sorted labels)."""
 
-    MetricFrame costs ~35 ms per call here (pandas groupby machinery), which is
-    far too much for every request; this path costs tens of microseconds.
+    groups: np.ndarray
+    n: np.ndarray
+    selection_rate: np.ndarray
+    exposure_share: np.ndarray
+    candidate_share: np.ndarray
+    exposure_ratio: np.ndarray
+    selection_rate_ratio: float
+    selection_rate_difference: float
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"n": self.n, "selection_rate": self.selection_rate,
+                             "exposure_share": self.exposure_share, "candidate_share": self.candidate_share,
+                             "exposure_ratio": self.exposure_ratio}, index=pd.Index(self.groups, name="group"))
+
+
+def exposure_by_group_fast(groups: np.ndarray | list[str], ranks: np.ndarray) -> GroupExposure:
+    """Same numbers as `exposure_by_group`, vectorised with numpy and no pandas.
+
+    MetricFrame costs ~35 ms per call here (pandas groupby machinery), far too
+    much for every request; this path costs tens of microseconds.
     tests/audit/test_fairness_fast_path.py proves equality with MetricFrame
     (Fairlearn stays the reference and the implementation for offline reports).
     """
     ranks = np.asarray(ranks)
-    labels, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-    n = np.bincount(inverse, minlength=len(labels)).astype(np.float64)
-    selected = (ranks >= 1).astype(np.float64)
+    labels, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    n = np.bincount(inverse, minlength=len(labels))
+    nf = n.astype(np.float64)
     exposure = position_exposure(ranks)
-    sel = np.bincount(inverse, weights=selected, minlength=len(labels)) / n
+    sel = np.bincount(inverse, weights=(ranks >= 1).astype(np.float64), minlength=len(labels)) / nf
     exp = np.bincount(inverse, weights=exposure, minlength=len(labels))
     total = float(exposure.sum())
     exp_share = exp / total if total > 0 else np.zeros_like(exp)
-    cand_share = n / float(len(ranks))
-    table = pd.DataFrame({"n": n.astype(int), "selection_rate": sel, "exposure_share": exp_share,
-                          "candidate_share": cand_share, "exposure_ratio": exp_share / cand_share},
-                         index=pd.Index(labels, name="group"))
+    cand_share = nf / float(len(ranks))
     smax, smin = float(sel.max()), float(sel.min())
-    return ExposureByGroup(table=table, selection_rate_ratio=(smin / smax) if smax > 0 else np.nan,
-                           selection_rate_difference=smax - smin)
+    return GroupExposure(labels.astype(object), n, sel, exp_share, cand_share, exp_share / cand_share,
+                         (smin / smax) if smax > 0 else float("nan"), smax - smin)

@@ -155,31 +155,31 @@ class AuditStage:
     def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
         pol = self.policy.exposure
         groups = ctx.groups[eligible]
+        # `final` is the head of `eligible` (both in score order): ranks 1..k, then 0.
         ranks = np.zeros(len(eligible))
-        pos = {p: r for r, p in enumerate(final, start=1)}
-        for j, p in enumerate(eligible):
-            ranks[j] = pos.get(p, 0)
+        ranks[: len(final)] = np.arange(1, len(final) + 1)
         out: list[Finding] = []
-        stats = exposure_by_group_fast(groups, ranks)
-        table = stats.table
-        small = table[table["n"] < pol.min_group_size]
-        for g, row in small.iterrows():
-            out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(row["n"]), float(pol.min_group_size),
-                               str(g), f"group {g!r} has {int(row['n'])} candidates; at least "
-                               f"{pol.min_group_size} are needed to judge its exposure"))
-        big = table[table["n"] >= pol.min_group_size]
+        st = exposure_by_group_fast(groups, ranks)
+        for j in np.flatnonzero(st.n < pol.min_group_size):
+            g = str(st.groups[j])
+            out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(st.n[j]), float(pol.min_group_size), g,
+                               f"group {g!r} has {int(st.n[j])} candidates; at least {pol.min_group_size} "
+                               "are needed to judge its exposure"))
+        big = np.flatnonzero(st.n >= pol.min_group_size)
         if len(big) >= 2:
-            rates = big["selection_rate"]
+            rates = st.selection_rate[big]
+            lo, hi = big[int(np.argmin(rates))], big[int(np.argmax(rates))]
             ratio = float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
             if ratio < pol.min_selection_rate_ratio:
-                g = str(rates.idxmin())
+                g = str(st.groups[lo])
                 out.append(Finding("EXPOSURE_DISPARITY", "selection_rate_ratio", ratio, pol.min_selection_rate_ratio,
                                    g, f"group {g!r} is selected into the top {len(final)} at {ratio:.2f}x the rate "
-                                   f"of group {str(rates.idxmax())!r}"))
-            worst = big["exposure_ratio"].idxmin()
-            er = float(big.loc[worst, "exposure_ratio"])
+                                   f"of group {str(st.groups[hi])!r}"))
+            worst = big[int(np.argmin(st.exposure_ratio[big]))]
+            er = float(st.exposure_ratio[worst])
             if er < pol.min_exposure_ratio:
-                out.append(Finding("EXPOSURE_DISPARITY", "exposure_ratio", er, pol.min_exposure_ratio, str(worst),
-                                   f"group {str(worst)!r} gets {er:.2f}x the position-weighted exposure its share "
+                g = str(st.groups[worst])
+                out.append(Finding("EXPOSURE_DISPARITY", "exposure_ratio", er, pol.min_exposure_ratio, g,
+                                   f"group {g!r} gets {er:.2f}x the position-weighted exposure its share "
                                    "of candidates would give"))
         return out
