@@ -1,0 +1,101 @@
+"""Group exposure metrics, computed with Fairlearn's MetricFrame.
+
+Metrics follow fairlearn's shape, fn(y_true, y_pred, **sample_params), so
+MetricFrame groups them; rendering lives elsewhere (audit/report.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame, selection_rate
+
+
+def position_exposure(ranks: np.ndarray) -> np.ndarray:
+    """1 / log2(1 + rank) for returned items (rank >= 1), 0 for the rest."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks >= 1, 1.0 / np.log2(1.0 + np.maximum(ranks, 1.0)), 0.0)
+
+
+def exposure_total(y_true: np.ndarray, y_pred: np.ndarray, *, exposure: np.ndarray) -> float:
+    """Sum of position-weighted exposure in the group (y_true/y_pred unused: fairlearn shape)."""
+    return float(np.sum(exposure))
+
+
+def group_count(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(len(y_true))
+
+
+@dataclass(frozen=True)
+class ExposureByGroup:
+    """Per-group figures for one ranked list (or many, pooled)."""
+
+    table: pd.DataFrame          # index group; columns n, selection_rate, exposure_share, candidate_share, exposure_ratio
+    selection_rate_ratio: float  # min / max selection rate over groups (fairlearn demographic parity ratio)
+    selection_rate_difference: float
+
+
+def exposure_by_group(groups: np.ndarray | list[str], ranks: np.ndarray) -> ExposureByGroup:
+    """`ranks` is the 1-based position of each candidate in the returned list, 0 if not returned."""
+    ranks = np.asarray(ranks)
+    selected = (ranks >= 1).astype(int)
+    exposure = position_exposure(ranks)
+    mf = MetricFrame(
+        metrics={"selection_rate": selection_rate, "exposure": exposure_total, "n": group_count},
+        y_true=selected, y_pred=selected, sensitive_features=pd.Series(np.asarray(groups), name="group"),
+        sample_params={"exposure": {"exposure": exposure}},
+    )
+    table = mf.by_group.copy()
+    total_exposure = float(exposure.sum())
+    table["exposure_share"] = table["exposure"] / total_exposure if total_exposure > 0 else 0.0
+    table["candidate_share"] = table["n"] / float(len(ranks))
+    table["exposure_ratio"] = table["exposure_share"] / table["candidate_share"]
+    table["n"] = table["n"].astype(int)
+    return ExposureByGroup(
+        table=table[["n", "selection_rate", "exposure_share", "candidate_share", "exposure_ratio"]],
+        selection_rate_ratio=float(mf.ratio()["selection_rate"]),
+        selection_rate_difference=float(mf.difference()["selection_rate"]),
+    )
+
+
+@dataclass(frozen=True)
+class GroupExposure:
+    """The fast path's result: plain arrays aligned with `groups` (sorted labels)."""
+
+    groups: np.ndarray
+    n: np.ndarray
+    selection_rate: np.ndarray
+    exposure_share: np.ndarray
+    candidate_share: np.ndarray
+    exposure_ratio: np.ndarray
+    selection_rate_ratio: float
+    selection_rate_difference: float
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"n": self.n, "selection_rate": self.selection_rate,
+                             "exposure_share": self.exposure_share, "candidate_share": self.candidate_share,
+                             "exposure_ratio": self.exposure_ratio}, index=pd.Index(self.groups, name="group"))
+
+
+def exposure_by_group_fast(groups: np.ndarray | list[str], ranks: np.ndarray) -> GroupExposure:
+    """Same numbers as `exposure_by_group`, vectorised with numpy and no pandas.
+
+    MetricFrame costs ~35 ms per call here (pandas groupby machinery), far too
+    much for every request; this path costs tens of microseconds.
+    tests/audit/test_fairness_fast_path.py proves equality with MetricFrame
+    (Fairlearn stays the reference and the implementation for offline reports).
+    """
+    ranks = np.asarray(ranks)
+    labels, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    n = np.bincount(inverse, minlength=len(labels))
+    nf = n.astype(np.float64)
+    exposure = position_exposure(ranks)
+    sel = np.bincount(inverse, weights=(ranks >= 1).astype(np.float64), minlength=len(labels)) / nf
+    exp = np.bincount(inverse, weights=exposure, minlength=len(labels))
+    total = float(exposure.sum())
+    exp_share = exp / total if total > 0 else np.zeros_like(exp)
+    cand_share = nf / float(len(ranks))
+    smax, smin = float(sel.max()), float(sel.min())
+    return GroupExposure(labels.astype(object), n, sel, exp_share, cand_share, exp_share / cand_share,
+                         (smin / smax) if smax > 0 else float("nan"), smax - smin)

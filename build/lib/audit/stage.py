@@ -1,0 +1,185 @@
+"""The audit stage: runs inside the request path, before the response exists.
+
+Order: harm and audience checks on every candidate (ENFORCE removes what the
+policy forbids) -> top-k of what remains -> exposure disparity between item
+groups on the final list -> verdict -> audit log record. Any exception inside
+is re-raised as AuditFailure: the policy's failure mode is "closed", so an
+unaudited ranking never leaves.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import numpy as np
+
+from audit.fairness import exposure_by_group_fast
+from audit.harm import normalise
+from audit.log import AuditLog, AuditRecord
+from audit.policy import Policy
+from recsys.artifacts import Artifacts
+from recsys.domain import AuditMode, AuditResult, Finding, RemovedItem, Verdict
+from recsys.errors import AuditFailure
+from recsys.lru import LRUCache
+
+
+class HarmScorer:
+    """Catalog items use scores computed at training time; other texts are scored and cached."""
+
+    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000) -> None:
+        self.catalog = artifacts.catalog
+        self.clf = artifacts.harm
+        self.cache: LRUCache[str, tuple[float, str]] = LRUCache(cache_size)
+
+    def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, list[str], list[str]]:
+        """(P(harmful), category, the text that was judged) for each candidate."""
+        n = len(cand_idx)
+        prob = np.zeros(n)
+        cats = [""] * n
+        judged = [""] * n
+        todo: list[int] = []
+        for i in range(n):
+            if texts[i] is None:
+                row = cand_idx[i]
+                prob[i], cats[i], judged[i] = self.catalog.harm_score[row], self.catalog.harm_category[row], \
+                    self.catalog.texts[row]
+                continue
+            judged[i] = texts[i]
+            hit = self.cache.get(texts[i])
+            if hit is None:
+                todo.append(i)
+            else:
+                prob[i], cats[i] = hit
+        if todo:
+            p, c = self.clf.score([texts[i] for i in todo])
+            for i, pi, ci in zip(todo, p, c):
+                prob[i], cats[i] = float(pi), ci
+                self.cache.put(texts[i], (float(pi), ci))
+        return prob, cats, judged
+
+
+class AuditStage:
+    name = "audit"
+    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order")
+    outputs = ("final", "removed", "audit")
+
+    def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog) -> None:
+        self.policy = policy
+        self.log = log
+        self.model_version = artifacts.version
+        self.harm = HarmScorer(artifacts)
+        self.harm_threshold = policy.harm.threshold if policy.harm.threshold is not None else artifacts.harm.threshold
+        self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
+
+    def __call__(self, ctx) -> None:
+        try:
+            self._audit(ctx)
+        except Exception as exc:
+            # Fail closed: the caller gets an error, never the unaudited list.
+            raise AuditFailure(f"audit failed ({type(exc).__name__}); response withheld") from exc
+
+    def _audit(self, ctx) -> None:
+        req = ctx.request
+        pol = self.policy
+        enforce = req.audit_mode is AuditMode.ENFORCE
+        findings: list[Finding] = []
+        removed: list[RemovedItem] = []
+        drop: set[int] = set()
+
+        if pol.harm.enabled:
+            prob, cats, judged = self.harm.score(ctx.cand_idx, ctx.texts)
+            for i in np.flatnonzero(prob >= self.harm_threshold):
+                iid = ctx.item_ids[i]
+                msg = f"item text classified {cats[i]} (P(harmful)={prob[i]:.3f})"
+                findings.append(Finding("HARMFUL_TEXT", "harm_probability", float(prob[i]), self.harm_threshold,
+                                        iid, msg))
+                if enforce and pol.harm.action == "ENFORCE":
+                    drop.add(int(i))
+                    removed.append(RemovedItem(iid, "HARMFUL_TEXT", msg))
+            if self._block:
+                for i in range(len(judged)):
+                    if i in drop:
+                        continue
+                    text = normalise(judged[i])
+                    for rx, term in self._block:
+                        if rx.search(text):
+                            iid = ctx.item_ids[i]
+                            msg = f"item text contains a blocklisted {term.category} term"
+                            findings.append(Finding("BLOCKLISTED_TERM", "blocklist_match", 1.0, 1.0, iid, msg))
+                            if enforce and pol.harm.action == "ENFORCE":
+                                drop.add(i)
+                                removed.append(RemovedItem(iid, "BLOCKLISTED_TERM", msg))
+                            break
+
+        if pol.audience.enabled and pol.audience.rules:
+            attrs = req.user.audit_attributes
+            for rule in pol.audience.rules:
+                if attrs.get(rule.user_attribute) not in rule.user_values:
+                    continue
+                for i, cand in enumerate(req.candidates):
+                    value = cand.attributes.get(rule.item_attribute)
+                    if value in rule.item_values and i not in drop:
+                        msg = (f"{rule.item_attribute}={value} is not allowed for "
+                               f"{rule.user_attribute}={attrs.get(rule.user_attribute)}")
+                        findings.append(Finding("AUDIENCE_RESTRICTED", rule.item_attribute, 1.0, 1.0,
+                                                cand.item_id, msg))
+                        if enforce and pol.audience.action == "ENFORCE":
+                            drop.add(i)
+                            removed.append(RemovedItem(cand.item_id, "AUDIENCE_RESTRICTED", msg))
+
+        eligible = [int(p) for p in ctx.order if int(p) not in drop]
+        final = eligible[: req.top_k]
+
+        if pol.exposure.enabled and eligible:
+            findings.extend(self._exposure(ctx, eligible, final))
+
+        verdict = Verdict.ENFORCED if removed else (Verdict.FLAGGED if findings else Verdict.PASS)
+        audit_id = uuid.uuid4().hex
+        ranks = {p: r for r, p in enumerate(final, start=1)}
+        reasons = {r.item_id: r.reason for r in removed}
+        self.log.append(AuditRecord(
+            audit_id=audit_id, ts=time.time(), request_id=ctx.request_id, model_version=self.model_version,
+            policy_version=pol.version, user_hash=self.log.hash_user(req.user.user_id),
+            audit_mode=req.audit_mode.value, verdict=verdict.value, top_k=req.top_k,
+            returned_ids=[ctx.item_ids[p] for p in final],
+            removed=[{"item_id": r.item_id, "reason": r.reason} for r in removed],
+            candidates=[{"item_id": iid, "group": str(ctx.groups[i]), "rank": ranks.get(i, 0),
+                         "removed": reasons.get(iid, "")} for i, iid in enumerate(ctx.item_ids)],
+            findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
+                       "group": f.group, "message": f.message} for f in findings],
+        ))
+        ctx.final, ctx.removed = final, removed
+        ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
+
+    def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
+        pol = self.policy.exposure
+        groups = ctx.groups[eligible]
+        # `final` is the head of `eligible` (both in score order): ranks 1..k, then 0.
+        ranks = np.zeros(len(eligible))
+        ranks[: len(final)] = np.arange(1, len(final) + 1)
+        out: list[Finding] = []
+        st = exposure_by_group_fast(groups, ranks)
+        for j in np.flatnonzero(st.n < pol.min_group_size):
+            g = str(st.groups[j])
+            out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(st.n[j]), float(pol.min_group_size), g,
+                               f"group {g!r} has {int(st.n[j])} candidates; at least {pol.min_group_size} "
+                               "are needed to judge its exposure"))
+        big = np.flatnonzero(st.n >= pol.min_group_size)
+        if len(big) >= 2:
+            rates = st.selection_rate[big]
+            lo, hi = big[int(np.argmin(rates))], big[int(np.argmax(rates))]
+            ratio = float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
+            if ratio < pol.min_selection_rate_ratio:
+                g = str(st.groups[lo])
+                out.append(Finding("EXPOSURE_DISPARITY", "selection_rate_ratio", ratio, pol.min_selection_rate_ratio,
+                                   g, f"group {g!r} is selected into the top {len(final)} at {ratio:.2f}x the rate "
+                                   f"of group {str(st.groups[hi])!r}"))
+            worst = big[int(np.argmin(st.exposure_ratio[big]))]
+            er = float(st.exposure_ratio[worst])
+            if er < pol.min_exposure_ratio:
+                g = str(st.groups[worst])
+                out.append(Finding("EXPOSURE_DISPARITY", "exposure_ratio", er, pol.min_exposure_ratio, g,
+                                   f"group {g!r} gets {er:.2f}x the position-weighted exposure its share "
+                                   "of candidates would give"))
+        return out

@@ -1,0 +1,1 @@
+"""ethicrec core: data, models, features, ranking, the pipeline and batch jobs (no transport)."""

@@ -1,0 +1,126 @@
+"""One versioned artifact directory per training run, and its loading.
+
+    <root>/LATEST                  name of the newest version (written last, atomically)
+    <root>/<version>/metadata.json dataset hash, parameters, metrics, versions, sha256 of every file
+    <root>/<version>/interest/     fine-tuned bi-encoder (save_pretrained, safetensors)
+    <root>/<version>/item_vectors.npy   catalog vectors, row order = catalog.parquet
+    <root>/<version>/catalog.parquet    items, texts, statistics, groups, harm scores
+    <root>/<version>/users.json         known users' recent history (item ids, most recent first)
+    <root>/<version>/ranker.txt         LightGBM text model
+    <root>/<version>/harm/              harm classifier (JSON + .npy)
+
+Nothing is unpickled: numpy loads with allow_pickle=False, models from
+safetensors, LightGBM's text format and JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.harm import HarmClassifier
+from recsys.catalog import Catalog
+from recsys.embedding_store import EmbeddingStore
+from recsys.encoder import TextEncoder
+from recsys.errors import ArtifactError
+from recsys.ranker import LambdaRanker
+
+REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "ranker.txt", "harm")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(version_dir: Path) -> dict[str, str]:
+    return {p.relative_to(version_dir).as_posix(): sha256_file(p)
+            for p in sorted(version_dir.rglob("*")) if p.is_file() and p.name != "metadata.json"}
+
+
+def resolve_version_dir(path: str | Path) -> Path:
+    """Accept either a root with LATEST or one version directory."""
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"artifact directory not found: {p} (run `make train` or `python -m recsys.train`)")
+    if (p / "metadata.json").is_file():
+        return p
+    latest = p / "LATEST"
+    if latest.is_file():
+        name = latest.read_text().strip()
+        if not name or "/" in name or not (p / name).is_dir():
+            raise ArtifactError(f"{latest} names {name!r}, which is not a version directory under {p}")
+        return p / name
+    raise ArtifactError(f"{p} holds neither metadata.json nor LATEST: not an ethicrec artifact directory")
+
+
+def publish(root: Path, staging: Path, version: str) -> Path:
+    """Move a finished staging dir into place, then point LATEST at it (atomic rename)."""
+    final = root / version
+    os.replace(staging, final)
+    tmp = root / ".LATEST.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, root / "LATEST")
+    return final
+
+
+@dataclass
+class Artifacts:
+    version: str
+    path: Path
+    metadata: dict[str, Any]
+    catalog: Catalog
+    store: EmbeddingStore
+    ranker: LambdaRanker
+    harm: HarmClassifier
+    users: dict[str, list[str]]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.metadata["features"]["names"])
+
+    @property
+    def extra_features(self) -> tuple[str, ...]:
+        return tuple(self.metadata["features"].get("extra", []))
+
+
+def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True) -> Artifacts:
+    vdir = resolve_version_dir(path)
+    missing = [name for name in REQUIRED if not (vdir / name).exists()]
+    if missing:
+        raise ArtifactError(f"artifact {vdir} is incomplete: missing {', '.join(missing)}")
+    try:
+        meta = json.loads((vdir / "metadata.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{vdir / 'metadata.json'} is unreadable: {exc}") from None
+    if verify:
+        expected = meta.get("files", {})
+        actual = file_hashes(vdir)
+        for name, digest in expected.items():
+            if actual.get(name) != digest:
+                raise ArtifactError(f"artifact file {vdir / name} does not match the sha256 in metadata.json "
+                                    "(corrupt or modified)")
+    try:
+        catalog = Catalog.load(vdir / "catalog.parquet")
+        vectors = EmbeddingStore.load_vectors(vdir / "item_vectors.npy")
+        if vectors.shape[0] != len(catalog):
+            raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
+        encoder = TextEncoder.load(vdir / "interest", device=device)
+        ranker = LambdaRanker.load(vdir / "ranker.txt")
+        harm = HarmClassifier.load(vdir / "harm")
+        users = json.loads((vdir / "users.json").read_text())
+    except ArtifactError:
+        raise
+    except Exception as exc:  # any loader failure is a corrupt artifact, reported in one line
+        raise ArtifactError(f"artifact {vdir} could not be loaded: {type(exc).__name__}: {exc}") from None
+    if ranker.feature_names_ != list(meta["features"]["names"]):
+        raise ArtifactError(f"ranker features {ranker.feature_names_} differ from metadata {meta['features']['names']}")
+    return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors), ranker, harm, users)

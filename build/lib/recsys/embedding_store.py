@@ -1,0 +1,69 @@
+"""Item vectors (precomputed, memory-mapped) plus cached on-the-fly encoding
+of texts the catalog does not hold and of user histories."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from recsys.encoder import TextEncoder
+from recsys.lru import LRUCache
+
+USER_MAX_LENGTH = 128
+ITEM_MAX_LENGTH = 64
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingStore:
+    def __init__(self, encoder: TextEncoder, item_vectors: np.ndarray, *, text_cache_size: int = 50_000,
+                 user_cache_size: int = 50_000) -> None:
+        self.encoder = encoder
+        self.item_vectors = item_vectors
+        self.text_cache: LRUCache[str, np.ndarray] = LRUCache(text_cache_size)
+        self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
+
+    @staticmethod
+    def save_vectors(path: Path, vectors: np.ndarray) -> None:
+        np.save(path, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+
+    @staticmethod
+    def load_vectors(path: Path) -> np.ndarray:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
+    def _cached_encode(self, texts: list[str], cache: LRUCache[str, np.ndarray], max_length: int) -> np.ndarray:
+        out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
+        keys = [_key(t) for t in texts]
+        missing: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            v = cache.get(k)
+            if v is None:
+                missing.setdefault(k, []).append(i)
+            else:
+                out[i] = v
+        if missing:
+            first = [rows[0] for rows in missing.values()]
+            vecs = self.encoder.encode([texts[i] for i in first], max_length=max_length)
+            for (k, rows), v in zip(missing.items(), vecs):
+                cache.put(k, v)
+                out[rows] = v
+        return out
+
+    def user_vector(self, text: str) -> np.ndarray:
+        """Cached by a hash of the history text it came from."""
+        return self._cached_encode([text], self.user_cache, USER_MAX_LENGTH)[0]
+
+    def item_vectors_for(self, cand_idx: np.ndarray, texts: list[str | None]) -> np.ndarray:
+        """Catalog rows for known items without a text override; encode the rest."""
+        out = np.empty((len(cand_idx), self.encoder.dim), dtype=np.float32)
+        use_text = np.array([t is not None for t in texts], dtype=bool)
+        from_catalog = (cand_idx >= 0) & ~use_text
+        if from_catalog.any():
+            out[from_catalog] = self.item_vectors[cand_idx[from_catalog]]
+        rows = np.flatnonzero(~from_catalog)
+        if len(rows):
+            out[rows] = self._cached_encode([texts[i] for i in rows], self.text_cache, ITEM_MAX_LENGTH)
+        return out

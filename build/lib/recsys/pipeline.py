@@ -1,0 +1,194 @@
+"""The one ranking pipeline: resolve -> interest -> features -> rank -> audit -> respond.
+
+Each stage declares the context fields it reads and writes (like merlin-systems'
+operators); `Pipeline` checks at construction that every input is produced
+by an earlier stage. The gRPC servicer and the batch job both call
+`Pipeline.rank`, so online and offline answers cannot diverge.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from recsys.artifacts import Artifacts
+from recsys.domain import RankedItem, RankRequest, RankResponse
+from recsys.errors import InvalidRequest
+from recsys.features import FeatureBuilder
+from recsys.text import user_text
+from recsys.validation import Limits, validate_request
+
+
+@dataclass
+class RankContext:
+    """Everything one request accumulates on its way through the stages."""
+
+    request: RankRequest
+    request_id: str = ""
+    item_ids: list[str] = field(default_factory=list)
+    cand_idx: np.ndarray | None = None       # catalog row, -1 unknown
+    texts: list[str | None] = field(default_factory=list)   # text override or text of an unknown item
+    groups: np.ndarray | None = None          # exposure group of each candidate
+    history_idx: np.ndarray | None = None
+    user_text: str = ""
+    interest: np.ndarray | None = None
+    X: np.ndarray | None = None
+    ranker_scores: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    order: np.ndarray | None = None           # candidate positions, best first
+    final: list[int] = field(default_factory=list)   # candidate positions returned, after the audit
+    removed: list[Any] = field(default_factory=list)
+    audit: Any = None
+    response: RankResponse | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def __call__(self, ctx: RankContext) -> None: ...
+
+
+class ResolveStage:
+    """Validate, then look candidates and history up in the catalog."""
+
+    name = "resolve"
+    inputs = ("request",)
+    outputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "history_idx", "user_text")
+
+    def __init__(self, artifacts: Artifacts, limits: Limits) -> None:
+        self.catalog = artifacts.catalog
+        self.users = artifacts.users
+        self.extra = set(artifacts.extra_features)
+        self.limits = limits
+
+    def __call__(self, ctx: RankContext) -> None:
+        req = ctx.request
+        validate_request(req, self.limits)
+        ctx.request_id = req.request_id or uuid.uuid4().hex
+        cat = self.catalog
+        ctx.item_ids = [c.item_id for c in req.candidates]
+        ctx.cand_idx = cat.lookup(ctx.item_ids)
+        ctx.texts = [c.text for c in req.candidates]
+        groups = np.empty(len(ctx.item_ids), dtype=object)
+        for i, c in enumerate(req.candidates):
+            if ctx.cand_idx[i] < 0 and not c.text:
+                raise InvalidRequest(f"candidates[{i}].item_id",
+                                     f"item {c.item_id!r} is not in the catalog and has no text")
+            unknown = set(c.features) - self.extra
+            if unknown:
+                accepted = ", ".join(sorted(self.extra)) or "none"
+                raise InvalidRequest(f"candidates[{i}].features",
+                                     f"undeclared feature {sorted(unknown)[0]!r}; accepted: {accepted}")
+            groups[i] = c.group or (cat.stats.group[ctx.cand_idx[i]] if ctx.cand_idx[i] >= 0 else "unknown")
+        ctx.groups = groups
+        history = list(req.user.history_item_ids) or self.users.get(req.user.user_id, [])
+        ctx.history_idx = cat.lookup(history)
+        known_hist = ctx.history_idx[ctx.history_idx >= 0]
+        ctx.user_text = user_text([cat.texts[i] for i in known_hist], req.user.history_texts)
+
+
+class InterestStage:
+    """BERT text interest: cosine of the user and item vectors."""
+
+    name = "interest"
+    inputs = ("user_text", "cand_idx", "texts")
+    outputs = ("interest",)
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.store = artifacts.store
+
+    def __call__(self, ctx: RankContext) -> None:
+        u = self.store.user_vector(ctx.user_text)
+        items = self.store.item_vectors_for(ctx.cand_idx, ctx.texts)
+        ctx.interest = (items @ u).astype(np.float64)
+
+
+class FeatureStage:
+    name = "features"
+    inputs = ("cand_idx", "history_idx", "interest")
+    outputs = ("X",)
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.builder = FeatureBuilder(artifacts.catalog, artifacts.extra_features)
+
+    def __call__(self, ctx: RankContext) -> None:
+        extra = [c.features for c in ctx.request.candidates] if self.builder.extra_features else None
+        ctx.X = self.builder.build(ctx.cand_idx, ctx.history_idx, ctx.interest, extra)
+
+
+class RankStage:
+    """LightGBM LambdaRank over the features (the BERT score is one of them)."""
+
+    name = "rank"
+    inputs = ("X",)
+    outputs = ("ranker_scores", "scores", "order")
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.ranker = artifacts.ranker
+
+    def __call__(self, ctx: RankContext) -> None:
+        ctx.ranker_scores = self.ranker.predict(ctx.X)
+        ctx.scores = ctx.ranker_scores
+        ctx.order = np.argsort(-ctx.scores, kind="stable")
+
+
+class RespondStage:
+    name = "respond"
+    inputs = ("final", "removed", "audit", "scores", "interest", "ranker_scores")
+    outputs = ("response",)
+
+    def __init__(self, artifacts: Artifacts) -> None:
+        self.version = artifacts.version
+
+    def __call__(self, ctx: RankContext) -> None:
+        items = tuple(
+            RankedItem(ctx.item_ids[p], float(ctx.scores[p]), float(ctx.interest[p]), float(ctx.ranker_scores[p]),
+                       rank)
+            for rank, p in enumerate(ctx.final, start=1))
+        ctx.response = RankResponse(items, tuple(ctx.removed), ctx.audit, self.version, ctx.request_id)
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage]) -> None:
+        available = {"request"}
+        for stage in stages:
+            missing = [i for i in stage.inputs if i not in available]
+            if missing:
+                raise ValueError(f"stage {stage.name!r} needs {missing}, which no earlier stage produces")
+            available.update(stage.outputs)
+        if "response" not in available:
+            raise ValueError("no stage produces 'response'")
+        self.stages = list(stages)
+
+    def run(self, request: RankRequest) -> RankContext:
+        ctx = RankContext(request=request)
+        for stage in self.stages:
+            t0 = time.perf_counter()
+            stage(ctx)
+            ctx.timings[stage.name] = time.perf_counter() - t0
+        return ctx
+
+    def rank(self, request: RankRequest) -> RankResponse:
+        ctx = self.run(request)
+        assert ctx.response is not None
+        return ctx.response
+
+
+def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | None = None) -> Pipeline:
+    """The standard stage list. `policy`/`audit_log` come from the audit package."""
+    from audit.stage import AuditStage
+
+    return Pipeline([
+        ResolveStage(artifacts, limits or Limits()),
+        InterestStage(artifacts),
+        FeatureStage(artifacts),
+        RankStage(artifacts),
+        AuditStage(artifacts, policy, audit_log),
+        RespondStage(artifacts),
+    ])

@@ -1,0 +1,70 @@
+"""LightGBM LambdaRank ranker with the scikit-learn estimator contract."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+
+class LambdaRanker:
+    """Keyword-only parameters, stored as given; learned state ends in `_`."""
+
+    def __init__(self, *, n_estimators: int = 400, learning_rate: float = 0.05, num_leaves: int = 31,
+                 min_child_samples: int = 20, early_stopping_rounds: int = 40, eval_at: int = 10,
+                 random_state: int = 0, n_jobs: int = 2) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.early_stopping_rounds = early_stopping_rounds
+        self.eval_at = eval_at
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _check_params(self) -> None:
+        for name in ("n_estimators", "num_leaves", "min_child_samples", "early_stopping_rounds", "eval_at"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
+
+    def fit(self, X: np.ndarray, y: np.ndarray, group: np.ndarray, *, feature_names: list[str],
+            eval_set: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> "LambdaRanker":
+        self._check_params()
+        model = lgb.LGBMRanker(
+            objective="lambdarank", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
+            random_state=self.random_state, n_jobs=self.n_jobs, deterministic=True, force_col_wise=True,
+            verbose=-1,
+        )
+        kw: dict = {"feature_name": list(feature_names), "eval_at": [self.eval_at]}
+        if eval_set is not None:
+            Xv, yv, gv = eval_set
+            kw.update(eval_X=(Xv,), eval_y=(yv,), eval_group=[gv],
+                      callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+        model.fit(X, y, group=group, **kw)
+        self.booster_ = model.booster_
+        self.best_iteration_ = int(model.best_iteration_ or self.n_estimators)
+        self.feature_names_ = list(feature_names)
+        self.feature_importance_ = dict(zip(self.feature_names_,
+                                            self.booster_.feature_importance("gain").astype(float).tolist()))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=1)
+
+    def save(self, path: Path) -> None:
+        """LightGBM's own text format: no pickle, readable, diffable."""
+        self.booster_.save_model(str(path), num_iteration=self.best_iteration_)
+
+    @classmethod
+    def load(cls, path: Path) -> "LambdaRanker":
+        self = cls()
+        self.booster_ = lgb.Booster(model_file=str(path))
+        self.best_iteration_ = self.booster_.current_iteration()
+        self.feature_names_ = self.booster_.feature_name()
+        self.feature_importance_ = dict(zip(self.feature_names_,
+                                            self.booster_.feature_importance("gain").astype(float).tolist()))
+        return self

@@ -1,0 +1,26 @@
+"""How users and items become text for the BERT interest model."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def item_text(title: str, genres: str = "", tags: Sequence[str] = (), description: str = "") -> str:
+    parts = [title.strip()]
+    if genres:
+        parts.append("Genres: " + ", ".join(g for g in genres.split("|") if g))
+    if tags:
+        parts.append("Tags: " + ", ".join(tags))
+    if description:
+        parts.append(description.strip())
+    return ". ".join(p for p in parts if p)
+
+
+def user_text(history_item_texts: Sequence[str], history_texts: Sequence[str] = (),
+              max_items: int = 20) -> str:
+    """Most recent first; the tokenizer truncates the tail, so the oldest go first.
+
+    Only titles (the part before the first '. ') of history items are kept: a
+    history of full item texts would fill the token budget with genre lists.
+    """
+    titles = [t.split(". Genres:")[0] for t in history_item_texts[:max_items]]
+    return " | ".join([*history_texts, *titles])

@@ -1,0 +1,291 @@
+"""`python -m recsys.train --data DIR --out ARTIFACTS [--quick]`: build one versioned artifact.
+
+Steps: temporal split -> fine-tune the bi-encoder on history->item pairs from
+before t_fit -> encode the catalog -> train the LightGBM ranker on queries
+from [t_fit, t_val) with item statistics from before t_fit -> evaluate on
+queries from after t_val -> train the harm classifier -> write and publish.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from recsys.catalog import Catalog, compute_item_stats
+from recsys.split import Query, build_queries, sample_candidates, temporal_cutoffs
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HARM_DATA = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    out: Path
+    base_model: Path | None = None
+    sample_users: int | None = None
+    max_pairs: int = 20_000
+    batch_size: int = 32
+    epochs: int = 1
+    lr: float = 5e-5
+    n_candidates: int = 100
+    seed: int = 0
+    device: str = "auto"
+    harm_data: Path = DEFAULT_HARM_DATA
+    harm_max_rows: int | None = None
+    max_eval_queries: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **kw) -> "TrainConfig":
+        """The demo profile: finishes in a few minutes on 2 CPU cores."""
+        base = dict(max_pairs=768, batch_size=32, lr=1e-4)
+        base.update(kw)
+        return cls(**base)
+
+
+def _log(msg: str) -> None:
+    print(f"[train {datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _ranking_data(queries: list[Query], catalog: Catalog, encoder, item_vectors: np.ndarray, n_candidates: int,
+                  rng: np.random.Generator):
+    """Features, labels and group sizes for queries, through the serving feature code."""
+    from recsys.embedding_store import USER_MAX_LENGTH
+    from recsys.features import FeatureBuilder
+    from recsys.text import user_text
+
+    builder = FeatureBuilder(catalog)
+    pop = np.expm1(catalog.stats.log_pop)
+    hist_idx = [catalog.lookup(list(q.history)) for q in queries]
+    texts = [user_text([catalog.texts[i] for i in h[h >= 0]]) for h in hist_idx]
+    U = encoder.encode(texts, max_length=USER_MAX_LENGTH, batch_size=32)
+    Xs, ys, groups = [], [], []
+    for q, h, u in zip(queries, hist_idx, U):
+        known_targets = {k: v for k, v in q.targets.items() if k in catalog.index}
+        if not known_targets:
+            continue
+        q2 = Query(q.user_id, q.query_time, q.history, q.history_times, known_targets)
+        cands, labels = sample_candidates(q2, catalog.item_ids, pop, n_candidates, rng)
+        idx = catalog.lookup(cands)
+        interest = (item_vectors[idx] @ u).astype(np.float64)
+        Xs.append(builder.build(idx, h, interest))
+        ys.append(np.asarray(labels))
+        groups.append(len(cands))
+    if not Xs:
+        return np.zeros((0, len(builder.names))), np.zeros(0), np.zeros(0, dtype=int), builder.names
+    return np.vstack(Xs), np.concatenate(ys), np.asarray(groups), builder.names
+
+
+def _evaluate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, scorers: dict) -> dict:
+    from recsys.metrics import ndcg_at_k, recall_at_k
+
+    out = {}
+    bounds = np.r_[0, np.cumsum(groups)]
+    for name, fn in scorers.items():
+        scores = fn(X)
+        nd, rc = [], []
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            nd.append(ndcg_at_k(y[s:e], scores[s:e], 10))
+            rc.append(recall_at_k(y[s:e], scores[s:e], 10))
+        out[name] = {"ndcg@10": float(np.mean(nd)), "recall@10": float(np.mean(rc)), "n_queries": len(nd)}
+    return out
+
+
+def _versions() -> dict:
+    import fairlearn
+    import lightgbm
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "lightgbm": lightgbm.__version__, "fairlearn": fairlearn.__version__, "ethicrec": "0.1.0"}
+
+
+def train(cfg: TrainConfig) -> Path:
+    import torch
+
+    from audit.harm import load_davidson, train_harm_classifier
+    from recsys.artifacts import file_hashes, publish
+    from recsys.data import load_dataset
+    from recsys.device import pick_device
+    from recsys.embedding_store import ITEM_MAX_LENGTH, EmbeddingStore
+    from recsys.encoder import TextEncoder, base_model_path
+    from recsys.interest_training import fine_tune, make_pairs
+    from recsys.ranker import LambdaRanker
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    ds = load_dataset(cfg.data)
+    if cfg.sample_users:
+        ds = ds.subset_users(cfg.sample_users, seed=cfg.seed)
+    inter = ds.interactions
+    cut = temporal_cutoffs(inter)
+    _log(f"{ds.name}: {len(inter)} interactions, {len(ds.items)} items; t_fit={cut.t_fit} t_val={cut.t_val}")
+
+    catalog_fit = Catalog.build(ds.items, ds.tags, inter, cut.t_fit)
+    # Serving catalog: texts and statistics from everything before t_val.
+    catalog = Catalog.build(ds.items, ds.tags, inter, cut.t_val)
+
+    base = cfg.base_model or base_model_path()
+    encoder = TextEncoder.load(base, device=cfg.device)
+    pairs = make_pairs(inter, catalog_fit, cut.t_fit, max_pairs=cfg.max_pairs, seed=cfg.seed)
+    _log(f"fine-tuning {base.name if hasattr(base, 'name') else base} on {len(pairs.item_rows)} pairs "
+         f"on {pick_device(cfg.device)}")
+    interest_summary = fine_tune(encoder, pairs, catalog_fit, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                 lr=cfg.lr, seed=cfg.seed)
+    _log(f"loss {interest_summary['loss_first']:.3f} -> {interest_summary['loss_last']:.3f} "
+         f"in {interest_summary['seconds']:.0f}s")
+
+    _log(f"encoding {len(catalog)} catalog items")
+    vectors_fit = encoder.encode(list(catalog_fit.texts), max_length=ITEM_MAX_LENGTH, progress=True)
+    same_texts = bool(np.array_equal(catalog_fit.texts, catalog.texts))
+    vectors = vectors_fit if same_texts else encoder.encode(list(catalog.texts), max_length=ITEM_MAX_LENGTH)
+
+    rng = np.random.default_rng(cfg.seed)
+    train_q = build_queries(inter, cut.t_fit, cut.t_val)
+    val_q = build_queries(inter, cut.t_val, None)
+    # Half of the validation users for early stopping, the other half for the reported metrics.
+    stop_q = [q for q in val_q if hash_user(q.user_id) % 2 == 0]
+    test_q = [q for q in val_q if hash_user(q.user_id) % 2 == 1]
+    if cfg.max_eval_queries:
+        stop_q, test_q = stop_q[: cfg.max_eval_queries], test_q[: cfg.max_eval_queries]
+    _log(f"queries: {len(train_q)} ranker-train, {len(stop_q)} early-stop, {len(test_q)} test")
+    Xtr, ytr, gtr, names = _ranking_data(train_q, catalog_fit, encoder, vectors_fit, cfg.n_candidates, rng)
+    Xst, yst, gst, _ = _ranking_data(stop_q, catalog, encoder, vectors, cfg.n_candidates, rng)
+    Xte, yte, gte, _ = _ranking_data(test_q, catalog, encoder, vectors, cfg.n_candidates, rng)
+    if len(gtr) == 0:
+        raise SystemExit("error: no ranker training queries in [t_fit, t_val); use more data")
+    ranker = LambdaRanker(random_state=cfg.seed).fit(
+        Xtr, ytr, gtr, feature_names=list(names), eval_set=(Xst, yst, gst) if len(gst) else None)
+    _log(f"ranker: best iteration {ranker.best_iteration_}")
+    offline = _evaluate(Xte, yte, gte, {
+        "popularity": lambda X: X[:, names.index("item_log_pop")],
+        "interest_only": lambda X: X[:, names.index("interest")],
+        "blend": ranker.predict,
+    }) if len(gte) else {}
+    for name, m in offline.items():
+        _log(f"offline {name}: NDCG@10={m['ndcg@10']:.4f} Recall@10={m['recall@10']:.4f} (n={m['n_queries']})")
+
+    _log("training the harm classifier")
+    harm_data = load_davidson(cfg.harm_data)
+    if cfg.harm_max_rows:
+        harm_data = harm_data.sample(n=min(cfg.harm_max_rows, len(harm_data)), random_state=cfg.seed)
+    harm = train_harm_classifier(harm_data, benign_texts=list(catalog.titles), seed=cfg.seed)
+    catalog.harm_score, catalog.harm_category = (lambda s: (s[0], np.asarray(s[1], dtype=object)))(
+        harm.score(list(catalog.texts)))
+    _log(f"harm: val AUC {harm.metrics['val_auc']:.3f}, threshold {harm.threshold:.3f}, "
+         f"catalog flag rate {float((catalog.harm_score >= harm.threshold).mean()):.4%}")
+
+    version = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{ds.sha256[:8]}"
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    staging = cfg.out / f".staging-{version}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        encoder.save(staging / "interest")
+        EmbeddingStore.save_vectors(staging / "item_vectors.npy", vectors)
+        catalog.save(staging / "catalog.parquet")
+        ranker.save(staging / "ranker.txt")
+        harm.save(staging / "harm")
+        users = (inter.sort_values(["timestamp", "item_id"], ascending=[False, True], kind="mergesort")
+                 .drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=True)["item_id"]
+                 .apply(lambda s: list(s.head(50))).to_dict())
+        (staging / "users.json").write_text(json.dumps(users))
+        iso = lambda t: datetime.fromtimestamp(t, tz=timezone.utc).isoformat()  # noqa: E731
+        meta = {
+            "version": version,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "dataset": {"name": ds.name, "path": str(cfg.data), "sha256": ds.sha256,
+                        "n_interactions": int(len(inter)), "n_items": int(len(ds.items)),
+                        "n_users": int(inter["user_id"].nunique())},
+            "split": {"t_fit": cut.t_fit, "t_val": cut.t_val, "t_fit_iso": iso(cut.t_fit), "t_val_iso": iso(cut.t_val),
+                      "doc": "BERT + ranker-train stats < t_fit; ranker labels [t_fit, t_val); "
+                             "eval labels >= t_val; serving stats < t_val"},
+            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "features": {"names": list(names), "extra": []},
+            "metrics": {
+                "interest_training": {k: v for k, v in interest_summary.items() if k != "loss_curve"},
+                "ranker": {"best_iteration": ranker.best_iteration_, "feature_importance_gain":
+                           ranker.feature_importance_},
+                "offline": offline,
+                "harm": harm.metrics | {"threshold": harm.threshold,
+                                        "catalog_flag_rate": float((catalog.harm_score >= harm.threshold).mean())},
+                "train_seconds": time.perf_counter() - t_start,
+            },
+            "versions": _versions(),
+        }
+        meta["files"] = file_hashes(staging)
+        (staging / "metadata.json").write_text(json.dumps(meta, indent=2))
+        final = publish(cfg.out, staging, version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _log(f"artifact {final} written in {time.perf_counter() - t_start:.0f}s")
+    return final
+
+
+def hash_user(user_id: str) -> int:
+    """Stable across processes (unlike hash())."""
+    import zlib
+
+    return zlib.crc32(user_id.encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m recsys.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "ml-latest-small",
+                    help="MovieLens latest-small or 100K directory")
+    ap.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (versions go inside)")
+    ap.add_argument("--quick", action="store_true", help="demo profile: a few minutes on 2 CPU cores")
+    ap.add_argument("--base-model", type=Path, default=None, help="BERT dir (default: shipped all-MiniLM-L6-v2)")
+    ap.add_argument("--sample-users", type=int, default=None, help="train on a deterministic sample of users")
+    ap.add_argument("--max-pairs", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    ap.add_argument("--harm-data", type=Path, default=DEFAULT_HARM_DATA)
+    ap.add_argument("--harm-max-rows", type=int, default=None)
+    ap.add_argument("--max-eval-queries", type=int, default=None)
+    args = ap.parse_args(argv)
+    from recsys.data.movielens import DatasetError
+    from recsys.device import set_cpu_threads
+
+    set_cpu_threads(args.threads)
+    kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
+              seed=args.seed, device=args.device, harm_data=args.harm_data, harm_max_rows=args.harm_max_rows,
+              max_eval_queries=args.max_eval_queries)
+    if args.max_pairs is not None:
+        kw["max_pairs"] = args.max_pairs
+    if args.epochs is not None:
+        kw["epochs"] = args.epochs
+    cfg = TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)
+    if not cfg.harm_data.is_file():
+        print(f"error: harm training data not found: {cfg.harm_data}", file=sys.stderr)
+        return 2
+    if cfg.base_model is not None and not (cfg.base_model / "config.json").is_file():
+        print(f"error: --base-model {cfg.base_model} has no config.json", file=sys.stderr)
+        return 2
+    try:
+        train(cfg)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Request limits and validation shared by every entry point (gRPC and batch),
+so both reject exactly the same inputs with the same field paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recsys.domain import RankRequest
+from recsys.errors import InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_candidates: int = 1000
+    max_top_k: int = 100
+    max_text_chars: int = 2000
+    max_history_items: int = 200
+    max_history_texts: int = 50
+    max_id_chars: int = 256
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"limits.{name} must be a positive integer, got {value!r}")
+
+
+def _check_text(field: str, text: str, limits: Limits) -> None:
+    if len(text) > limits.max_text_chars:
+        raise InvalidRequest(field, f"text has {len(text)} characters; the limit is {limits.max_text_chars}")
+
+
+def _check_id(field: str, value: str, limits: Limits) -> None:
+    if not value:
+        raise InvalidRequest(field, "must not be empty")
+    if len(value) > limits.max_id_chars:
+        raise InvalidRequest(field, f"id has {len(value)} characters; the limit is {limits.max_id_chars}")
+
+
+def validate_request(req: RankRequest, limits: Limits) -> None:
+    """Raise InvalidRequest naming the first bad field; catalog lookups happen later."""
+    if not req.candidates:
+        raise InvalidRequest("candidates", "at least one candidate is required")
+    if len(req.candidates) > limits.max_candidates:
+        raise InvalidRequest(
+            "candidates", f"{len(req.candidates)} candidates; the limit is {limits.max_candidates}"
+        )
+    if not 1 <= req.top_k <= limits.max_top_k:
+        raise InvalidRequest("top_k", f"must be between 1 and {limits.max_top_k}, got {req.top_k}")
+    user = req.user
+    if len(user.history_item_ids) > limits.max_history_items:
+        raise InvalidRequest(
+            "user.history_item_ids",
+            f"{len(user.history_item_ids)} items; the limit is {limits.max_history_items}",
+        )
+    if len(user.history_texts) > limits.max_history_texts:
+        raise InvalidRequest(
+            "user.history_texts", f"{len(user.history_texts)} texts; the limit is {limits.max_history_texts}"
+        )
+    for i, item_id in enumerate(user.history_item_ids):
+        _check_id(f"user.history_item_ids[{i}]", item_id, limits)
+    for i, text in enumerate(user.history_texts):
+        _check_text(f"user.history_texts[{i}]", text, limits)
+    seen: dict[str, int] = {}
+    for i, cand in enumerate(req.candidates):
+        _check_id(f"candidates[{i}].item_id", cand.item_id, limits)
+        if cand.item_id in seen:
+            raise InvalidRequest(
+                f"candidates[{i}].item_id",
+                f"duplicate item id {cand.item_id!r} (first at candidates[{seen[cand.item_id]}])",
+            )
+        seen[cand.item_id] = i
+        if cand.text is not None:
+            _check_text(f"candidates[{i}].text", cand.text, limits)
+        for name, value in cand.features.items():
+            if value != value or value in (float("inf"), float("-inf")):
+                raise InvalidRequest(f"candidates[{i}].features[{name}]", "must be a finite number")

@@ -1,0 +1,38 @@
+"""proto <-> domain translation. Nothing else: validation and logic live in the core."""
+from __future__ import annotations
+
+from ethicrec.v1 import recommender_pb2 as pb
+
+from recsys.domain import (DEFAULT_TOP_K, AuditMode, Candidate, RankRequest, RankResponse, UserContext,
+                           Verdict)
+from recsys.errors import InvalidRequest
+
+_MODES = {pb.AUDIT_MODE_UNSPECIFIED: AuditMode.ENFORCE, pb.AUDIT_MODE_ENFORCE: AuditMode.ENFORCE,
+          pb.AUDIT_MODE_FLAG_ONLY: AuditMode.FLAG_ONLY}
+_VERDICTS = {Verdict.PASS: pb.VERDICT_PASS, Verdict.FLAGGED: pb.VERDICT_FLAGGED,
+             Verdict.ENFORCED: pb.VERDICT_ENFORCED}
+
+
+def request_from_proto(msg: pb.RankRequest) -> RankRequest:
+    if msg.audit_mode not in _MODES:
+        raise InvalidRequest("audit_mode", f"unknown audit mode {msg.audit_mode}")
+    u = msg.user
+    user = UserContext(u.user_id, tuple(u.history_item_ids), tuple(u.history_texts), dict(u.audit_attributes))
+    cands = tuple(
+        Candidate(c.item_id, c.text if c.HasField("text") else None, dict(c.features),
+                  c.group if c.HasField("group") else None, dict(c.attributes))
+        for c in msg.candidates)
+    return RankRequest(user, cands, msg.top_k if msg.HasField("top_k") else DEFAULT_TOP_K,
+                       _MODES[msg.audit_mode], msg.request_id)
+
+
+def response_to_proto(resp: RankResponse) -> pb.RankResponse:
+    a = resp.audit
+    return pb.RankResponse(
+        items=[pb.RankedItem(item_id=i.item_id, score=i.score, interest_score=i.interest_score,
+                             ranker_score=i.ranker_score, rank=i.rank) for i in resp.items],
+        removed=[pb.RemovedItem(item_id=r.item_id, reason=r.reason, message=r.message) for r in resp.removed],
+        audit=pb.Audit(audit_id=a.audit_id, verdict=_VERDICTS[a.verdict], policy_version=a.policy_version,
+                       findings=[pb.Finding(code=f.code, metric=f.metric, value=f.value, threshold=f.threshold,
+                                            group=f.group, message=f.message) for f in a.findings]),
+        model_version=resp.model_version, request_id=resp.request_id)
