@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.demo import demo_request, wait_healthy  # noqa: E402
+from service.demo import demo_request, stop_process, wait_healthy  # noqa: E402
 
 
 def free_port() -> int:
@@ -127,12 +126,7 @@ def main() -> int:
             c.close()
     finally:
         for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop_process(p)
     return 0
 
 

@@ -42,6 +42,16 @@ def wait_healthy(target: str, timeout: float, proc: subprocess.Popen | None = No
     raise RuntimeError(f"server at {target} not healthy after {timeout:.0f}s")
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM (the server drains), then SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def demo_request(artifacts: Path, user_id: str | None = None, n: int = 100, seed: int = 0) -> tuple[pb.RankRequest, dict]:
     from recsys.artifacts import resolve_version_dir
     from recsys.catalog import Catalog
@@ -109,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
     return 0
 
 

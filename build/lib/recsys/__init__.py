@@ -1,1 +1,0 @@
-"""ethicrec core: data, models, features, ranking, the pipeline and batch jobs (no transport)."""
