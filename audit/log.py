@@ -12,7 +12,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS audit_records (
     returned_ids   TEXT NOT NULL,   -- JSON list, in rank order
     removed        TEXT NOT NULL,   -- JSON list of {item_id, reason}
     candidates     TEXT NOT NULL,   -- JSON list of {item_id, group, rank (0 = not returned), removed}
-    findings       TEXT NOT NULL    -- JSON list of findings
+    findings       TEXT NOT NULL,   -- JSON list of findings
+    user_attributes TEXT NOT NULL DEFAULT '{}'  -- JSON: only the keys the policy's log.audit_attributes allow
 );
 CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts);
 """
@@ -52,6 +53,7 @@ class AuditRecord:
     removed: list[dict[str, str]]
     candidates: list[dict[str, Any]]
     findings: list[dict[str, Any]]
+    user_attributes: dict[str, str] = field(default_factory=dict)
 
 
 def load_or_create_salt(log_path: Path) -> bytes:
@@ -79,6 +81,9 @@ class AuditLog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(audit_records)")}
+        if "user_attributes" not in columns:  # logs written before the column existed
+            self._conn.execute("ALTER TABLE audit_records ADD COLUMN user_attributes TEXT NOT NULL DEFAULT '{}'")
 
     def hash_user(self, user_id: str) -> str:
         return hashlib.sha256(self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
@@ -86,12 +91,12 @@ class AuditLog:
     def append(self, rec: AuditRecord) -> None:
         row = (rec.audit_id, rec.ts, rec.request_id, rec.model_version, rec.policy_version, rec.user_hash,
                rec.audit_mode, rec.verdict, rec.top_k, json.dumps(rec.returned_ids), json.dumps(rec.removed),
-               json.dumps(rec.candidates), json.dumps(rec.findings))
+               json.dumps(rec.candidates), json.dumps(rec.findings), json.dumps(rec.user_attributes))
         with self._lock:
             self._conn.execute(
                 "INSERT INTO audit_records (audit_id, ts, request_id, model_version, policy_version, user_hash,"
-                " audit_mode, verdict, top_k, returned_ids, removed, candidates, findings)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                " audit_mode, verdict, top_k, returned_ids, removed, candidates, findings, user_attributes)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
 
     def close(self) -> None:
         with self._lock:
@@ -105,8 +110,12 @@ def read_records(path: str | Path, since: float | None = None, until: float | No
         raise FileNotFoundError(f"audit log not found: {p}")
     conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
     try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_records)")}
+        if not columns:
+            raise sqlite3.DatabaseError("no audit_records table")
+        attrs = "user_attributes" if "user_attributes" in columns else "'{}'"  # logs from before the column
         sql = ("SELECT audit_id, ts, request_id, model_version, policy_version, user_hash, audit_mode, verdict,"
-               " top_k, returned_ids, removed, candidates, findings FROM audit_records WHERE 1=1")
+               f" top_k, returned_ids, removed, candidates, findings, {attrs} FROM audit_records WHERE 1=1")
         args: list[float] = []
         if since is not None:
             sql += " AND ts >= ?"
@@ -116,7 +125,7 @@ def read_records(path: str | Path, since: float | None = None, until: float | No
             args.append(until)
         for row in conn.execute(sql + " ORDER BY seq", args):
             yield AuditRecord(*row[:9], json.loads(row[9]), json.loads(row[10]), json.loads(row[11]),
-                              json.loads(row[12]))
+                              json.loads(row[12]), json.loads(row[13]) if len(row) > 13 else {})
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"{p} is not an ethicrec audit log: {exc}") from None
     finally:

@@ -52,12 +52,27 @@ class AudiencePolicy:
 
 
 @dataclass(frozen=True)
+class LogPolicy:
+    # User audit attributes recorded with each decision; any other key is dropped.
+    audit_attributes: tuple[str, ...] = ("gender", "age_band")
+
+
+@dataclass(frozen=True)
+class ReportPolicy:
+    band: tuple[float, float] = (0.8, 1.25)
+    min_group_size: int = 30
+    n_boot: int = 100
+
+
+@dataclass(frozen=True)
 class Policy:
     version: str
     failure_mode: str = "closed"
     exposure: ExposurePolicy = field(default_factory=ExposurePolicy)
     harm: HarmPolicy = field(default_factory=HarmPolicy)
     audience: AudiencePolicy = field(default_factory=AudiencePolicy)
+    log: LogPolicy = field(default_factory=LogPolicy)
+    report: ReportPolicy = field(default_factory=ReportPolicy)
 
 
 def _take(table: dict[str, Any], prefix: str, allowed: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
@@ -89,7 +104,8 @@ def _ratio(value: float, key: str) -> float:
 
 
 def parse_policy(data: dict[str, Any]) -> Policy:
-    top = _take(data, "", {"version": str, "failure_mode": str, "exposure": dict, "harm": dict, "audience": dict})
+    top = _take(data, "", {"version": str, "failure_mode": str, "exposure": dict, "harm": dict, "audience": dict,
+                           "log": dict, "report": dict})
     if "version" not in top or not top["version"]:
         raise ConfigError("policy key version is required (a non-empty string)")
     mode = top.get("failure_mode", "closed")
@@ -134,7 +150,22 @@ def parse_policy(data: dict[str, Any]) -> Policy:
                                   r["item_attribute"], frozenset(map(str, r["item_values"]))))
     audience = AudiencePolicy(enabled=a.get("enabled", True),
                               action=_action(a.get("action", "ENFORCE"), "audience.action"), rules=tuple(rules))
-    return Policy(top["version"], mode, exposure, harm, audience)
+    lg = _take(top.get("log", {}), "log.", {"audit_attributes": list})
+    attrs = lg.get("audit_attributes", list(LogPolicy.audit_attributes))
+    if not all(isinstance(a, str) and a for a in attrs):
+        raise ConfigError("policy key log.audit_attributes must be a list of non-empty strings")
+    r = _take(top.get("report", {}), "report.", {"band": list, "min_group_size": int, "n_boot": int})
+    band = r.get("band", list(ReportPolicy.band))
+    if (len(band) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in band)
+            or not 0 < band[0] <= 1 <= band[1]):
+        raise ConfigError(f"policy key report.band must be [low, high] with 0 < low <= 1 <= high; got {band!r}")
+    report = ReportPolicy((float(band[0]), float(band[1])), r.get("min_group_size", ReportPolicy.min_group_size),
+                          r.get("n_boot", ReportPolicy.n_boot))
+    if report.min_group_size < 1:
+        raise ConfigError(f"policy key report.min_group_size must be >= 1; got {report.min_group_size}")
+    if report.n_boot < 0:
+        raise ConfigError(f"policy key report.n_boot must be >= 0; got {report.n_boot}")
+    return Policy(top["version"], mode, exposure, harm, audience, LogPolicy(tuple(attrs)), report)
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

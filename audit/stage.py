@@ -70,6 +70,7 @@ class AuditStage:
         self.model_version = artifacts.version
         self.harm = HarmScorer(artifacts)
         self.harm_threshold = policy.harm.threshold if policy.harm.threshold is not None else artifacts.harm.threshold
+        self._log_attrs = frozenset(policy.log.audit_attributes)
         self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
 
     def __call__(self, ctx) -> None:
@@ -148,6 +149,7 @@ class AuditStage:
                          "removed": reasons.get(iid, "")} for i, iid in enumerate(ctx.item_ids)],
             findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
                        "group": f.group, "message": f.message} for f in findings],
+            user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},
         ))
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)

@@ -47,3 +47,25 @@ def test_reading_a_non_log_is_a_clear_error(tmp_path):
     (tmp_path / "x.db").write_text("not a database at all" * 50)
     with pytest.raises(ValueError, match="not an ethicrec audit log"):
         list(read_records(tmp_path / "x.db"))
+
+
+def test_logs_from_before_user_attributes_still_read_and_upgrade(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    from audit.log import SCHEMA
+
+    import re
+
+    old = re.sub(r",\s*--[^\n]*\n\s*user_attributes[^\n]*", "", SCHEMA)
+    assert "user_attributes" not in old
+    conn.executescript(old)
+    conn.execute("INSERT INTO audit_records (audit_id, ts, request_id, model_version, policy_version, user_hash,"
+                 " audit_mode, verdict, top_k, returned_ids, removed, candidates, findings)"
+                 " VALUES ('x', 1, 'r', 'm', 'p', 'h', 'ENFORCE', 'PASS', 1, '[]', '[]', '[]', '[]')")
+    conn.commit()
+    conn.close()
+    assert next(read_records(path)).user_attributes == {}
+    log = AuditLog(path, salt=b"s")
+    log.append(_rec(2, 5.0))
+    log.close()
+    assert [r.audit_id for r in read_records(path)] == ["x", "a2"]

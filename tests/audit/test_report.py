@@ -1,4 +1,5 @@
-"""The bias report: numbers equal an independent computation; planted bias fails the gate."""
+"""The bias report from the audit log: numbers equal an independent computation;
+planted bias fails (exit 3) naming group and metric; small groups are insufficient evidence."""
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 from audit.log import AuditLog, AuditRecord
 
 
-def _write_log(path, n_requests, pick_b_every):
+def _write_log(path, n_requests, pick_b_every, attrs=lambda k: {}):
     """Each request: 10 'a' and 10 'b' candidates; top-5 returned.
 
     Group b gets one of the 5 slots every `pick_b_every` requests, else none.
@@ -30,48 +31,62 @@ def _write_log(path, n_requests, pick_b_every):
         log.append(AuditRecord(f"id{k}", 1000.0 + k, f"r{k}", "m", "p", "h", "ENFORCE", "ENFORCED", 5,
                                [c["item_id"] for c in cands if c["rank"]], [{"item_id": "bad", "reason": "HARMFUL_TEXT"}],
                                cands, [{"code": "HARMFUL_TEXT", "metric": "harm_probability", "value": 0.99,
-                                        "threshold": 0.9, "group": "bad", "message": "m"}]))
+                                        "threshold": 0.9, "group": "bad", "message": "m"}], attrs(k)))
     log.close()
 
 
 def _report(tmp_path, log, *extra):
     out = tmp_path / "rep"
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--log", str(log), "--out", str(out), *extra],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "audit.report", "--log", str(log), "--out", str(out),
+                          "--n-boot", "20", *extra], capture_output=True, text=True, timeout=300)
     return res, out
 
 
 def test_numbers_equal_an_independent_computation(tmp_path):
-    _write_log(tmp_path / "a.db", 40, 2)
-    res, out = _report(tmp_path, tmp_path / "a.db")
+    _write_log(tmp_path / "a.db", 40, 2, attrs=lambda k: {"gender": "F" if k % 4 == 0 else "M"})
+    res, out = _report(tmp_path, tmp_path / "a.db", "--no-gate")
     assert res.returncode == 0, res.stderr
-    rep = json.loads((out / "report.json").read_text())
-    groups = {g["group"]: g for g in rep["item_group_exposure"]["groups"]}
-    # independent: a is selected 5 or 4 times of 10 per request, b 1 of 10 every other request
-    sel_a = (20 * 5 + 20 * 4) / 400
-    sel_b = 20 / 400
-    assert groups["a"]["selection_rate"] == sel_a and groups["b"]["selection_rate"] == sel_b
+    rep = json.loads((out / "report.json").read_text())["log"]
+    groups = {g["group"]: g for g in rep["item_groups"]["groups"]}
+    # a is selected 5 or 4 times of 10 per request; b once every other request
+    sel_a, sel_b = (20 * 5 + 20 * 4) / 400, 20 / 400
+    assert np.isclose(groups["a"]["selection_rate"], sel_a) and np.isclose(groups["b"]["selection_rate"], sel_b)
     disc = 1 / np.log2(np.arange(2, 7))
-    exp_b = 20 * disc[4]
-    exp_total = 20 * disc[:5].sum() + 20 * disc[:5].sum()
+    exp_b, exp_total = 20 * disc[4], 40 * disc[:5].sum()
     assert np.isclose(groups["b"]["exposure_share"], exp_b / exp_total)
     assert np.isclose(groups["b"]["selection_rate_ratio_to_reference"], sel_b / sel_a)
-    assert rep["harm"] == {"flags": 40, "removals_by_reason": {"HARMFUL_TEXT": 40}}
+    lo, hi = groups["b"]["selection_rate_ci"]
+    assert lo <= sel_b <= hi
+    assert rep["harm"]["flags"] == 40 and rep["harm"]["removals_by_reason"] == {"HARMFUL_TEXT": 40}
     assert rep["records"] == 40
+    # user groups from the logged audit attributes: F requests are k % 4 == 0, which all give b a slot
+    gender = {g["group"]: g for g in rep["user_groups"][0]["groups"]}
+    assert gender["F"]["n"] == 10 and gender["M"]["n"] == 30
+    assert np.isclose(gender["F"]["harm_removals"], 1.0)
+    # popularity bias: Gini over the 20 candidate items' exposure
+    per_item = np.zeros(20)
+    per_item[:4] = 40 * disc[:4]
+    per_item[4] = 20 * disc[4]
+    per_item[10] = 20 * disc[4]
+    x = np.sort(per_item)
+    gini = 2 * np.dot(np.arange(1, 21), x) / (20 * x.sum()) - 21 / 20
+    assert np.isclose(rep["popularity_bias"]["gini_of_exposure"], gini)
+    assert rep["popularity_bias"]["distinct_items_returned"] == 6
 
 
-def test_planted_bias_fails_the_gate_naming_group_and_metric(tmp_path):
+def test_planted_bias_fails_naming_group_and_metric(tmp_path):
     _write_log(tmp_path / "a.db", 40, 4)
-    res, out = _report(tmp_path, tmp_path / "a.db", "--gate", "--reference-group", "a")
+    res, out = _report(tmp_path, tmp_path / "a.db", "--reference", "item_group=a")
     assert res.returncode == 3
     rep = json.loads((out / "report.json").read_text())
     assert not rep["passed"]
     assert {"group": "b", "metric": "selection_rate_ratio_to_reference"} in \
         [{k: v[k] for k in ("group", "metric")} for v in rep["violations"]]
-    assert "FAIL" in res.stdout
+    assert "FAIL" in res.stdout and "b selection_rate_ratio_to_reference" in res.stdout
+    assert "FAIL" in (out / "summary.md").read_text()
 
 
-def test_fair_log_passes_the_gate(tmp_path):
+def test_fair_log_passes(tmp_path):
     log = AuditLog(tmp_path / "f.db", salt=b"s")
     for k in range(40):
         cands = [{"item_id": f"{g}{i}", "group": g, "rank": (i + 1) * 2 - (g == "a") if i < 2 else 0, "removed": ""}
@@ -80,29 +95,41 @@ def test_fair_log_passes_the_gate(tmp_path):
             for c in cands:
                 if c["rank"]:
                     c["rank"] = {1: 2, 2: 1, 3: 4, 4: 3}[c["rank"]]
-        log.append(AuditRecord(f"f{k}", float(k), "r", "m", "p", "h", "ENFORCE", "PASS", 4,
-                               [], [], cands, []))
+        log.append(AuditRecord(f"f{k}", float(k), "r", "m", "p", "h", "ENFORCE", "PASS", 4, [], [], cands, []))
     log.close()
-    res, out = _report(tmp_path, tmp_path / "f.db", "--gate")
+    res, out = _report(tmp_path, tmp_path / "f.db")
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads((out / "report.json").read_text())["passed"]
 
 
-def test_small_groups_are_insufficient_evidence(tmp_path):
-    _write_log(tmp_path / "a.db", 2, 1)
-    res, out = _report(tmp_path, tmp_path / "a.db", "--gate")
-    rep = json.loads((out / "report.json").read_text())
-    assert {g["status"] for g in rep["item_group_exposure"]["groups"]} == {"insufficient evidence"}
+def test_small_groups_are_insufficient_evidence_with_their_n(tmp_path):
+    _write_log(tmp_path / "a.db", 1, 1)
+    res, out = _report(tmp_path, tmp_path / "a.db")
+    groups = json.loads((out / "report.json").read_text())["log"]["item_groups"]["groups"]
+    assert {(g["group"], g["n"], g["status"]) for g in groups} == {("a", 10.0, "insufficient evidence"),
+                                                                  ("b", 10.0, "insufficient evidence")}
     assert res.returncode == 0
+
+
+def test_time_range_and_trend_windows(tmp_path):
+    _write_log(tmp_path / "a.db", 40, 2)
+    res, out = _report(tmp_path, tmp_path / "a.db", "--since", "1010", "--until", "1030", "--windows", "4",
+                       "--no-gate")
+    rep = json.loads((out / "report.json").read_text())["log"]
+    assert rep["records"] == 20
+    assert [w["records"] for w in rep["trend"]] == [5, 5, 5, 5]
+    assert sum(w["harm_removals"] for w in rep["trend"]) == 20
 
 
 def test_html_parses_and_embeds_its_images(tmp_path):
-    _write_log(tmp_path / "a.db", 10, 2)
-    res, out = _report(tmp_path, tmp_path / "a.db")
+    _write_log(tmp_path / "a.db", 10, 2, attrs=lambda k: {"age_band": "18-24"})
+    res, out = _report(tmp_path, tmp_path / "a.db", "--no-gate")
     assert res.returncode == 0
 
     class Images(HTMLParser):
-        srcs: list = []
+        def __init__(self):
+            super().__init__()
+            self.srcs = []
 
         def handle_starttag(self, tag, attrs):
             if tag == "img":
@@ -110,13 +137,18 @@ def test_html_parses_and_embeds_its_images(tmp_path):
 
     p = Images()
     p.feed((out / "report.html").read_text())
-    assert len(p.srcs) == 2 and all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in p.srcs)
+    # item groups, one user-group table, trend
+    assert len(p.srcs) == 3 and all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in p.srcs)
 
 
-def test_missing_log_and_empty_range_are_one_line_errors(tmp_path):
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path):
     res, out = _report(tmp_path, tmp_path / "none.db")
     assert res.returncode == 2 and "not found" in res.stderr and "Traceback" not in res.stderr
     _write_log(tmp_path / "a.db", 3, 1)
     res, out = _report(tmp_path, tmp_path / "a.db", "--since", "2100-01-01")
     assert res.returncode == 2 and "no audit records" in res.stderr
+    res, out = _report(tmp_path, tmp_path / "a.db", "--reference", "item_group=zzz")
+    assert res.returncode == 2 and "reference group 'zzz'" in res.stderr
     assert not (out / "report.json").exists()
+    res = subprocess.run([sys.executable, "-m", "audit.report", "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "give --log" in res.stderr

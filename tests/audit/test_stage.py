@@ -101,3 +101,9 @@ def test_blocklist_term_is_enforced(artifacts, audit_log, known_items):
     assert [(r.item_id, r.reason) for r in resp.removed] == [("x", "BLOCKLISTED_TERM")]
     resp = pipe.rank(_req(known_items[:5], [Candidate("y", text="A film about spoilerwords")]))
     assert resp.removed == ()
+
+
+def test_only_policy_allowed_audit_attributes_are_logged(pipeline, known_items, audit_log):
+    pipeline.rank(_req(known_items[:5], attrs={"age_band": "25-34", "religion": "x", "gender": "F"}))
+    rec = list(read_records(audit_log.path))[-1]
+    assert rec.user_attributes == {"age_band": "25-34", "gender": "F"}

@@ -1,0 +1,184 @@
+"""Rendering only: a self-contained HTML page (plots embedded as PNG data URIs),
+a Markdown summary and console text. Nothing here computes a metric."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+from audit.report.groups import INSUFFICIENT
+
+esc = html.escape
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def table_plot(table: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = table["metrics"]
+    groups = table["groups"]
+    labels = [g["group"] for g in groups]
+    ncols = min(2, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    width = max(3.2, 0.3 * len(labels) + 1.5)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, metrics):
+        vals = np.array([g[m] for g in groups])
+        colors = ["#bbbbbb" if g["status"] == INSUFFICIENT else ("#c44e52" if g["status"] == "fail" else "#4878a8")
+                  for g in groups]
+        cis = [g.get(f"{m}_ci") for g in groups]
+        err = None
+        if all(c is not None for c in cis):
+            err = np.array([[max(0.0, v - c[0]) for v, c in zip(vals, cis)], [max(0.0, c[1] - v) for v, c in zip(vals, cis)]])
+        ax.bar(range(len(labels)), vals, yerr=err, color=colors, capsize=3)
+        ax.set_xticks(range(len(labels)), labels, rotation=60 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+                      fontsize=8)
+        ax.set_title(m, fontsize=10)
+    fig.suptitle(f"{table['name']} (reference: {table['reference']})", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def trend_plot(trend: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    groups = sorted({g for w in trend for g in w["selection_rate_by_group"]})
+    x = range(len(trend))
+    for g in groups:
+        ax.plot(x, [w["selection_rate_by_group"].get(g, np.nan) for w in trend], marker="o", label=g)
+    ax.set_xticks(list(x), [w["from"][:16].replace("T", " ") for w in trend], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("selection rate")
+    ax.set_title("Selection rate by item group over time", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "∞" if v == float("inf") else f"{v:.4g}"
+    return esc(str(v))
+
+
+def table_html(table: dict) -> str:
+    metrics = table["metrics"]
+    extra = [c for c in ("exposure_share", "exposure_share_ci", "candidate_share", "exposure_ratio")
+             if c in table["groups"][0]]
+    head = "".join(f"<th>{esc(m)}</th><th>95% CI</th><th>ratio to ref.</th>" for m in metrics)
+    head += "".join(f"<th>{esc(c)}</th>" for c in extra)
+    rows = []
+    for g in table["groups"]:
+        cells = "".join(
+            f"<td>{_fmt(g[m])}</td><td>{'–' if g[f'{m}_ci'] is None else _fmt(g[f'{m}_ci'][0]) + ' – ' + _fmt(g[f'{m}_ci'][1])}</td>"
+            f"<td{' class=fail' if m in table['gated'] and g['status'] == 'fail' else ''}>{_fmt(g[f'{m}_ratio_to_reference'])}</td>"
+            for m in metrics)
+        cells += "".join(f"<td>{_fmt(g[c]) if not isinstance(g[c], list) else _fmt(g[c][0]) + ' – ' + _fmt(g[c][1])}</td>"
+                         for c in extra)
+        cls = g["status"].split()[0]
+        rows.append(f"<tr><td>{esc(g['group'])}{' (ref.)' if g['group'] == table['reference'] else ''}</td>"
+                    f"<td>{int(g['n'])}</td>{cells}<td class='{cls}'>{esc(g['status'])}</td></tr>")
+    gated = ", ".join(table["gated"]) or "none (informational)"
+    return (f"<h3>{esc(table['name'])}</h3><p>Gated metrics: {esc(gated)}. n counts "
+            f"{esc(table['weight'] if table['weight'] != 'rows' else 'rows')}.</p>"
+            f"<table><tr><th>group</th><th>n</th>{head}<th>status</th></tr>{''.join(rows)}</table>"
+            f"<img alt='{esc(table['name'])} by group' src='data:image/png;base64,{table_plot(table)}'>")
+
+
+def _kv(d: dict) -> str:
+    return "<table>" + "".join(f"<tr><td>{esc(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in d.items()) + "</table>"
+
+
+def render_html(report: dict) -> str:
+    status = "PASS" if report["passed"] else "FAIL"
+    parts = [f"<h1>ethicrec bias report — <span class='{status.lower()}'>{status}</span></h1>",
+             f"<p>Generated {esc(report['generated_at'])} under policy {esc(report['policy_version'])}. "
+             f"Pass band for ratios to the reference group: {report['band'][0]}–{report['band'][1]}; groups with n below "
+             f"{report['min_group_size']} are <i>insufficient evidence</i>. Confidence intervals: Fairlearn MetricFrame "
+             f"bootstrap, {report['n_boot']} resamples, 95 %.</p>"]
+    if report["violations"]:
+        parts.append("<h2>Violations</h2><ul>" + "".join(
+            f"<li class=fail>{esc(v['section'])} / {esc(v['table'])}: group <b>{esc(v['group'])}</b> "
+            f"{esc(v['metric'])} = {_fmt(v['value'])} (reference {esc(v['reference'])}, band {v['band']})</li>"
+            for v in report["violations"]) + "</ul>")
+    if "offline" in report:
+        o = report["offline"]
+        parts.append(f"<h2>Offline evaluation: {esc(o['dataset'])}, model {esc(o['artifact_version'])}</h2>"
+                     f"<p>{o['users']} users ranked through the serving pipeline (audit included).</p>"
+                     + _kv(o["overall"]) + "<h3>Popularity bias</h3>" + _kv(o["popularity_bias"]))
+        parts += [table_html(t) for t in o["user_groups"] + o["item_groups"]]
+    if "log" in report:
+        lg = report["log"]
+        parts.append(f"<h2>Audit log: {lg['records']} requests, {esc(lg['time_range']['from'])} to "
+                     f"{esc(lg['time_range']['to'])}</h2><p>Models {esc(', '.join(lg['model_versions']))}; policies "
+                     f"{esc(', '.join(lg['policy_versions']))}.</p>" + _kv(lg["verdicts"]))
+        parts.append(table_html(lg["item_groups"]))
+        parts += [table_html(t) for t in lg["user_groups"]]
+        parts.append("<h3>Popularity bias</h3>" + _kv(lg["popularity_bias"]))
+        parts.append("<h3>Harm</h3>" + _kv({"flags": lg["harm"]["flags"],
+                                             "removals per request": lg["harm"]["removals_per_request"],
+                                             **lg["harm"]["removals_by_reason"]}))
+        parts.append("<h3>Findings by code</h3>" + _kv(lg["findings_by_code"]))
+        if lg["trend"]:
+            rows = "".join(f"<tr><td>{esc(w['from'])}</td><td>{w['records']}</td>"
+                           f"<td>{_fmt(w['selection_rate_ratio_min_over_max'])}</td><td>{w['harm_removals']}</td></tr>"
+                           for w in lg["trend"])
+            parts.append("<h3>Trend</h3><table><tr><th>window from</th><th>requests</th><th>selection-rate ratio "
+                         f"(min/max)</th><th>harm removals</th></tr>{rows}</table>"
+                         f"<img alt='trend' src='data:image/png;base64,{trend_plot(lg['trend'])}'>")
+    style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
+             "margin:.8em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;font-size:.9em}"
+             "td:first-child,th:first-child{text-align:left}.pass{color:#2a7a2a}.fail{color:#b00;font-weight:bold}"
+             ".insufficient{color:#886600}img{max-width:100%}")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ethicrec bias report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# ethicrec bias report: {'PASS' if report['passed'] else 'FAIL'}", "",
+             f"Policy {report['policy_version']}, band {report['band'][0]}–{report['band'][1]}, "
+             f"min group size {report['min_group_size']}.", ""]
+    for section in ("offline", "log"):
+        if section not in report:
+            continue
+        s = report[section]
+        if section == "offline":
+            lines.append(f"## Offline ({s['dataset']}, {s['users']} users): NDCG@10 {s['overall']['ndcg@10']:.4f}, "
+                         f"Recall@10 {s['overall']['recall@10']:.4f}")
+        else:
+            lines.append(f"## Audit log ({s['records']} requests, {s['time_range']['from']} – {s['time_range']['to']})")
+        pb = s["popularity_bias"]
+        lines.append(f"Popularity bias: Gini of exposure {pb['gini_of_exposure']:.3f}, coverage "
+                     f"{pb['catalog_coverage']:.3f}, long-tail share {pb['long_tail_share_of_slots']:.3f}")
+        tables = ([s["item_groups"]] if isinstance(s["item_groups"], dict) else s["item_groups"]) + s["user_groups"]
+        for t in tables:
+            if not t["gated"]:
+                continue
+            lines.append(f"- {t['name']} (reference {t['reference']}): " + ", ".join(
+                f"{g['group']} {g['status']}" + ("" if g["status"] != "fail" else " ✗") for g in t["groups"]))
+        lines.append("")
+    if report["violations"]:
+        lines.append("## Violations")
+        lines += [f"- {v['section']}/{v['table']}: {v['group']} {v['metric']} = {v['value']:.3f} "
+                  f"(band {v['band'][0]}–{v['band'][1]}, reference {v['reference']})" for v in report["violations"]]
+    return "\n".join(lines) + "\n"
