@@ -6,6 +6,7 @@
     <root>/<version>/item_vectors.npy   catalog vectors, row order = catalog.parquet
     <root>/<version>/catalog.parquet    items, texts, statistics, groups, harm scores
     <root>/<version>/users.json         known users' recent history (item ids, most recent first)
+    <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
     <root>/<version>/ranker.txt         LightGBM text model
     <root>/<version>/harm/              harm classifier (JSON + .npy)
 
@@ -25,12 +26,14 @@ import numpy as np
 
 from audit.harm import HarmClassifier
 from recsys.catalog import Catalog
+from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
 from recsys.encoder import TextEncoder
 from recsys.errors import ArtifactError
 from recsys.ranker import LambdaRanker
 
-REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "ranker.txt", "harm")
+REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
+            "ranker.txt", "harm")
 
 
 def sha256_file(path: Path) -> str:
@@ -82,6 +85,7 @@ class Artifacts:
     ranker: LambdaRanker
     harm: HarmClassifier
     users: dict[str, list[str]]
+    cooccurrence: CoOccurrence
 
     @property
     def feature_names(self) -> list[str]:
@@ -117,10 +121,12 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         ranker = LambdaRanker.load(vdir / "ranker.txt")
         harm = HarmClassifier.load(vdir / "harm")
         users = json.loads((vdir / "users.json").read_text())
+        cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
     except ArtifactError:
         raise
     except Exception as exc:  # any loader failure is a corrupt artifact, reported in one line
         raise ArtifactError(f"artifact {vdir} could not be loaded: {type(exc).__name__}: {exc}") from None
     if ranker.feature_names_ != list(meta["features"]["names"]):
         raise ArtifactError(f"ranker features {ranker.feature_names_} differ from metadata {meta['features']['names']}")
-    return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors), ranker, harm, users)
+    return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors), ranker, harm, users,
+                     cooc)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsys.blend import Blend
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.pipeline import Pipeline
@@ -195,9 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=None, help="rank this many per user (default: all)")
     ap.add_argument("--audit-mode", choices=["ENFORCE", "FLAG_ONLY"], default="ENFORCE")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--blend", choices=["lightgbm", "linear"], default="lightgbm")
+    ap.add_argument("--blend-weight", type=float, default=0.5, help="linear blend: share of the BERT score")
     args = ap.parse_args(argv)
     if args.output.resolve() == args.input.resolve():
         print("error: --output must differ from --input", file=sys.stderr)
+        return 2
+    if not 0 <= args.blend_weight <= 1:
+        print(f"error: --blend-weight must be between 0 and 1, got {args.blend_weight}", file=sys.stderr)
         return 2
     if args.top_k is not None and args.top_k < 1:
         print(f"error: --top-k must be >= 1, got {args.top_k}", file=sys.stderr)
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         artifacts = load_artifacts(args.artifacts, device=args.device)
         log = AuditLog(args.audit_log)
         limits = Limits(max_candidates=1_000_000, max_top_k=1_000_000)
-        pipeline = build_pipeline(artifacts, policy=policy, audit_log=log, limits=limits)
+        pipeline = build_pipeline(artifacts, policy=policy, audit_log=log, limits=limits,
+                                  blend=Blend(args.blend, args.blend_weight))
         summary = run_batch(pipeline, artifacts.catalog.index, artifacts.extra_features, args.input, args.output,
                             top_k=args.top_k, audit_mode=AuditMode(args.audit_mode))
         log.close()

@@ -7,6 +7,9 @@ Per candidate (catalog row i, user history H):
   item_age_years    stats reference year - release year (NaN unknown)
   user_log_activity log(1 + |H|)
   genre_overlap     cosine(mean genre one-hot over H, genre one-hot of i) (NaN unknown)
+  cooccurrence      mean over h in H of |U_h ∩ U_i| / sqrt(|U_h| |U_i|) (recsys/cooccurrence.py)
+  <extra>           numeric item features declared at training (--item-features); at serving
+                    time the request's candidate `features` supply them
 Unknown (text-only) items get NaN statistics except popularity 0; LightGBM
 routes NaN down the learned default branch.
 """
@@ -17,21 +20,26 @@ from datetime import datetime, timezone
 import numpy as np
 
 from recsys.catalog import Catalog
+from recsys.cooccurrence import CoOccurrence
 
 BASE_FEATURES = ("interest", "item_log_pop", "item_mean_rating", "item_age_years",
-                 "user_log_activity", "genre_overlap")
+                 "user_log_activity", "genre_overlap", "cooccurrence")
 
 
 class FeatureBuilder:
-    def __init__(self, catalog: Catalog, extra_features: tuple[str, ...] = ()) -> None:
+    def __init__(self, catalog: Catalog, cooccurrence: CoOccurrence, extra_features: tuple[str, ...] = ()) -> None:
         self.catalog = catalog
+        self.cooccurrence = cooccurrence
         self.extra_features = tuple(extra_features)
         self.names = BASE_FEATURES + self.extra_features
         self.ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
 
     def build(self, cand_idx: np.ndarray, history_idx: np.ndarray, interest: np.ndarray,
-              extra: list[dict[str, float]] | None = None) -> np.ndarray:
-        """(n_candidates, n_features) float64; cand_idx is -1 for unknown items."""
+              extra: np.ndarray | None = None) -> np.ndarray:
+        """(n_candidates, n_features) float64; cand_idx is -1 for unknown items.
+
+        `extra` is (n_candidates, len(extra_features)), NaN where a value is missing.
+        """
         cat = self.catalog
         n = len(cand_idx)
         X = np.full((n, len(self.names)), np.nan, dtype=np.float64)
@@ -51,10 +59,7 @@ class FeatureBuilder:
             gnorm = np.linalg.norm(g, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 X[known, 5] = np.where(gnorm > 0, g @ profile / (gnorm * max(pnorm, 1e-12)), np.nan)
-        if self.extra_features and extra:
-            base = len(BASE_FEATURES)
-            for row, feats in enumerate(extra):
-                for j, name in enumerate(self.extra_features):
-                    if name in feats:
-                        X[row, base + j] = feats[name]
+        X[:, 6] = self.cooccurrence.score(cand_idx, history_idx)
+        if self.extra_features and extra is not None:
+            X[:, len(BASE_FEATURES):] = extra
         return X

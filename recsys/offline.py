@@ -33,7 +33,8 @@ class OfflineRun:
 
 def check_dataset_matches(artifacts: Artifacts, ds: Dataset) -> None:
     meta = artifacts.metadata["dataset"]
-    if meta["name"] != ds.name or meta["sha256"].split(":")[0] != ds.sha256:
+    # a subset-trained artifact records "<sha>:users<N>:seed<S>"; its full dataset is accepted too
+    if meta["name"] != ds.name or ds.sha256 not in (meta["sha256"], meta["sha256"].split(":")[0]):
         raise EthicrecError(f"artifact {artifacts.version} was trained on {meta['name']} "
                             f"(sha256 {meta['sha256'][:12]}…), not on this {ds.name} copy (sha256 {ds.sha256[:12]}…)")
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from recsys.artifacts import Artifacts
+from recsys.blend import Blend
 from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import InvalidRequest
 from recsys.features import FeatureBuilder
@@ -115,26 +116,31 @@ class FeatureStage:
     outputs = ("X",)
 
     def __init__(self, artifacts: Artifacts) -> None:
-        self.builder = FeatureBuilder(artifacts.catalog, artifacts.extra_features)
+        self.builder = FeatureBuilder(artifacts.catalog, artifacts.cooccurrence, artifacts.extra_features)
 
     def __call__(self, ctx: RankContext) -> None:
-        extra = [c.features for c in ctx.request.candidates] if self.builder.extra_features else None
+        extra = None
+        if self.builder.extra_features:
+            names = self.builder.extra_features
+            extra = np.array([[c.features.get(n, np.nan) for n in names] for c in ctx.request.candidates],
+                             dtype=np.float64).reshape(len(ctx.request.candidates), len(names))
         ctx.X = self.builder.build(ctx.cand_idx, ctx.history_idx, ctx.interest, extra)
 
 
 class RankStage:
-    """LightGBM LambdaRank over the features (the BERT score is one of them)."""
+    """LightGBM LambdaRank over the features (the BERT score is one of them), then the blend."""
 
     name = "rank"
-    inputs = ("X",)
+    inputs = ("X", "interest")
     outputs = ("ranker_scores", "scores", "order")
 
-    def __init__(self, artifacts: Artifacts) -> None:
+    def __init__(self, artifacts: Artifacts, blend: Blend) -> None:
         self.ranker = artifacts.ranker
+        self.blend = blend
 
     def __call__(self, ctx: RankContext) -> None:
         ctx.ranker_scores = self.ranker.predict(ctx.X)
-        ctx.scores = ctx.ranker_scores
+        ctx.scores = self.blend.combine(ctx.interest, ctx.ranker_scores)
         ctx.order = np.argsort(-ctx.scores, kind="stable")
 
 
@@ -180,7 +186,8 @@ class Pipeline:
         return ctx.response
 
 
-def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | None = None) -> Pipeline:
+def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | None = None,
+                   blend: Blend | None = None) -> Pipeline:
     """The standard stage list. `policy`/`audit_log` come from the audit package."""
     from audit.stage import AuditStage
 
@@ -188,7 +195,7 @@ def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | 
         ResolveStage(artifacts, limits or Limits()),
         InterestStage(artifacts),
         FeatureStage(artifacts),
-        RankStage(artifacts),
+        RankStage(artifacts, blend or Blend()),
         AuditStage(artifacts, policy, audit_log),
         RespondStage(artifacts),
     ])

@@ -10,8 +10,8 @@ import numpy as np
 class LambdaRanker:
     """Keyword-only parameters, stored as given; learned state ends in `_`."""
 
-    def __init__(self, *, n_estimators: int = 400, learning_rate: float = 0.05, num_leaves: int = 31,
-                 min_child_samples: int = 20, early_stopping_rounds: int = 40, eval_at: int = 10,
+    def __init__(self, *, n_estimators: int = 800, learning_rate: float = 0.02, num_leaves: int = 31,
+                 min_child_samples: int = 20, early_stopping_rounds: int = 100, eval_at: int = 10,
                  random_state: int = 0, n_jobs: int = 2) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate

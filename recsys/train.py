@@ -14,14 +14,14 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from recsys.catalog import Catalog, compute_item_stats
-from recsys.split import Query, build_queries, sample_candidates, temporal_cutoffs
+from recsys.catalog import Catalog
+from recsys.ranking_data import hash_user, ranking_sets, split_data  # noqa: F401 (hash_user re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HARM_DATA = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
@@ -43,7 +43,7 @@ class TrainConfig:
     harm_data: Path = DEFAULT_HARM_DATA
     harm_max_rows: int | None = None
     max_eval_queries: int | None = None
-    extra: dict = field(default_factory=dict)
+    item_features: Path | None = None     # CSV: item_id + numeric columns, declared as request features
 
     @classmethod
     def quick(cls, **kw) -> "TrainConfig":
@@ -57,47 +57,20 @@ def _log(msg: str) -> None:
     print(f"[train {datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _ranking_data(queries: list[Query], catalog: Catalog, encoder, item_vectors: np.ndarray, n_candidates: int,
-                  rng: np.random.Generator):
-    """Features, labels and group sizes for queries, through the serving feature code."""
-    from recsys.embedding_store import USER_MAX_LENGTH
-    from recsys.features import FeatureBuilder
-    from recsys.text import user_text
-
-    builder = FeatureBuilder(catalog)
-    pop = np.expm1(catalog.stats.log_pop)
-    hist_idx = [catalog.lookup(list(q.history)) for q in queries]
-    texts = [user_text([catalog.texts[i] for i in h[h >= 0]]) for h in hist_idx]
-    U = encoder.encode(texts, max_length=USER_MAX_LENGTH, batch_size=32)
-    Xs, ys, groups = [], [], []
-    for q, h, u in zip(queries, hist_idx, U):
-        known_targets = {k: v for k, v in q.targets.items() if k in catalog.index}
-        if not known_targets:
-            continue
-        q2 = Query(q.user_id, q.query_time, q.history, q.history_times, known_targets)
-        cands, labels = sample_candidates(q2, catalog.item_ids, pop, n_candidates, rng)
-        idx = catalog.lookup(cands)
-        interest = (item_vectors[idx] @ u).astype(np.float64)
-        Xs.append(builder.build(idx, h, interest))
-        ys.append(np.asarray(labels))
-        groups.append(len(cands))
-    if not Xs:
-        return np.zeros((0, len(builder.names))), np.zeros(0), np.zeros(0, dtype=int), builder.names
-    return np.vstack(Xs), np.concatenate(ys), np.asarray(groups), builder.names
-
-
-def _evaluate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, scorers: dict) -> dict:
-    from recsys.metrics import ndcg_at_k, recall_at_k
+def evaluate_set(rs, scorers: dict, k: int = 10) -> dict:
+    """Mean NDCG@k, Recall@k and MRR per scorer over a ranking set (one candidate list per query)."""
+    from recsys.metrics import ndcg_at_k, recall_at_k, reciprocal_rank
 
     out = {}
-    bounds = np.r_[0, np.cumsum(groups)]
     for name, fn in scorers.items():
-        scores = fn(X)
-        nd, rc = [], []
-        for s, e in zip(bounds[:-1], bounds[1:]):
-            nd.append(ndcg_at_k(y[s:e], scores[s:e], 10))
-            rc.append(recall_at_k(y[s:e], scores[s:e], 10))
-        out[name] = {"ndcg@10": float(np.mean(nd)), "recall@10": float(np.mean(rc)), "n_queries": len(nd)}
+        scores = fn(rs)
+        nd, rc, rr = [], [], []
+        for s, e in rs.bounds():
+            nd.append(ndcg_at_k(rs.y[s:e], scores[s:e], k))
+            rc.append(recall_at_k(rs.y[s:e], scores[s:e], k))
+            rr.append(reciprocal_rank(rs.y[s:e], scores[s:e]))
+        out[name] = {f"ndcg@{k}": float(np.mean(nd)), f"recall@{k}": float(np.mean(rc)), "mrr": float(np.mean(rr)),
+                     "n_queries": len(nd)}
     return out
 
 
@@ -118,7 +91,9 @@ def train(cfg: TrainConfig) -> Path:
     from recsys.artifacts import file_hashes, publish
     from recsys.data import load_dataset
     from recsys.device import pick_device
-    from recsys.embedding_store import ITEM_MAX_LENGTH, EmbeddingStore
+    from recsys.data.movielens import DatasetError
+    from recsys.embedding_store import EmbeddingStore
+    from recsys.features import BASE_FEATURES
     from recsys.encoder import TextEncoder, base_model_path
     from recsys.interest_training import fine_tune, make_pairs
     from recsys.ranker import LambdaRanker
@@ -131,12 +106,10 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.sample_users:
         ds = ds.subset_users(cfg.sample_users, seed=cfg.seed)
     inter = ds.interactions
-    cut = temporal_cutoffs(inter)
+    sd = split_data(ds, cfg.max_eval_queries)
+    cut = sd.cut
+    catalog_fit, catalog = sd.catalog_fit, sd.catalog
     _log(f"{ds.name}: {len(inter)} interactions, {len(ds.items)} items; t_fit={cut.t_fit} t_val={cut.t_val}")
-
-    catalog_fit = Catalog.build(ds.items, ds.tags, inter, cut.t_fit)
-    # Serving catalog: texts and statistics from everything before t_val.
-    catalog = Catalog.build(ds.items, ds.tags, inter, cut.t_val)
 
     base = cfg.base_model or base_model_path()
     encoder = TextEncoder.load(base, device=cfg.device)
@@ -149,32 +122,23 @@ def train(cfg: TrainConfig) -> Path:
          f"in {interest_summary['seconds']:.0f}s")
 
     _log(f"encoding {len(catalog)} catalog items")
-    vectors_fit = encoder.encode(list(catalog_fit.texts), max_length=ITEM_MAX_LENGTH, progress=True)
-    same_texts = bool(np.array_equal(catalog_fit.texts, catalog.texts))
-    vectors = vectors_fit if same_texts else encoder.encode(list(catalog.texts), max_length=ITEM_MAX_LENGTH)
+    vectors_fit, vectors = encode_catalogs(encoder, catalog_fit, catalog)
 
-    rng = np.random.default_rng(cfg.seed)
-    train_q = build_queries(inter, cut.t_fit, cut.t_val)
-    val_q = build_queries(inter, cut.t_val, None)
-    # Half of the validation users for early stopping, the other half for the reported metrics.
-    stop_q = [q for q in val_q if hash_user(q.user_id) % 2 == 0]
-    test_q = [q for q in val_q if hash_user(q.user_id) % 2 == 1]
-    if cfg.max_eval_queries:
-        stop_q, test_q = stop_q[: cfg.max_eval_queries], test_q[: cfg.max_eval_queries]
-    _log(f"queries: {len(train_q)} ranker-train, {len(stop_q)} early-stop, {len(test_q)} test")
-    Xtr, ytr, gtr, names = _ranking_data(train_q, catalog_fit, encoder, vectors_fit, cfg.n_candidates, rng)
-    Xst, yst, gst, _ = _ranking_data(stop_q, catalog, encoder, vectors, cfg.n_candidates, rng)
-    Xte, yte, gte, _ = _ranking_data(test_q, catalog, encoder, vectors, cfg.n_candidates, rng)
-    if len(gtr) == 0:
-        raise SystemExit("error: no ranker training queries in [t_fit, t_val); use more data")
+    _log(f"queries: {len(sd.train_q)} ranker-train, {len(sd.stop_q)} early-stop, {len(sd.test_q)} test")
+    train_set, stop_set, test_set = ranking_sets(sd, encoder, vectors_fit, vectors, cfg.n_candidates, cfg.seed,
+                                                 cfg.item_features)
+    if len(train_set) == 0:
+        raise DatasetError("no ranker training queries in [t_fit, t_val); use more data")
+    names = list(train_set.names)
     ranker = LambdaRanker(random_state=cfg.seed).fit(
-        Xtr, ytr, gtr, feature_names=list(names), eval_set=(Xst, yst, gst) if len(gst) else None)
+        train_set.X, train_set.y, train_set.groups, feature_names=names,
+        eval_set=(stop_set.X, stop_set.y, stop_set.groups) if len(stop_set) else None)
     _log(f"ranker: best iteration {ranker.best_iteration_}")
-    offline = _evaluate(Xte, yte, gte, {
-        "popularity": lambda X: X[:, names.index("item_log_pop")],
-        "interest_only": lambda X: X[:, names.index("interest")],
-        "blend": ranker.predict,
-    }) if len(gte) else {}
+    offline = evaluate_set(test_set, {
+        "popularity": lambda rs: rs.X[:, names.index("item_log_pop")],
+        "interest_only": lambda rs: rs.X[:, names.index("interest")],
+        "blend": lambda rs: ranker.predict(rs.X),
+    }) if len(test_set) else {}
     for name, m in offline.items():
         _log(f"offline {name}: NDCG@10={m['ndcg@10']:.4f} Recall@10={m['recall@10']:.4f} (n={m['n_queries']})")
 
@@ -199,6 +163,7 @@ def train(cfg: TrainConfig) -> Path:
         EmbeddingStore.save_vectors(staging / "item_vectors.npy", vectors)
         catalog.save(staging / "catalog.parquet")
         ranker.save(staging / "ranker.txt")
+        sd.cooc.save(staging / "cooccurrence.npz")
         harm.save(staging / "harm")
         users = (inter.sort_values(["timestamp", "item_id"], ascending=[False, True], kind="mergesort")
                  .drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=True)["item_id"]
@@ -215,7 +180,7 @@ def train(cfg: TrainConfig) -> Path:
                       "doc": "BERT + ranker-train stats < t_fit; ranker labels [t_fit, t_val); "
                              "eval labels >= t_val; serving stats < t_val"},
             "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-            "features": {"names": list(names), "extra": []},
+            "features": {"names": list(names), "extra": [n for n in names if n not in BASE_FEATURES]},
             "metrics": {
                 "interest_training": {k: v for k, v in interest_summary.items() if k != "loss_curve"},
                 "ranker": {"best_iteration": ranker.best_iteration_, "feature_importance_gain":
@@ -237,11 +202,14 @@ def train(cfg: TrainConfig) -> Path:
     return final
 
 
-def hash_user(user_id: str) -> int:
-    """Stable across processes (unlike hash())."""
-    import zlib
+def encode_catalogs(encoder, catalog_fit: Catalog, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of the t_fit and the t_val catalog texts (encoded once when they are the same)."""
+    from recsys.embedding_store import ITEM_MAX_LENGTH
 
-    return zlib.crc32(user_id.encode())
+    vectors_fit = encoder.encode(list(catalog_fit.texts), max_length=ITEM_MAX_LENGTH, progress=True)
+    if np.array_equal(catalog_fit.texts, catalog.texts):
+        return vectors_fit, vectors_fit
+    return vectors_fit, encoder.encode(list(catalog.texts), max_length=ITEM_MAX_LENGTH, progress=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--harm-data", type=Path, default=DEFAULT_HARM_DATA)
     ap.add_argument("--harm-max-rows", type=int, default=None)
     ap.add_argument("--max-eval-queries", type=int, default=None)
+    ap.add_argument("--item-features", type=Path, default=None,
+                    help="CSV of item_id + numeric columns; declared as request features of the artifact")
     args = ap.parse_args(argv)
     from recsys.data.movielens import DatasetError
     from recsys.device import set_cpu_threads
@@ -267,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
               seed=args.seed, device=args.device, harm_data=args.harm_data, harm_max_rows=args.harm_max_rows,
-              max_eval_queries=args.max_eval_queries)
+              max_eval_queries=args.max_eval_queries, item_features=args.item_features)
     if args.max_pairs is not None:
         kw["max_pairs"] = args.max_pairs
     if args.epochs is not None:
@@ -276,12 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.harm_data.is_file():
         print(f"error: harm training data not found: {cfg.harm_data}", file=sys.stderr)
         return 2
+    if cfg.item_features is not None and not cfg.item_features.is_file():
+        print(f"error: --item-features file not found: {cfg.item_features}", file=sys.stderr)
+        return 2
     if cfg.base_model is not None and not (cfg.base_model / "config.json").is_file():
         print(f"error: --base-model {cfg.base_model} has no config.json", file=sys.stderr)
         return 2
     try:
         train(cfg)
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

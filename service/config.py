@@ -27,6 +27,8 @@ class ServiceConfig:
     device: str = "auto"
     torch_threads: int | None = None
     grace_seconds: float = 10.0
+    blend: str = "lightgbm"               # lightgbm | linear (see recsys/blend.py)
+    blend_weight: float = 0.5             # linear mode: share of the BERT interest score
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -38,6 +40,10 @@ class ServiceConfig:
             raise ConfigError(f"config key reflection must be auto, on or off; got {self.reflection!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"config key device must be auto, cpu or cuda; got {self.device!r}")
+        if self.blend not in ("lightgbm", "linear"):
+            raise ConfigError(f"config key blend must be lightgbm or linear; got {self.blend!r}")
+        if not 0 <= self.blend_weight <= 1:
+            raise ConfigError(f"config key blend_weight must be between 0 and 1; got {self.blend_weight}")
         if self.grace_seconds < 0:
             raise ConfigError(f"config key grace_seconds must be >= 0; got {self.grace_seconds}")
 
@@ -56,6 +62,7 @@ class ServiceConfig:
 _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
     "reflection": str, "device": str, "torch_threads": int, "grace_seconds": float,
+    "blend": str, "blend_weight": float,
 }
 
 

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from audit.log import AuditLog
 from audit.policy import Policy, load_policy
 from recsys.artifacts import Artifacts, load_artifacts
+from recsys.blend import Blend
 from recsys.device import set_cpu_threads
 from recsys.pipeline import Pipeline, build_pipeline
 from service.config import ServiceConfig
@@ -50,7 +51,8 @@ def load_app(config: ServiceConfig) -> App:
     policy = load_policy(config.policy)
     artifacts = load_artifacts(config.artifacts, device=config.device)
     audit_log = AuditLog(config.audit_log)
-    pipeline = build_pipeline(artifacts, policy=policy, audit_log=audit_log, limits=config.limits)
+    pipeline = build_pipeline(artifacts, policy=policy, audit_log=audit_log, limits=config.limits,
+                              blend=Blend(config.blend, config.blend_weight))
     return App(artifacts, policy, audit_log, pipeline, health.HealthServicer())
 
 

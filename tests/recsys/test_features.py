@@ -5,26 +5,33 @@ import numpy as np
 import pandas as pd
 
 from recsys.catalog import Catalog
+from recsys.cooccurrence import CoOccurrence
 from recsys.features import BASE_FEATURES, FeatureBuilder
 
 DAY = 86400
 
 
-def _catalog() -> Catalog:
-    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["A (2000)", "B (2010)", "C"],
-                          "genres": ["Action|Comedy", "Drama", ""], "year": [2000.0, 2010.0, np.nan]})
-    ref = 365 * DAY * 50  # ~2020
-    inter = pd.DataFrame({
+REF = 365 * DAY * 50  # ~2020
+
+
+def _inter() -> pd.DataFrame:
+    ref = REF
+    return pd.DataFrame({
         "user_id": ["u1", "u2", "u3"], "item_id": ["a", "a", "b"], "rating": [4.0, 2.0, 5.0],
         # 'a': one interaction at ref (decay 1), one a half-life earlier (decay 0.5)
         "timestamp": [ref - 1, ref - 365 * DAY - 1, ref - 1],
     })
-    return Catalog.build(items, pd.DataFrame(columns=["item_id", "tag", "timestamp"]), inter, ref)
+
+
+def _catalog() -> Catalog:
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["A (2000)", "B (2010)", "C"],
+                          "genres": ["Action|Comedy", "Drama", ""], "year": [2000.0, 2010.0, np.nan]})
+    return Catalog.build(items, pd.DataFrame(columns=["item_id", "tag", "timestamp"]), _inter(), REF)
 
 
 def test_feature_values_match_their_formulas():
     cat = _catalog()
-    fb = FeatureBuilder(cat)
+    fb = FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF))
     assert fb.names == BASE_FEATURES
     X = fb.build(np.array([0, 1, 2, -1]), history_idx=np.array([0]), interest=np.array([0.5, 0.1, 0.2, 0.3]))
     col = {n: j for j, n in enumerate(fb.names)}
@@ -42,6 +49,8 @@ def test_feature_values_match_their_formulas():
     assert math.isclose(X[0, col["genre_overlap"]], 1.0)
     assert X[1, col["genre_overlap"]] == 0.0
     assert np.isnan(X[2, col["genre_overlap"]]) and np.isnan(X[3, col["genre_overlap"]])
+    # nobody interacted with both a and b: no co-occurrence; a with itself is cosine 1
+    np.testing.assert_allclose(X[:, col["cooccurrence"]], [1.0, 0.0, 0.0, 0.0])
 
 
 def test_popularity_groups_split_head_and_long_tail():

@@ -73,3 +73,17 @@ def test_bert_pairs_use_only_interactions_before_t_fit(artifacts):
     assert len(late) > 0
     assert pairs.user_texts == pairs2.user_texts
     np.testing.assert_array_equal(pairs.item_rows, pairs2.item_rows)
+
+
+def test_ranker_training_queries_at_several_cuts_stay_in_their_period():
+    from recsys.ranking_data import ranker_train_queries
+
+    ds = load_ml_latest_small(DATA)
+    cut = temporal_cutoffs(ds.interactions)
+    qs = ranker_train_queries(ds.interactions, cut)
+    single = build_queries(ds.interactions, cut.t_fit, cut.t_val)
+    assert len(qs) > len(single)
+    assert len({(q.user_id, q.query_time) for q in qs}) == len(qs)
+    for q in qs:
+        assert max(q.history_times) < q.query_time
+        assert cut.t_fit <= q.query_time < cut.t_val

@@ -1,0 +1,63 @@
+"""Item-item co-occurrence (collaborative) score from past interactions.
+
+For a candidate i and a user history H:
+
+    cooc(i | H) = 1/|H| * sum_{h in H} |U_h ∩ U_i| / sqrt(|U_h| |U_i|)
+
+(mean cosine similarity of user sets), with U_x the users who interacted
+with x strictly before the reference time. Computed per request from the
+sparse item->users incidence (CSC), touching only the history and candidate
+columns: w = X[:, H] · 1/sqrt(|U_H|), score = X[:, C]ᵀ w / sqrt(|U_C|) / |H|.
+Stored as two int arrays (no pickle).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+class CoOccurrence:
+    def __init__(self, matrix: sp.csc_matrix) -> None:
+        self.X = matrix.tocsc()  # users x items, binary
+        self.counts = np.asarray(self.X.sum(axis=0)).ravel().astype(np.float64)
+        with np.errstate(divide="ignore"):
+            self.inv_sqrt = np.where(self.counts > 0, 1.0 / np.sqrt(self.counts), 0.0)
+
+    @classmethod
+    def build(cls, inter: pd.DataFrame, item_ids: np.ndarray, ref_time: int) -> "CoOccurrence":
+        before = inter[inter["timestamp"] < ref_time]
+        pos = pd.Series(np.arange(len(item_ids)), index=item_ids)
+        cols = pos.reindex(before["item_id"]).to_numpy()
+        ok = ~np.isnan(cols)
+        users, rows = np.unique(before["user_id"].to_numpy()[ok], return_inverse=True)
+        m = sp.coo_matrix((np.ones(ok.sum(), dtype=np.float32), (rows, cols[ok].astype(np.int64))),
+                          shape=(len(users), len(item_ids))).tocsc()
+        m.data[:] = 1.0  # duplicates (re-ratings) count once
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return cls(m)
+
+    def score(self, cand_idx: np.ndarray, history_idx: np.ndarray) -> np.ndarray:
+        """NaN when the history has no known item; 0 for unknown candidates."""
+        hist = np.unique(history_idx[history_idx >= 0])
+        out = np.zeros(len(cand_idx))
+        if len(hist) == 0:
+            return np.full(len(cand_idx), np.nan)
+        w = self.X[:, hist] @ self.inv_sqrt[hist]          # per-user weight, dense (n_users,)
+        known = cand_idx >= 0
+        ki = cand_idx[known]
+        out[known] = (self.X[:, ki].T @ w) * self.inv_sqrt[ki] / len(hist)
+        return out
+
+    def save(self, path: Path) -> None:
+        np.savez(path, indptr=self.X.indptr, indices=self.X.indices, shape=np.asarray(self.X.shape))
+
+    @classmethod
+    def load(cls, path: Path) -> "CoOccurrence":
+        with np.load(path, allow_pickle=False) as z:
+            shape = tuple(int(x) for x in z["shape"])
+            m = sp.csc_matrix((np.ones(len(z["indices"]), dtype=np.float32), z["indices"], z["indptr"]), shape=shape)
+        return cls(m)
