@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.catalog import Catalog
-from recsys.ranking_data import hash_user, ranking_sets, split_data  # noqa: F401 (hash_user re-exported)
+from recsys.ranking_data import ranking_sets, split_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HARM_DATA = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
