@@ -154,7 +154,7 @@ def run_batch(pipeline: Pipeline, catalog_index: dict, declared_features: tuple[
         for r_pos, p in enumerate(ctx.final, start=1):
             rank[rows[p]] = r_pos
         why = {x.item_id: x.reason for x in ctx.removed}
-        for p, r in enumerate(rows):
+        for r in rows:
             if items[r] in why:
                 removed[r] = True
                 reason[r] = why[items[r]]

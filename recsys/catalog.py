@@ -105,10 +105,6 @@ class Catalog:
                    texts, items["year"].to_numpy(dtype=np.float64), genre_names, gm, stats,
                    np.zeros(n, dtype=np.float64), np.full(n, "", dtype=object))
 
-    def with_stats(self, stats: ItemStats) -> "Catalog":
-        return Catalog(self.item_ids, self.titles, self.genres, self.texts, self.years, self.genre_names,
-                       self.genre_matrix, stats, self.harm_score, self.harm_category)
-
     def save(self, path: Path) -> None:
         table = pa.table({
             "item_id": pa.array(self.item_ids.tolist(), pa.string()),

@@ -55,7 +55,7 @@ def evaluate_with_pipeline(pipeline: Pipeline, artifacts: Artifacts, ds: Dataset
     if not queries:
         raise EthicrecError(f"no users with interactions after t_val in {ds.name}")
     demo = ds.users.set_index("user_id") if len(ds.users) else pd.DataFrame()
-    demo_cols = [c for c in demo.columns]
+    demo_cols = list(demo.columns)
     rng = np.random.default_rng(seed)
     pop = np.expm1(cat.stats.log_pop)
     user_rows, cand_rows = [], []

@@ -147,8 +147,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.harm_max_rows:
         harm_data = harm_data.sample(n=min(cfg.harm_max_rows, len(harm_data)), random_state=cfg.seed)
     harm = train_harm_classifier(harm_data, benign_texts=list(catalog.titles), seed=cfg.seed)
-    catalog.harm_score, catalog.harm_category = (lambda s: (s[0], np.asarray(s[1], dtype=object)))(
-        harm.score(list(catalog.texts)))
+    scores, categories = harm.score(list(catalog.texts))
+    catalog.harm_score, catalog.harm_category = scores, np.asarray(categories, dtype=object)
     _log(f"harm: val AUC {harm.metrics['val_auc']:.3f}, threshold {harm.threshold:.3f}, "
          f"catalog flag rate {float((catalog.harm_score >= harm.threshold).mean()):.4%}")
 

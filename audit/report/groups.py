@@ -86,8 +86,8 @@ def group_table(frame: pd.DataFrame, spec: GroupSpec, *, band: tuple[float, floa
         row["status"] = status
         rows.append(row)
     # Fairlearn's own summary of the spread, for the gated metrics.
-    summary = {m: {"difference": float(mf.difference()[m]), "ratio_min_over_max": float(mf.ratio()[m])}
-               for m in spec.gated}
+    diff, ratio = mf.difference(), mf.ratio()
+    summary = {m: {"difference": float(diff[m]), "ratio_min_over_max": float(ratio[m])} for m in spec.gated}
     return {"name": spec.name, "by": spec.by, "reference": ref, "weight": spec.weight or "rows",
             "metrics": spec.metrics, "gated": spec.gated, "groups": rows, "fairlearn": summary,
             "violations": violations}

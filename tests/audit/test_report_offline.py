@@ -64,7 +64,7 @@ def test_group_metrics_equal_plain_pandas(offline_run):
 
 
 def test_history_is_only_the_past(offline_run, ml100k_artifacts):
-    """Every returned list is for a user at query time: none of their targets are in the history."""
+    """The users the offline run ranks are cut at a query time after all of their history."""
     from recsys.data import load_dataset
     from recsys.split import build_queries
 
