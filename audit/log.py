@@ -1,13 +1,33 @@
-"""Append-only audit log: one SQLite row per audited request.
+"""Append-only, hash-chained audit log: one SQLite row per audited request.
 
 Written synchronously before the response leaves (an answer whose audit
 record could not be written is not sent). WAL mode keeps readers (reports)
 from blocking the writer.
+
+Tamper evidence: every row stores `prev_hash` (the previous row's
+`record_hash`, 64 zeros for the first) and `record_hash`, the SHA-256 of
+`canonical_bytes(row)`, so editing, deleting or reordering a row breaks the
+chain at that point (`python -m audit.verify`). There is no secret key: anyone
+who can write the file can rewrite the chain from some row onwards, which only
+a head hash kept somewhere else can expose (`audit.verify --expect-head`).
+
+Crash safety: each append is one transaction (`BEGIN IMMEDIATE` … `COMMIT`),
+so a killed writer leaves whole rows only, and `append` returns only after the
+commit. `synchronous=FULL` also fsyncs the WAL on every commit so a committed
+record survives power loss, not just a killed process (NORMAL survives only
+the latter). Measured on the 2-core dev VM (ext4, 500 appends of a
+50-candidate record, median of 5): 0.66 ms per append with FULL vs 0.29 ms
+with NORMAL (0.25 ms before chaining), small next to a Rank call.
+
+Rows written before the chain existed (no hash) are kept as they are; the
+verifier reports them as an unchained legacy prefix rather than vouching for
+them, and the first chained row after them starts again from 64 zeros.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import secrets
 import sqlite3
@@ -32,10 +52,20 @@ CREATE TABLE IF NOT EXISTS audit_records (
     removed        TEXT NOT NULL,   -- JSON list of {item_id, reason}
     candidates     TEXT NOT NULL,   -- JSON list of {item_id, group, rank (0 = not returned), removed}
     findings       TEXT NOT NULL,   -- JSON list of findings
-    user_attributes TEXT NOT NULL DEFAULT '{}'  -- JSON: only the keys the policy's log.audit_attributes allow
+    user_attributes TEXT NOT NULL DEFAULT '{}',  -- JSON: only the keys the policy's log.audit_attributes allow
+    prev_hash      TEXT,            -- record_hash of the row before (64 zeros for the first); NULL = legacy row
+    record_hash    TEXT             -- sha256 of canonical_bytes(this row incl. prev_hash); NULL = legacy row
 );
 CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts);
 """
+
+#: The hashed columns, in table order; `seq` is left out because the chain itself fixes the order.
+COLUMNS = ("audit_id", "ts", "request_id", "model_version", "policy_version", "user_hash", "audit_mode",
+           "verdict", "top_k", "returned_ids", "removed", "candidates", "findings", "user_attributes")
+GENESIS = "0" * 64
+_TEXT = frozenset(COLUMNS) - {"ts", "top_k"}
+_INSERT = (f"INSERT INTO audit_records ({', '.join(COLUMNS)}, prev_hash, record_hash)"
+           f" VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,40 @@ class AuditRecord:
     candidates: list[dict[str, Any]]
     findings: list[dict[str, Any]]
     user_attributes: dict[str, str] = field(default_factory=dict)
+    # Set by read_records; ignored by append (the log computes them). Not part of equality: same content, same record.
+    prev_hash: str | None = field(default=None, compare=False)
+    record_hash: str | None = field(default=None, compare=False)
+
+
+def canonical_bytes(row: dict[str, Any], prev_hash: str) -> bytes:
+    """What `record_hash` is the SHA-256 of: the stored column values (JSON columns as their stored text,
+    so verifying never depends on re-serialising) plus `prev_hash`, as JSON with sorted keys, no
+    whitespace and ASCII escapes (Python's json.dumps; floats in its shortest round-trip form)."""
+    payload = {name: row[name] for name in COLUMNS}
+    payload["prev_hash"] = prev_hash
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def record_digest(row: dict[str, Any], prev_hash: str) -> str:
+    return hashlib.sha256(canonical_bytes(row, prev_hash)).hexdigest()
+
+
+def _stored_values(rec: AuditRecord) -> dict[str, Any]:
+    """The values exactly as SQLite will store them, so the hash taken here matches the row read back:
+    text columns must already be str (SQLite would silently turn 5 into '5'), ts is a double, top_k an int."""
+    row: dict[str, Any] = {
+        "audit_id": rec.audit_id, "ts": float(rec.ts), "request_id": rec.request_id,
+        "model_version": rec.model_version, "policy_version": rec.policy_version, "user_hash": rec.user_hash,
+        "audit_mode": rec.audit_mode, "verdict": rec.verdict, "top_k": operator.index(rec.top_k),
+        "returned_ids": json.dumps(rec.returned_ids), "removed": json.dumps(rec.removed),
+        "candidates": json.dumps(rec.candidates), "findings": json.dumps(rec.findings),
+        "user_attributes": json.dumps(rec.user_attributes),
+    }
+    for name in _TEXT:
+        if not isinstance(row[name], str):
+            raise TypeError(f"AuditRecord.{name} must be str, got {type(row[name]).__name__}")
+    row["top_k"] = int(row["top_k"])  # numpy ints -> int, which sqlite3 can bind
+    return row
 
 
 def load_or_create_salt(log_path: Path) -> bytes:
@@ -79,24 +143,39 @@ class AuditLog:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(audit_records)")}
-        if "user_attributes" not in columns:  # logs written before the column existed
+        # Logs written before these columns existed; their old rows stay unchained (NULL hashes).
+        if "user_attributes" not in columns:
             self._conn.execute("ALTER TABLE audit_records ADD COLUMN user_attributes TEXT NOT NULL DEFAULT '{}'")
+        for name in ("prev_hash", "record_hash"):
+            if name not in columns:
+                self._conn.execute(f"ALTER TABLE audit_records ADD COLUMN {name} TEXT")
 
     def hash_user(self, user_id: str) -> str:
         return hashlib.sha256(self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
 
     def append(self, rec: AuditRecord) -> None:
-        row = (rec.audit_id, rec.ts, rec.request_id, rec.model_version, rec.policy_version, rec.user_hash,
-               rec.audit_mode, rec.verdict, rec.top_k, json.dumps(rec.returned_ids), json.dumps(rec.removed),
-               json.dumps(rec.candidates), json.dumps(rec.findings), json.dumps(rec.user_attributes))
+        """Chain and commit one record; returns only once it is durable.
+
+        prev_hash is read from the last row inside the write transaction rather than cached, because
+        BEGIN IMMEDIATE is what serialises writers across processes (a batch run pointed at the service's
+        log): a per-process cache would fork the chain. The lookup is one primary-key seek.
+        """
+        row = _stored_values(rec)
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO audit_records (audit_id, ts, request_id, model_version, policy_version, user_hash,"
-                " audit_mode, verdict, top_k, returned_ids, removed, candidates, findings, user_attributes)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = self._conn.execute(
+                    "SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+                prev = last[0] if last and last[0] else GENESIS
+                self._conn.execute(_INSERT, (*row.values(), prev, record_digest(row, prev)))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -104,7 +183,7 @@ class AuditLog:
 
 
 def read_records(path: str | Path, since: float | None = None, until: float | None = None) -> Iterator[AuditRecord]:
-    """Read records (oldest first), optionally within [since, until)."""
+    """Read records (oldest first), optionally within [since, until). Does not verify the chain."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"audit log not found: {p}")
@@ -113,9 +192,11 @@ def read_records(path: str | Path, since: float | None = None, until: float | No
         columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_records)")}
         if not columns:
             raise sqlite3.DatabaseError("no audit_records table")
-        attrs = "user_attributes" if "user_attributes" in columns else "'{}'"  # logs from before the column
+        # Logs from before a column existed read as if it had its default.
+        optional = {"user_attributes": "'{}'", "prev_hash": "NULL", "record_hash": "NULL"}
+        extra = ", ".join(name if name in columns else default for name, default in optional.items())
         sql = ("SELECT audit_id, ts, request_id, model_version, policy_version, user_hash, audit_mode, verdict,"
-               f" top_k, returned_ids, removed, candidates, findings, {attrs} FROM audit_records WHERE 1=1")
+               f" top_k, returned_ids, removed, candidates, findings, {extra} FROM audit_records WHERE 1=1")
         args: list[float] = []
         if since is not None:
             sql += " AND ts >= ?"
@@ -125,7 +206,7 @@ def read_records(path: str | Path, since: float | None = None, until: float | No
             args.append(until)
         for row in conn.execute(sql + " ORDER BY seq", args):
             yield AuditRecord(*row[:9], json.loads(row[9]), json.loads(row[10]), json.loads(row[11]),
-                              json.loads(row[12]), json.loads(row[13]) if len(row) > 13 else {})
+                              json.loads(row[12]), json.loads(row[13]), prev_hash=row[14], record_hash=row[15])
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"{p} is not an ethicrec audit log: {exc}") from None
     finally:

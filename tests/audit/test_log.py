@@ -56,8 +56,8 @@ def test_logs_from_before_user_attributes_still_read_and_upgrade(tmp_path):
 
     import re
 
-    old = re.sub(r",\s*--[^\n]*\n\s*user_attributes[^\n]*", "", SCHEMA)
-    assert "user_attributes" not in old
+    old = re.sub(r",\s*--[^\n]*\n\s*user_attributes.*?\n\);", "\n);", SCHEMA, flags=re.S)
+    assert "user_attributes" not in old and "record_hash" not in old
     conn.executescript(old)
     conn.execute("INSERT INTO audit_records (audit_id, ts, request_id, model_version, policy_version, user_hash,"
                  " audit_mode, verdict, top_k, returned_ids, removed, candidates, findings)"
