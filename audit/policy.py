@@ -11,6 +11,8 @@ from recsys.errors import ConfigError
 
 ACTIONS = ("FLAG", "ENFORCE")
 FAILURE_MODES = ("closed",)
+# gRPC status the caller gets when the audit cannot complete (the answer is withheld either way).
+FAILURE_STATUSES = ("INTERNAL", "UNAVAILABLE")
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class ExposurePolicy:
     min_selection_rate_ratio: float = 0.8
     min_exposure_ratio: float = 0.8
     min_group_size: int = 5
+    # ENFORCE re-ranking may cost at most this much NDCG@k, measured against the
+    # original list with the model's own scores as gains (0.05 = 5 %).
+    max_ndcg_loss: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,21 @@ class AudiencePolicy:
 
 
 @dataclass(frozen=True)
+class MonitorPolicy:
+    """Rolling user-group monitor (audit/monitor.py): what users receive, by audit attribute."""
+
+    enabled: bool = True
+    window: int = 2000                   # most recent requests kept
+    attributes: tuple[str, ...] = ("gender", "age_band")
+    intersections: tuple[tuple[str, ...], ...] = (("gender", "age_band"),)
+    min_samples: int = 50                # requests per group before it is judged
+    min_ratio: float = 0.8               # group / best group below this (and significant) -> finding
+    confidence: float = 0.95             # of the Wilson / bootstrap intervals that decide "significant"
+    refresh_every: int = 100             # requests between recomputations (off the request path)
+    n_boot: int = 200
+
+
+@dataclass(frozen=True)
 class LogPolicy:
     # User audit attributes recorded with each decision; any other key is dropped.
     audit_attributes: tuple[str, ...] = ("gender", "age_band")
@@ -68,11 +88,15 @@ class ReportPolicy:
 class Policy:
     version: str
     failure_mode: str = "closed"
+    failure_status: str = "INTERNAL"
+    # The whole audit of one request must finish within this, or the answer is withheld.
+    time_budget_ms: float = 200.0
     exposure: ExposurePolicy = field(default_factory=ExposurePolicy)
     harm: HarmPolicy = field(default_factory=HarmPolicy)
     audience: AudiencePolicy = field(default_factory=AudiencePolicy)
     log: LogPolicy = field(default_factory=LogPolicy)
     report: ReportPolicy = field(default_factory=ReportPolicy)
+    monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
 
 
 def _take(table: dict[str, Any], prefix: str, allowed: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
@@ -104,21 +128,29 @@ def _ratio(value: float, key: str) -> float:
 
 
 def parse_policy(data: dict[str, Any]) -> Policy:
-    top = _take(data, "", {"version": str, "failure_mode": str, "exposure": dict, "harm": dict, "audience": dict,
-                           "log": dict, "report": dict})
+    top = _take(data, "", {"version": str, "failure_mode": str, "failure_status": str, "time_budget_ms": (int, float),
+                           "exposure": dict, "harm": dict, "audience": dict, "log": dict, "report": dict,
+                           "monitor": dict})
     if "version" not in top or not top["version"]:
         raise ConfigError("policy key version is required (a non-empty string)")
     mode = top.get("failure_mode", "closed")
     if mode not in FAILURE_MODES:
         raise ConfigError(f"policy key failure_mode must be one of {', '.join(FAILURE_MODES)}; got {mode!r}")
+    status = top.get("failure_status", "INTERNAL")
+    if status not in FAILURE_STATUSES:
+        raise ConfigError(f"policy key failure_status must be one of {', '.join(FAILURE_STATUSES)}; got {status!r}")
+    budget = float(top.get("time_budget_ms", Policy.time_budget_ms))
+    if not budget > 0:
+        raise ConfigError(f"policy key time_budget_ms must be > 0; got {budget!r}")
     e = _take(top.get("exposure", {}), "exposure.", {
         "enabled": bool, "action": str, "min_selection_rate_ratio": (int, float),
-        "min_exposure_ratio": (int, float), "min_group_size": int})
+        "min_exposure_ratio": (int, float), "min_group_size": int, "max_ndcg_loss": (int, float)})
     exposure = ExposurePolicy(
         enabled=e.get("enabled", True), action=_action(e.get("action", "FLAG"), "exposure.action"),
         min_selection_rate_ratio=_ratio(e.get("min_selection_rate_ratio", 0.8), "exposure.min_selection_rate_ratio"),
         min_exposure_ratio=_ratio(e.get("min_exposure_ratio", 0.8), "exposure.min_exposure_ratio"),
-        min_group_size=e.get("min_group_size", 5))
+        min_group_size=e.get("min_group_size", 5),
+        max_ndcg_loss=_ratio(e.get("max_ndcg_loss", ExposurePolicy.max_ndcg_loss), "exposure.max_ndcg_loss"))
     if exposure.min_group_size < 1:
         raise ConfigError(f"policy key exposure.min_group_size must be >= 1; got {exposure.min_group_size}")
     h = _take(top.get("harm", {}), "harm.", {"enabled": bool, "action": str, "threshold": (int, float),
@@ -165,7 +197,35 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         raise ConfigError(f"policy key report.min_group_size must be >= 1; got {report.min_group_size}")
     if report.n_boot < 0:
         raise ConfigError(f"policy key report.n_boot must be >= 0; got {report.n_boot}")
-    return Policy(top["version"], mode, exposure, harm, audience, LogPolicy(tuple(attrs)), report)
+    return Policy(top["version"], mode, status, budget, exposure, harm, audience, LogPolicy(tuple(attrs)), report,
+                  _monitor(top.get("monitor", {})))
+
+
+def _monitor(table: dict[str, Any]) -> MonitorPolicy:
+    m = _take(table, "monitor.", {"enabled": bool, "window": int, "attributes": list, "intersections": list,
+                                  "min_samples": int, "min_ratio": (int, float), "confidence": (int, float),
+                                  "refresh_every": int, "n_boot": int})
+    d = MonitorPolicy()
+    attrs = m.get("attributes", list(d.attributes))
+    if not all(isinstance(a, str) and a for a in attrs):
+        raise ConfigError("policy key monitor.attributes must be a list of non-empty strings")
+    inter = m.get("intersections", [list(x) for x in d.intersections])
+    for i, combo in enumerate(inter):
+        if not (isinstance(combo, list) and len(combo) >= 2 and all(isinstance(a, str) and a for a in combo)):
+            raise ConfigError(f"policy key monitor.intersections[{i}] must be a list of at least two attribute names")
+    for key in ("window", "min_samples", "refresh_every"):
+        if m.get(key, 1) < 1:
+            raise ConfigError(f"policy key monitor.{key} must be >= 1; got {m[key]}")
+    if m.get("n_boot", d.n_boot) < 20:
+        raise ConfigError(f"policy key monitor.n_boot must be >= 20; got {m['n_boot']}")
+    conf = float(m.get("confidence", d.confidence))
+    if not 0.5 <= conf < 1:
+        raise ConfigError(f"policy key monitor.confidence must be in [0.5, 1); got {conf!r}")
+    return MonitorPolicy(enabled=m.get("enabled", d.enabled), window=m.get("window", d.window),
+                         attributes=tuple(attrs), intersections=tuple(tuple(c) for c in inter),
+                         min_samples=m.get("min_samples", d.min_samples),
+                         min_ratio=_ratio(m.get("min_ratio", d.min_ratio), "monitor.min_ratio"), confidence=conf,
+                         refresh_every=m.get("refresh_every", d.refresh_every), n_boot=m.get("n_boot", d.n_boot))
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

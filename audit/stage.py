@@ -2,9 +2,13 @@
 
 Order: harm and audience checks on every candidate (ENFORCE removes what the
 policy forbids) -> top-k of what remains -> exposure disparity between item
-groups on the final list -> verdict -> audit log record. Any exception inside
-is re-raised as AuditFailure: the policy's failure mode is "closed", so an
-unaudited ranking never leaves.
+groups (ENFORCE: fair re-ranking within the policy's utility bound, then the
+findings describe the list actually returned) -> the rolling user-group
+monitor's current findings -> verdict -> audit log record -> the request is
+added to the monitor's window. Any exception inside, or running past the
+policy's time budget, is re-raised as AuditFailure carrying the policy's
+failure status: the failure mode is "closed", so an unaudited ranking never
+leaves.
 """
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ import uuid
 
 import numpy as np
 
-from audit.fairness import exposure_by_group_fast
+from audit.fairness import GroupExposure, exposure_by_group_fast
 from audit.harm import normalise
 from audit.log import AuditLog, AuditRecord
+from audit.monitor import Observation, UserGroupMonitor
 from audit.policy import Policy
+from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
 from recsys.domain import AuditMode, AuditResult, Finding, RemovedItem, Verdict
 from recsys.errors import AuditFailure
@@ -61,7 +67,7 @@ class HarmScorer:
 
 class AuditStage:
     name = "audit"
-    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order")
+    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest")
     outputs = ("final", "removed", "audit")
 
     def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog) -> None:
@@ -72,15 +78,32 @@ class AuditStage:
         self.harm_threshold = policy.harm.threshold if policy.harm.threshold is not None else artifacts.harm.threshold
         self._log_attrs = frozenset(policy.log.audit_attributes)
         self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
+        self._long_tail = artifacts.catalog.stats.group == "long_tail"
+        self._budget_s = policy.time_budget_ms / 1000.0
+        self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
 
     def __call__(self, ctx) -> None:
         try:
             self._audit(ctx)
+        except _OverBudget as exc:
+            raise AuditFailure(f"audit exceeded its time budget ({exc}); response withheld",
+                               self.policy.failure_status) from None
         except Exception as exc:
             # Fail closed: the caller gets an error, never the unaudited list.
-            raise AuditFailure(f"audit failed ({type(exc).__name__}); response withheld") from exc
+            raise AuditFailure(f"audit failed ({type(exc).__name__}); response withheld",
+                               self.policy.failure_status) from exc
+
+    def _check_budget(self, t0: float, step: str) -> None:
+        elapsed = time.perf_counter() - t0
+        if elapsed > self._budget_s:
+            raise _OverBudget(f"{elapsed * 1000:.1f} ms > {self.policy.time_budget_ms:g} ms after {step}")
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
 
     def _audit(self, ctx) -> None:
+        t0 = time.perf_counter()
         req = ctx.request
         pol = self.policy
         enforce = req.audit_mode is AuditMode.ENFORCE
@@ -112,6 +135,7 @@ class AuditStage:
                                 drop.add(i)
                                 removed.append(RemovedItem(iid, "BLOCKLISTED_TERM", msg))
                             break
+            self._check_budget(t0, "harm")
 
         if pol.audience.enabled and pol.audience.rules:
             attrs = req.user.audit_attributes
@@ -131,11 +155,20 @@ class AuditStage:
 
         eligible = [int(p) for p in ctx.order if int(p) not in drop]
         final = eligible[: req.top_k]
+        reranked = False
 
         if pol.exposure.enabled and eligible:
+            if enforce and pol.exposure.action == "ENFORCE":
+                final, rerank_findings = self._rerank(ctx, eligible)
+                reranked = bool(rerank_findings)
+                findings.extend(rerank_findings)
             findings.extend(self._exposure(ctx, eligible, final))
+        self._check_budget(t0, "exposure")
 
-        verdict = Verdict.ENFORCED if removed else (Verdict.FLAGGED if findings else Verdict.PASS)
+        if self.monitor is not None:
+            findings.extend(self.monitor.findings())
+
+        verdict = Verdict.ENFORCED if removed or reranked else (Verdict.FLAGGED if findings else Verdict.PASS)
         audit_id = uuid.uuid4().hex
         ranks = {p: r for r, p in enumerate(final, start=1)}
         reasons = {r.item_id: r.reason for r in removed}
@@ -153,13 +186,41 @@ class AuditStage:
         ))
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
+        if self.monitor is not None:
+            idx = ctx.cand_idx[final] if final else np.zeros(0, dtype=np.int64)
+            self.monitor.observe(Observation(
+                req.user.audit_attributes,
+                float(np.mean(ctx.interest[final])) if final else float("nan"),
+                int(self._long_tail[idx[idx >= 0]].sum()), len(final), bool(removed)))
+
+    def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
+        """Fair re-ranking of the top-k (ENFORCE); the original top-k when no disparity exists."""
+        pol = self.policy.exposure
+        k = ctx.request.top_k
+        res = fair_rerank(ctx.scores[eligible], ctx.groups[eligible], k,
+                          min_selection_rate_ratio=pol.min_selection_rate_ratio,
+                          min_exposure_ratio=pol.min_exposure_ratio, min_group_size=pol.min_group_size,
+                          max_ndcg_loss=pol.max_ndcg_loss)
+        if res.strength == 0.0:
+            if not res.satisfied:
+                return eligible[:k], [Finding(
+                    "EXPOSURE_RERANK_SKIPPED", "ndcg_loss", 1.0 - res.ndcg, pol.max_ndcg_loss, "",
+                    f"no fair re-ranking keeps the NDCG loss within {pol.max_ndcg_loss:g}; list left as ranked")]
+            return eligible[:k], []
+        loss = 1.0 - res.ndcg
+        state = "meets the exposure thresholds" if res.satisfied else "improves exposure but does not meet the thresholds"
+        return [eligible[i] for i in res.top], [Finding(
+            "EXPOSURE_RERANKED", "ndcg_loss", float(loss), pol.max_ndcg_loss, "",
+            f"re-ranked for fair exposure (strength {res.strength:g}): {_summary(res.before, pol.min_group_size)}"
+            f" -> {_summary(res.after, pol.min_group_size)}; {state}; NDCG loss {loss:.3f} (bound {pol.max_ndcg_loss:g})")]
 
     def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
         pol = self.policy.exposure
         groups = ctx.groups[eligible]
-        # `final` is the head of `eligible` (both in score order): ranks 1..k, then 0.
+        # Rank of each eligible candidate in the returned list (1-based), 0 when not returned.
+        where = {p: j for j, p in enumerate(eligible)}
         ranks = np.zeros(len(eligible))
-        ranks[: len(final)] = np.arange(1, len(final) + 1)
+        ranks[[where[p] for p in final]] = np.arange(1, len(final) + 1)
         out: list[Finding] = []
         st = exposure_by_group_fast(groups, ranks)
         for j in np.flatnonzero(st.n < pol.min_group_size):
@@ -185,3 +246,14 @@ class AuditStage:
                                    f"group {g!r} gets {er:.2f}x the position-weighted exposure its share "
                                    "of candidates would give"))
         return out
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _summary(st: GroupExposure, min_group_size: int) -> str:
+    judged = st.n >= min_group_size
+    rates = st.selection_rate[judged]
+    ratio = float(rates.min() / rates.max()) if len(rates) and rates.max() > 0 else 1.0
+    return f"selection-rate ratio {ratio:.2f}, min exposure ratio {float(np.min(st.exposure_ratio[judged])):.2f}"

@@ -22,7 +22,15 @@ class ArtifactError(EthicrecError):
 
 
 class AuditFailure(EthicrecError):
-    """The audit could not complete; the ranking must not be returned unaudited."""
+    """The audit could not complete; the ranking must not be returned unaudited.
+
+    `status` is the gRPC status name the policy chose for this case
+    ("INTERNAL" or "UNAVAILABLE"); the core only carries the name.
+    """
+
+    def __init__(self, message: str, status: str = "INTERNAL") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ConfigError(EthicrecError):

@@ -1,7 +1,8 @@
 """The one place domain errors become gRPC status codes.
 
 InvalidRequest -> INVALID_ARGUMENT with a google.rpc.BadRequest field
-violation; AuditFailure -> INTERNAL naming the audit (fail-closed); anything
+violation; AuditFailure -> the policy's failure status (INTERNAL or UNAVAILABLE)
+naming the audit (fail-closed); anything
 else -> INTERNAL with a generic message (details go to the server log only).
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
         context.abort_with_status(rpc_status.to_status(status))
     if isinstance(exc, AuditFailure):
         log.error("audit failure: %s", exc, exc_info=exc.__cause__)
-        context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        code = grpc.StatusCode.UNAVAILABLE if exc.status == "UNAVAILABLE" else grpc.StatusCode.INTERNAL
+        context.abort(code, str(exc))
     log.exception("unhandled error", exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

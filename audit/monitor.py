@@ -1,0 +1,254 @@
+"""Rolling user-group monitor: what each group of users has been receiving lately.
+
+One observation per audited request (the user's policy-listed audit
+attributes, the mean interest score of the returned items, the long-tail
+share of the returned items, whether anything was removed for harm or
+audience). Over a bounded window, Fairlearn's MetricFrame computes each
+metric by group, for each attribute and each intersection. A group is
+flagged only when (a) its value over the best group's is below the
+policy's ratio, (b) both groups have enough requests, and (c) their
+confidence intervals do not overlap - Wilson intervals for proportions,
+a percentile bootstrap for the mean score - so noise in small windows does
+not raise alarms.
+
+MetricFrame costs tens of milliseconds, so it never runs on the request
+path: requests append to the window (microseconds) and read the findings of
+the last refresh; a background thread refreshes every `refresh_every`
+requests.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame
+
+from audit.policy import MonitorPolicy
+from recsys.domain import Finding
+
+# Metric name -> (observation column, kind). Proportions get Wilson intervals over
+# their pooled counts; means get a bootstrap over requests.
+METRICS = {
+    "interest_mean": "mean",
+    "long_tail_share": "proportion",
+    "harm_removal_rate": "proportion",
+}
+# For a removal rate "worse" is higher; the others are utilities where lower is worse.
+HIGHER_IS_WORSE = {"harm_removal_rate"}
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    attributes: dict[str, str]
+    interest_mean: float    # mean interest of returned items (nan when none returned)
+    long_tail: int          # returned items in the catalog's long tail
+    returned: int
+    removed_harm: bool      # anything removed for harm or audience
+
+
+def wilson(successes: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score interval (not in numpy/scipy-free deps; six lines beat a statsmodels dependency)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(centre - half), float(centre + half)
+
+
+def _mean(y_true, y_pred, *, values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _ratio_of_sums(y_true, y_pred, *, num, den) -> float:
+    d = float(np.sum(den))
+    return float(np.sum(num)) / d if d > 0 else float("nan")
+
+
+def _count(y_true, y_pred) -> float:
+    return float(len(y_true))
+
+
+@dataclass(frozen=True)
+class GroupStat:
+    """One group's value for one metric, with its interval and sample size (requests)."""
+
+    table: str
+    group: str
+    metric: str
+    value: float
+    low: float
+    high: float
+    n: int
+
+
+class UserGroupMonitor:
+    def __init__(self, policy: MonitorPolicy, *, seed: int = 0) -> None:
+        self.policy = policy
+        self._window: deque[Observation] = deque(maxlen=policy.window)
+        self._lock = threading.Lock()
+        self._since_refresh = 0
+        self._findings: tuple[Finding, ...] = ()
+        self._stats: tuple[GroupStat, ...] = ()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rng = np.random.default_rng(seed)
+        self._z = NormalDist().inv_cdf(0.5 + policy.confidence / 2)
+        self.refreshes = 0
+        self.last_error: str | None = None
+        keys = set(policy.attributes) | {a for combo in policy.intersections for a in combo}
+        self._keys = frozenset(keys)
+
+    # -- request path -----------------------------------------------------------------
+    def observe(self, obs: Observation) -> None:
+        """Record one request; cheap. Requests without any monitored attribute are skipped."""
+        attrs = {k: v for k, v in obs.attributes.items() if k in self._keys}
+        if not attrs:
+            return
+        with self._lock:
+            self._window.append(Observation(attrs, obs.interest_mean, obs.long_tail, obs.returned,
+                                            obs.removed_harm))
+            self._since_refresh += 1
+            due = self._since_refresh >= self.policy.refresh_every
+            if due:
+                self._since_refresh = 0
+        if due:
+            self._ensure_thread()
+            self._wake.set()
+
+    def findings(self) -> tuple[Finding, ...]:
+        """Disparities found by the last refresh (attached to every response while they hold)."""
+        return self._findings
+
+    def stats(self) -> tuple[GroupStat, ...]:
+        return self._stats
+
+    # -- background ----------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="user-group-monitor", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.refresh()
+            except Exception as exc:  # a monitor bug must not kill serving; it is reported instead
+                self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def refresh(self) -> tuple[Finding, ...]:
+        """Recompute group metrics over the window (synchronously) and swap in the new findings."""
+        with self._lock:
+            window = list(self._window)
+        stats: list[GroupStat] = []
+        findings: list[Finding] = []
+        if window:
+            frame = pd.DataFrame({
+                "interest_mean": [o.interest_mean for o in window],
+                "long_tail": [o.long_tail for o in window],
+                "returned": [o.returned for o in window],
+                "removed": [1.0 if o.removed_harm else 0.0 for o in window],
+            })
+            tables = [(a,) for a in self.policy.attributes] + [tuple(c) for c in self.policy.intersections]
+            for table in tables:
+                cols = {a: [o.attributes.get(a) for o in window] for a in table}
+                mask = np.array([all(cols[a][i] is not None for a in table) for i in range(len(window))])
+                if not mask.any():
+                    continue
+                t_stats = self._table(table, frame[mask].reset_index(drop=True),
+                                      {a: [v for v, m in zip(cols[a], mask) if m] for a in table})
+                stats.extend(t_stats)
+                findings.extend(self._judge(t_stats, len(window)))
+        self._stats = tuple(stats)
+        self._findings = tuple(findings)
+        self.refreshes += 1
+        return self._findings
+
+    def _table(self, table: tuple[str, ...], frame: pd.DataFrame, cols: dict[str, list[str]]) -> list[GroupStat]:
+        name = "×".join(table)
+        labels = pd.Series([" & ".join(f"{a}={cols[a][i]}" for a in table) for i in range(len(frame))],
+                           name=name)
+        mf = MetricFrame(
+            metrics={"interest_mean": _mean, "long_tail_share": _ratio_of_sums,
+                     "harm_removal_rate": _ratio_of_sums, "n": _count},
+            y_true=np.zeros(len(frame)), y_pred=np.zeros(len(frame)), sensitive_features=labels,
+            sample_params={"interest_mean": {"values": frame["interest_mean"].to_numpy()},
+                           "long_tail_share": {"num": frame["long_tail"].to_numpy(),
+                                               "den": frame["returned"].to_numpy()},
+                           "harm_removal_rate": {"num": frame["removed"].to_numpy(),
+                                                 "den": np.ones(len(frame))}})
+        out: list[GroupStat] = []
+        codes = labels.to_numpy()
+        for group, row in mf.by_group.iterrows():
+            sel = codes == group
+            n = int(row["n"])
+            # interest: percentile bootstrap of the group mean over its requests
+            vals = frame["interest_mean"].to_numpy()[sel]
+            vals = vals[~np.isnan(vals)]
+            if len(vals):
+                boots = vals[self._rng.integers(0, len(vals), size=(self.policy.n_boot, len(vals)))].mean(axis=1)
+                a = (1 - self.policy.confidence) / 2
+                lo, hi = np.quantile(boots, [a, 1 - a])
+            else:
+                lo = hi = float("nan")
+            out.append(GroupStat(name, str(group), "interest_mean", float(row["interest_mean"]), float(lo),
+                                 float(hi), n))
+            lt, ret = frame["long_tail"].to_numpy()[sel].sum(), frame["returned"].to_numpy()[sel].sum()
+            out.append(GroupStat(name, str(group), "long_tail_share", float(row["long_tail_share"]),
+                                 *wilson(float(lt), float(ret), self._z), n))
+            rem = frame["removed"].to_numpy()[sel].sum()
+            out.append(GroupStat(name, str(group), "harm_removal_rate", float(row["harm_removal_rate"]),
+                                 *wilson(float(rem), float(n), self._z), n))
+        return out
+
+    def _judge(self, stats: Iterable[GroupStat], window: int) -> list[Finding]:
+        pol = self.policy
+        out: list[Finding] = []
+        by_metric: dict[str, list[GroupStat]] = {}
+        for s in stats:
+            if s.n >= pol.min_samples and not np.isnan(s.value):
+                by_metric.setdefault(s.metric, []).append(s)
+        for metric, rows in by_metric.items():
+            if len(rows) < 2:
+                continue
+            worse_high = metric in HIGHER_IS_WORSE
+            best = min(rows, key=lambda s: s.value) if worse_high else max(rows, key=lambda s: s.value)
+            for s in rows:
+                if s is best:
+                    continue
+                # ratio < 1 means this group is worse off than the best group
+                if worse_high:
+                    ratio = best.value / s.value if s.value > 0 else 1.0
+                    separated = s.low > best.high
+                else:
+                    ratio = s.value / best.value if best.value > 0 else 1.0
+                    separated = s.high < best.low
+                if ratio < pol.min_ratio and separated:
+                    out.append(Finding(
+                        "USER_GROUP_DISPARITY", f"{metric}_ratio", float(ratio), pol.min_ratio, s.group,
+                        f"over the last {window} requests, users with {s.group} get {metric} {s.value:.3f} "
+                        f"vs {best.value:.3f} for {best.group} ({ratio:.2f}x; {int(pol.confidence * 100)}% "
+                        f"intervals [{s.low:.3f}, {s.high:.3f}] and [{best.low:.3f}, {best.high:.3f}] "
+                        f"do not overlap; n={s.n} and {best.n})"))
+        return out
