@@ -1,0 +1,5 @@
+import sys
+
+from recsys.batch.cli import main
+
+sys.exit(main())

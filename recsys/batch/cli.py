@@ -1,0 +1,116 @@
+"""Command line of `python -m recsys.batch` (see recsys/batch/__init__.py).
+
+Exit status: 0 done (or OUTPUT already held this job, complete); 2 bad input,
+arguments, artifact or policy, or OUTPUT holds another job — one line, and for
+input problems nothing is created; 1 scoring stopped (e.g. the audit failed):
+the parts committed so far stay, and rerunning the same command resumes;
+130 interrupted (also resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from recsys.batch.job import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m recsys.batch",
+                                 description="Batch rescoring with the ethicrec pipeline (resumable).")
+    ap.add_argument("--input", type=Path, required=True,
+                    help="Parquet or CSV/TSV of (user_id, item_id, ...) rows, grouped by user_id")
+    ap.add_argument("--output", type=Path, required=True,
+                    help="directory to write: part-NNNNN.parquet files, _manifest.json, _SUCCESS")
+    ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    ap.add_argument("--policy", type=Path, default=None, help="audit policy TOML (default: shipped policy)")
+    ap.add_argument("--audit-log", type=Path, default=Path("var/batch-audit.db"))
+    ap.add_argument("--top-k", type=int, default=None, help="rank this many per user (default: all)")
+    ap.add_argument("--audit-mode", choices=["ENFORCE", "FLAG_ONLY"], default="ENFORCE")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--blend", choices=["lightgbm", "linear"], default="lightgbm")
+    ap.add_argument("--blend-weight", type=float, default=0.5, help="linear blend: share of the BERT score")
+    ap.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="local: this process; ray: an actor pool on Ray Data (pip install '.[ray]')")
+    ap.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="Ray actors (default: one per CPU, or per GPU when the cluster has GPUs)")
+    ap.add_argument("--chunk-users", type=int, default=DEFAULT_CHUNK_USERS,
+                    help=f"users per chunk = per output part (default {DEFAULT_CHUNK_USERS})")
+    ap.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
+                    help=f"close a chunk early once it holds this many rows (default {DEFAULT_CHUNK_ROWS}; "
+                         "a single larger user still forms one chunk)")
+    ap.add_argument("--skip-invalid", action="store_true",
+                    help="leave out users whose rows cannot be scored (and rows without a user_id) and write "
+                         "them with the reason to the rejects file, instead of stopping")
+    ap.add_argument("--rejects", type=Path, default=None, help="rejects file (default OUTPUT/_rejects.parquet)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace OUTPUT if it holds another job (or is a file) instead of stopping")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="CPU threads for BERT (default: ETHICREC_TORCH_THREADS or torch's default)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = _parser().parse_args(argv)
+
+    def fail(msg: str, code: int = 2) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return code
+
+    if args.output.resolve() == args.input.resolve():
+        return fail("--output must differ from --input")
+    if not 0 <= args.blend_weight <= 1:
+        return fail(f"--blend-weight must be between 0 and 1, got {args.blend_weight}")
+    for name in ("top_k", "chunk_users", "chunk_rows", "workers", "torch_threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.engine != "ray" and (args.address or args.workers):
+        return fail("--address and --workers apply to --engine ray")
+
+    from recsys.batch.inputs import BatchInputError
+    from recsys.errors import ArtifactError, ConfigError, EthicrecError
+
+    try:
+        if args.engine == "ray":
+            from recsys.batch.ray_engine import require_ray
+
+            require_ray()
+        from recsys.batch.run import PipelineRecipe, run_batch
+        from recsys.domain import AuditMode
+
+        recipe = PipelineRecipe(artifacts=str(args.artifacts.resolve()),
+                                policy=str(args.policy.resolve()) if args.policy else None,
+                                audit_log=str(args.audit_log.resolve()), device=args.device, blend=args.blend,
+                                blend_weight=args.blend_weight, torch_threads=args.torch_threads)
+        pipeline, artifacts, log = recipe.build()
+    except (BatchInputError, ArtifactError, ConfigError) as exc:
+        return fail(str(exc))
+    try:
+        summary = run_batch(pipeline, artifacts.catalog.index, artifacts.extra_features, args.input, args.output,
+                            top_k=args.top_k, audit_mode=AuditMode(args.audit_mode), chunk_users=args.chunk_users,
+                            chunk_rows=args.chunk_rows, progress=not args.no_progress,
+                            skip_invalid=args.skip_invalid, rejects_path=args.rejects, overwrite=args.overwrite,
+                            engine=args.engine, recipe=recipe, ray_address=args.address, workers=args.workers)
+    except (BatchInputError, ArtifactError, ConfigError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return fail(f"interrupted; committed parts are kept in {args.output}: rerun the same command to resume", 130)
+    except EthicrecError as exc:
+        return fail(f"{exc} — committed parts are kept in {args.output}: rerun the same command to resume", 1)
+    except Exception as exc:  # anything else mid-job: one line, resumable
+        msg = (str(exc).strip().splitlines() or [""])[0]
+        return fail(f"{type(exc).__name__}: {msg} — committed parts are kept in {args.output}: "
+                    "rerun the same command to resume", 1)
+    finally:
+        log.close()
+    rejected = f", {summary.rejected_rows} rows of {summary.rejected_users} users rejected" \
+        if summary.rejected_rows else ""
+    resumed = f" ({summary.resumed_parts} parts from an earlier run)" if summary.resumed_parts else ""
+    print(f"wrote {args.output}: {summary.rows} rows for {summary.users} users in {summary.parts} parts{resumed}, "
+          f"{summary.removed} removed{rejected}, verdicts {summary.verdicts}")
+    return 0

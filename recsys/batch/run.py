@@ -1,0 +1,121 @@
+"""Running a batch job with the local engine (this process) or on Ray."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from recsys.batch.inputs import inspect_input
+from recsys.batch.job import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, BatchSummary, Job, chunk_meta, open_job, \
+    pipeline_identity, summary_of
+from recsys.batch.scoring import ChunkAuditLog, ChunkScorer, batch_policy
+from recsys.blend import Blend
+from recsys.domain import AuditMode
+
+
+@dataclass(frozen=True)
+class PipelineRecipe:
+    """How to build the batch pipeline in another process (a Ray actor)."""
+
+    artifacts: str
+    policy: str | None
+    audit_log: str
+    device: str = "auto"
+    blend: str = "lightgbm"
+    blend_weight: float = 0.5
+    torch_threads: int | None = None
+
+    def build(self):
+        """(pipeline, artifacts, audit log) — close the log when done."""
+        from audit.log import AuditLog
+        from audit.policy import load_policy
+        from recsys.artifacts import load_artifacts
+        from recsys.device import set_cpu_threads
+
+        set_cpu_threads(self.torch_threads)
+        policy = load_policy(Path(self.policy) if self.policy else None)
+        artifacts = load_artifacts(self.artifacts, device=self.device)
+        try:  # one commit per chunk, so the fsync-per-commit mode costs little and keeps the promise
+            log = AuditLog(self.audit_log, synchronous="FULL")   # that a part's audit records are durable first
+        except TypeError:
+            log = AuditLog(self.audit_log)
+        return build_batch_pipeline(artifacts, policy, log, Blend(self.blend, self.blend_weight)), artifacts, log
+
+
+def build_batch_pipeline(artifacts, policy, audit_log, blend: Blend | None = None):
+    """The serving pipeline as batch runs it: no per-request size caps, the rolling
+    monitor off (see scoring.batch_policy), audit records committed per chunk."""
+    from recsys.batch.scoring import BATCH_LIMITS
+    from recsys.pipeline import build_pipeline
+
+    return build_pipeline(artifacts, policy=batch_policy(policy), audit_log=ChunkAuditLog(audit_log),
+                          limits=BATCH_LIMITS, blend=blend or Blend())
+
+
+def catalog_array(catalog_index) -> pa.Array:
+    return pa.array(list(catalog_index), pa.string())
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input_path: Path, output_path: Path, *,
+              top_k: int | None = None, audit_mode: AuditMode = AuditMode.ENFORCE,
+              chunk_users: int = DEFAULT_CHUNK_USERS, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True,
+              skip_invalid: bool = False, rejects_path: Path | None = None, overwrite: bool = False,
+              engine: str = "local", recipe: PipelineRecipe | None = None, ray_address: str | None = None,
+              workers: int | None = None, log=_stderr) -> BatchSummary:
+    """Validate INPUT, then score it into the directory OUTPUT (parts + manifest), resuming if
+    OUTPUT holds this same job unfinished. `pipeline` scores in-process (engine "local");
+    engine "ray" builds one pipeline per Ray actor from `recipe`."""
+    from tqdm import tqdm
+
+    spec = inspect_input(Path(input_path), tuple(declared_features))
+    params = {"top_k": top_k, "audit_mode": audit_mode.value, "chunk_users": chunk_users, "chunk_rows": chunk_rows,
+              "skip_invalid": skip_invalid, "rejects": str(Path(rejects_path).resolve()) if rejects_path else None,
+              **pipeline_identity(pipeline)}
+    catalog_ids = catalog_array(catalog_index)
+    job, done = open_job(spec, Path(output_path), params=params, catalog_ids=catalog_ids,
+                         rejects_path=Path(rejects_path) if rejects_path else None, overwrite=overwrite,
+                         progress=progress, top_k=top_k, audit_mode=audit_mode, log=log)
+    if done is not None:
+        log(f"{output_path} already holds this job, complete: nothing to do")
+        return done
+    resumed = len(job.manifest["parts"])
+    todo = job.plan.rows - sum(p["rows"] for p in job.manifest["parts"])
+    bar = tqdm(total=todo, desc="scoring", unit="row", unit_scale=True, disable=None if progress else True,
+               smoothing=0.1)
+    request_prefix = f"batch-{job.manifest['job_id']}-row"
+    try:
+        if engine == "local":
+            scorer = ChunkScorer(pipeline, spec, catalog_ids, top_k=top_k, audit_mode=audit_mode,
+                                 request_prefix=request_prefix, model_version=params.get("model_version", ""))
+            results = _local(job, scorer)
+        elif engine == "ray":
+            from recsys.batch.ray_engine import run_on_ray
+
+            if recipe is None:
+                raise ValueError("engine 'ray' needs a PipelineRecipe")
+            results = run_on_ray(job, recipe, top_k=top_k, audit_mode=audit_mode, request_prefix=request_prefix,
+                                 address=ray_address, workers=workers)
+        else:
+            raise ValueError(f"unknown engine {engine!r}")
+        for meta, table in results:
+            job.commit(meta, table)
+            bar.update(table.num_rows)
+        if len(job.manifest["parts"]) != job.plan.chunks:
+            raise RuntimeError(f"{len(job.manifest['parts'])} parts committed; the plan has {job.plan.chunks}")
+        job.finish()
+    finally:
+        bar.close()
+        job.close()
+    return summary_of(job.manifest, resumed=resumed)
+
+
+def _local(job: Job, scorer: ChunkScorer) -> Iterator[tuple[dict, pa.Table]]:
+    for chunk in job.chunks_to_score():
+        yield chunk_meta(chunk), scorer.score(chunk)

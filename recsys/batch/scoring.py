@@ -1,0 +1,346 @@
+"""Turning a chunk of whole users into RankRequests, checking them, and scoring
+them through the serving Pipeline.
+
+Every user is one RankRequest run through the same stage objects the server
+uses, so batch and gRPC answers agree. Two things differ only in *how* the
+work is done for a chunk, never in the result:
+
+* the stages run stage by stage over all requests of the chunk, and the
+  LightGBM ranker predicts the chunk's stacked feature rows in one call (tree
+  ensembles score each row independently, so the numbers are identical);
+* the chunk's audit records are written to the audit log in one transaction
+  after the chunk is scored (one fsync instead of one per user) and before
+  its output part is committed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys.batch.inputs import Chunk, InputSpec, as_str
+from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
+from recsys.errors import InvalidRequest
+from recsys.pipeline import Pipeline, RankContext, RankStage
+from recsys.validation import Limits, validate_request
+
+# Batch requests carry whole candidate lists: no per-request caps on size or top_k.
+BATCH_LIMITS = Limits(max_candidates=10_000_000, max_top_k=10_000_000)
+
+OUTPUT_FIELDS = (("score", pa.float64()), ("interest_score", pa.float64()), ("ranker_score", pa.float64()),
+                 ("rank", pa.int32()), ("removed", pa.bool_()), ("reason", pa.string()),
+                 ("verdict", pa.string()), ("audit_id", pa.string()), ("model_version", pa.string()))
+
+_FIELD = re.compile(r"^candidates\[(\d+)\]\.(\w+)(?:\[(.*)\])?")
+_COLUMN_OF = {"item_id": "item_id", "text": "text", "group": "group", "features": "feature.", "attributes": "attr."}
+
+
+class UserError(Exception):
+    """One user's rows cannot be scored; `row` is the input row it points at."""
+
+    def __init__(self, row: int, message: str) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+def output_schema(spec: InputSpec) -> pa.Schema:
+    fields = [pa.field(c, pa.float64()) if c in spec.features else spec.schema.field(c) for c in spec.columns]
+    return pa.schema(fields + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
+
+
+@dataclass
+class ChunkColumns:
+    """The chunk's columns as Python lists / arrays, computed once."""
+
+    items: list
+    texts: list
+    groups: list
+    features: dict[str, np.ndarray]      # name -> float64, NaN = missing
+    bad_feature: dict[str, np.ndarray]   # CSV only: rows whose text is not a number
+    attrs: dict[str, list]
+    audits: dict[str, list]
+    unknown_no_text: np.ndarray          # not in the catalog and no text (bool per row)
+
+
+def _floats(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 with NaN for missing; for text columns also a mask of values that are not numbers."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            out, bad = np.full(len(col), np.nan), np.zeros(len(col), dtype=bool)
+            for i, v in enumerate(col.to_pylist()):
+                if v is None:
+                    continue
+                try:
+                    out[i] = float(v)
+                except ValueError:
+                    bad[i] = True
+            return out, bad
+    arr = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    return np.asarray(arr, dtype=np.float64), None
+
+
+def chunk_columns(chunk: Chunk, spec: InputSpec, catalog_ids: pa.Array) -> ChunkColumns:
+    t = chunk.table
+    n = t.num_rows
+    item_col = pc.cast(t.column("item_id"), pa.string())
+    items = item_col.to_pylist()
+    texts = as_str(t.column("text")) if "text" in spec.columns else [None] * n
+    groups = as_str(t.column("group")) if "group" in spec.columns else [None] * n
+    features, bad = {}, {}
+    for c in spec.features:
+        values, mask = _floats(t.column(c))
+        features[c.removeprefix("feature.")] = values
+        if mask is not None and mask.any():
+            bad[c] = mask
+    known = pc.is_in(item_col, value_set=catalog_ids).to_numpy(zero_copy_only=False)
+    has_text = np.array([bool(x) for x in texts], dtype=bool) if "text" in spec.columns else np.zeros(n, bool)
+    return ChunkColumns(items, texts, groups, features, bad,
+                        {c.removeprefix("attr."): as_str(t.column(c)) for c in spec.attrs},
+                        {c.removeprefix("audit."): as_str(t.column(c)) for c in spec.audits},
+                        ~known & ~has_text)
+
+
+def _user_error(exc: InvalidRequest, rows: np.ndarray, user: str) -> UserError:
+    m = _FIELD.match(exc.field)
+    if m:
+        i, what, key = int(m.group(1)), m.group(2), m.group(3)
+        col = _COLUMN_OF.get(what, what)
+        if col.endswith(".") and key:
+            col += key
+        return UserError(int(rows[i]), f"row {int(rows[i])} (user {user!r}, column {col}): {exc.description}")
+    return UserError(int(rows[0]), f"row {int(rows[0])} (user {user!r}): {exc}")
+
+
+def build_requests(chunk: Chunk, cols: ChunkColumns, *, top_k: int | None, audit_mode: AuditMode,
+                   request_prefix: str, validate: bool) -> list[RankRequest | UserError]:
+    """One RankRequest per user of the chunk, or the UserError that stops it (with `validate`).
+
+    Checks, in the order the server applies them: validate_request (ids, texts,
+    duplicates, limits, finite features), then "not in the catalog and has no
+    text"; batch-only checks first: a feature cell that is not a number (CSV),
+    an audit.<name> value that differs between rows of one user.
+    """
+    out: list[RankRequest | UserError] = []
+    items, texts, groups = cols.items, cols.texts, cols.groups
+    feats = list(cols.features.items())
+    attrs = list(cols.attrs.items())
+    for u, user in enumerate(chunk.user_ids):
+        s, e = int(chunk.starts[u]), int(chunk.starts[u + 1])
+        rows = chunk.rows[s:e]
+        try:
+            if validate:
+                for c, mask in cols.bad_feature.items():
+                    hit = np.flatnonzero(mask[s:e])
+                    if len(hit):
+                        r = int(rows[hit[0]])
+                        raise UserError(r, f"row {r} (user {user!r}, column {c}): "
+                                           f"{chunk.table.column(c)[s + int(hit[0])].as_py()!r} is not a number")
+            user_attrs: dict[str, str] = {}
+            for name, values in cols.audits.items():
+                distinct = {v for v in values[s:e] if v is not None}
+                if len(distinct) > 1 and validate:
+                    raise UserError(int(rows[0]), f"row {int(rows[0])} (user {user!r}, column audit.{name}): "
+                                                  f"differs between the user's rows ({', '.join(sorted(distinct))})")
+                if distinct:
+                    user_attrs[name] = min(distinct)
+            cands = tuple(
+                Candidate(items[r], texts[r] or None,
+                          {k: float(v[r]) for k, v in feats if v[r] == v[r]} if feats else {},
+                          groups[r] or None,
+                          {k: v[r] for k, v in attrs if v[r] is not None} if attrs else {})
+                for r in range(s, e))
+            req = RankRequest(UserContext(user, (), (), user_attrs), cands, top_k or len(cands), audit_mode,
+                              request_id=f"{request_prefix}{int(rows[0])}")
+            if validate:
+                try:
+                    validate_request(req, BATCH_LIMITS)
+                except InvalidRequest as exc:
+                    raise _user_error(exc, rows, user) from None
+                hit = np.flatnonzero(cols.unknown_no_text[s:e])
+                if len(hit):
+                    i = int(hit[0])
+                    raise _user_error(InvalidRequest(f"candidates[{i}].item_id",
+                                                     f"item {items[s + i]!r} is not in the catalog and has no text"),
+                                      rows, user)
+            out.append(req)
+        except UserError as exc:
+            out.append(exc)
+    return out
+
+
+class _BatchedRanker:
+    """Stands in for the ranker inside RankStage: hands back rows predicted for the whole chunk at once."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self._queue: list[np.ndarray] = []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self._queue:
+            pred = self._queue.pop(0)
+            if len(pred) != len(X):
+                raise RuntimeError("batched ranker out of step with the rank stage")
+            return pred
+        return self.real.predict(X)
+
+
+class ChunkAuditLog:
+    """The audit log as the audit stage sees it during a chunk: records are held
+    until `flush`, which appends the chunk's records in one transaction."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.pending: list = []
+
+    def __getattr__(self, name):
+        return getattr(self.log, name)
+
+    def append(self, rec) -> None:
+        self.pending.append(rec)
+
+    def flush(self) -> None:
+        recs, self.pending = self.pending, []
+        if recs:
+            append_many(self.log, recs)
+
+    def discard(self) -> None:
+        self.pending = []
+
+
+def append_many(log, records: list) -> None:
+    """Append records in one transaction (one fsync) when the log supports it.
+
+    Uses AuditLog.append_many if the log has one; otherwise chains the records
+    with audit.log's own helpers inside one BEGIN IMMEDIATE ... COMMIT (the
+    same steps AuditLog.append takes per record); falls back to appending one
+    by one if those helpers are not there.
+    """
+    fn = getattr(log, "append_many", None)
+    if fn is not None:
+        fn(records)
+        return
+    try:
+        from audit.log import _INSERT, GENESIS, _stored_values, record_digest
+        conn, lock = log._conn, log._lock
+    except (ImportError, AttributeError):
+        for rec in records:
+            log.append(rec)
+        return
+    rows = [_stored_values(rec) for rec in records]
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = conn.execute("SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+            prev = last[0] if last and last[0] else GENESIS
+            params = []
+            for row in rows:
+                digest = record_digest(row, prev)
+                params.append((*row.values(), prev, digest))
+                prev = digest
+            conn.executemany(_INSERT, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def batch_policy(policy):
+    """The policy as batch applies it: the rolling user-group monitor (a serving-time
+    signal whose findings depend on which requests came before) is off, so a
+    user's result does not depend on chunking, engine, or a restart."""
+    monitor = getattr(policy, "monitor", None)
+    if monitor is not None and getattr(monitor, "enabled", False):
+        policy = dataclasses.replace(policy, monitor=dataclasses.replace(monitor, enabled=False))
+    return policy
+
+
+class ChunkScorer:
+    """Scores chunks with one pipeline (built once per process or Ray actor)."""
+
+    def __init__(self, pipeline: Pipeline, spec: InputSpec, catalog_ids: pa.Array, *, top_k: int | None,
+                 audit_mode: AuditMode, request_prefix: str, model_version: str) -> None:
+        self.pipeline = pipeline
+        self.spec = spec
+        self.catalog_ids = catalog_ids
+        self.top_k = top_k
+        self.audit_mode = audit_mode
+        self.request_prefix = request_prefix
+        self.model_version = model_version
+        self.schema = output_schema(spec)
+        self.audit_logs: list[ChunkAuditLog] = []
+        self.rankers: list[_BatchedRanker] = []
+        for stage in pipeline.stages:
+            if isinstance(getattr(stage, "log", None), ChunkAuditLog):
+                self.audit_logs.append(stage.log)
+            if isinstance(stage, RankStage):
+                if not isinstance(stage.ranker, _BatchedRanker):
+                    stage.ranker = _BatchedRanker(stage.ranker)
+                self.rankers.append(stage.ranker)
+
+    def _run(self, requests: list[RankRequest]) -> list[RankContext]:
+        ctxs = [RankContext(request=r) for r in requests]
+        for stage in self.pipeline.stages:
+            if isinstance(stage, RankStage) and isinstance(stage.ranker, _BatchedRanker) and ctxs:
+                sizes = [len(c.X) for c in ctxs]
+                pred = stage.ranker.real.predict(np.vstack([c.X for c in ctxs]))
+                stage.ranker._queue = np.split(pred, np.cumsum(sizes)[:-1])
+                try:
+                    for c in ctxs:
+                        stage(c)
+                finally:
+                    stage.ranker._queue = []
+            else:
+                for c in ctxs:
+                    stage(c)
+        return ctxs
+
+    def score(self, chunk: Chunk) -> pa.Table:
+        """The chunk's rows in input order with the output columns; audit records flushed."""
+        cols = chunk_columns(chunk, self.spec, self.catalog_ids)
+        reqs = build_requests(chunk, cols, top_k=self.top_k, audit_mode=self.audit_mode,
+                              request_prefix=self.request_prefix, validate=False)
+        try:
+            ctxs = self._run(reqs)  # type: ignore[arg-type]
+            for log in self.audit_logs:
+                log.flush()
+        except BaseException:
+            for log in self.audit_logs:
+                log.discard()
+            raise
+        n = chunk.table.num_rows
+        score, interest, ranker = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        rank = np.zeros(n, dtype=np.int32)
+        removed = np.zeros(n, dtype=bool)
+        reason: list = [""] * n
+        verdict: list = []
+        audit_id: list = []
+        for u, ctx in enumerate(ctxs):
+            s, e = int(chunk.starts[u]), int(chunk.starts[u + 1])
+            score[s:e], interest[s:e], ranker[s:e] = ctx.scores, ctx.interest, ctx.ranker_scores
+            if ctx.final:
+                rank[s + np.asarray(ctx.final, dtype=np.int64)] = np.arange(1, len(ctx.final) + 1, dtype=np.int32)
+            if ctx.removed:
+                pos = {iid: i for i, iid in enumerate(ctx.item_ids)}
+                for x in ctx.removed:
+                    removed[s + pos[x.item_id]] = True
+                    reason[s + pos[x.item_id]] = x.reason
+            verdict += [ctx.audit.verdict.value] * (e - s)
+            audit_id += [ctx.audit.audit_id] * (e - s)
+        table = chunk.table
+        for c in self.spec.features:   # CSV reads features as text; output them as the numbers used
+            i = table.schema.get_field_index(c)
+            table = table.set_column(i, c, pa.array(cols.features[c.removeprefix("feature.")], pa.float64()))
+        for (name, typ), values in zip(OUTPUT_FIELDS, (score, interest, ranker, rank, removed, reason, verdict,
+                                                       audit_id, [self.model_version] * n)):
+            table = table.append_column(pa.field(name, typ), pa.array(values, typ))
+        return table.cast(self.schema)
