@@ -86,16 +86,36 @@ def exposure_by_group_fast(groups: np.ndarray | list[str], ranks: np.ndarray) ->
     tests/audit/test_fairness_fast_path.py proves equality with MetricFrame
     (Fairlearn stays the reference and the implementation for offline reports).
     """
-    ranks = np.asarray(ranks)
-    labels, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    ranks = np.asarray(ranks, dtype=np.float64)
+    # Group codes via a dict, then relabelled in sorted order (MetricFrame's order): ~3x faster than
+    # np.unique on a string array for request-sized lists.
+    first: dict[str, int] = {}
+    raw = np.fromiter((first.setdefault(str(g), len(first)) for g in groups), dtype=np.intp, count=len(ranks))
+    labels = np.array(sorted(first), dtype=object)
+    remap = np.empty(len(labels), dtype=np.intp)
+    remap[[first[lab] for lab in labels]] = np.arange(len(labels))
+    inverse = remap[raw]
+    selected = ranks >= 1
+    exposure = np.zeros(len(ranks))
+    exposure[selected] = 1.0 / np.log2(1.0 + ranks[selected])
     n = np.bincount(inverse, minlength=len(labels))
     nf = n.astype(np.float64)
-    exposure = position_exposure(ranks)
-    sel = np.bincount(inverse, weights=(ranks >= 1).astype(np.float64), minlength=len(labels)) / nf
+    sel = np.bincount(inverse, weights=selected.astype(np.float64), minlength=len(labels)) / nf
     exp = np.bincount(inverse, weights=exposure, minlength=len(labels))
     total = float(exposure.sum())
     exp_share = exp / total if total > 0 else np.zeros_like(exp)
     cand_share = nf / float(len(ranks))
     smax, smin = float(sel.max()), float(sel.min())
-    return GroupExposure(labels.astype(object), n, sel, exp_share, cand_share, exp_share / cand_share,
+    return GroupExposure(labels, n, sel, exp_share, cand_share, exp_share / cand_share,
                          (smin / smax) if smax > 0 else float("nan"), smax - smin)
+
+
+def exposure_by_group_reference(groups: np.ndarray | list[str], ranks: np.ndarray) -> GroupExposure:
+    """`exposure_by_group` (Fairlearn MetricFrame) in the fast path's shape, so the audit stage can run on
+    the reference implementation (``AuditStage(exposure_metrics="fairlearn")``, used by the overhead bench)."""
+    res = exposure_by_group(groups, ranks)
+    t = res.table
+    return GroupExposure(t.index.to_numpy(dtype=object), t["n"].to_numpy(), t["selection_rate"].to_numpy(np.float64),
+                         t["exposure_share"].to_numpy(np.float64), t["candidate_share"].to_numpy(np.float64),
+                         t["exposure_ratio"].to_numpy(np.float64), res.selection_rate_ratio,
+                         res.selection_rate_difference)

@@ -13,11 +13,13 @@ a head hash kept somewhere else can expose (`audit.verify --expect-head`).
 
 Crash safety: each append is one transaction (`BEGIN IMMEDIATE` … `COMMIT`),
 so a killed writer leaves whole rows only, and `append` returns only after the
-commit. `synchronous=FULL` also fsyncs the WAL on every commit so a committed
-record survives power loss, not just a killed process (NORMAL survives only
-the latter). Measured on the 2-core dev VM (ext4, 500 appends of a
-50-candidate record, median of 5): 0.66 ms per append with FULL vs 0.29 ms
-with NORMAL (0.25 ms before chaining), small next to a Rank call.
+commit. With `synchronous=FULL` SQLite also fsyncs the WAL on every commit so
+a committed record survives power loss, not just a killed process (NORMAL,
+the default, survives only the latter). Measured on the 2-core dev VM (ext4,
+500 appends of a 50-candidate record, median of 5): 0.66 ms per append with
+FULL vs 0.29 ms with NORMAL (0.25 ms before chaining); under concurrent disk
+load FULL rose to ~5 ms median inside Rank (bench/audit_overhead.py), which
+is why the policy chooses and NORMAL is the default.
 
 Rows written before the chain existed (no hash) are kept as they are; the
 verifier reports them as an unchained legacy prefix rather than vouching for
@@ -35,6 +37,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+# NORMAL (default): in WAL mode a committed record survives the process being killed at any point
+# (tests/audit/test_log_kill.py), but not an OS crash or power loss. FULL: also survives those, at the price
+# of an fsync per request (policy key log.synchronous).
+SYNCHRONOUS = ("NORMAL", "FULL")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -136,14 +143,16 @@ def load_or_create_salt(log_path: Path) -> bytes:
 
 
 class AuditLog:
-    def __init__(self, path: str | Path, salt: bytes | None = None) -> None:
+    def __init__(self, path: str | Path, salt: bytes | None = None, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._salt = salt if salt is not None else load_or_create_salt(self.path)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.executescript(SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(audit_records)")}
         # Logs written before these columns existed; their old rows stay unchained (NULL hashes).

@@ -18,7 +18,7 @@ import uuid
 
 import numpy as np
 
-from audit.fairness import GroupExposure, exposure_by_group_fast
+from audit.fairness import GroupExposure, exposure_by_group_fast, exposure_by_group_reference
 from audit.harm import normalise
 from audit.log import AuditLog, AuditRecord
 from audit.monitor import Observation, UserGroupMonitor
@@ -38,21 +38,18 @@ class HarmScorer:
         self.clf = artifacts.harm
         self.cache: LRUCache[str, tuple[float, str]] = LRUCache(cache_size)
 
-    def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, list[str], list[str]]:
-        """(P(harmful), category, the text that was judged) for each candidate."""
-        n = len(cand_idx)
-        prob = np.zeros(n)
-        cats = [""] * n
-        judged = [""] * n
+    def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, dict[int, str]]:
+        """P(harmful) for each candidate, and the category of those judged on a request-supplied text.
+
+        Catalog candidates are one vectorised lookup; only request texts go through the cache/classifier.
+        """
+        prob = self.catalog.harm_score[np.maximum(cand_idx, 0)].astype(np.float64)
+        cats: dict[int, str] = {}
         todo: list[int] = []
-        for i in range(n):
-            if texts[i] is None:
-                row = cand_idx[i]
-                prob[i], cats[i], judged[i] = self.catalog.harm_score[row], self.catalog.harm_category[row], \
-                    self.catalog.texts[row]
+        for i, text in enumerate(texts):
+            if text is None:
                 continue
-            judged[i] = texts[i]
-            hit = self.cache.get(texts[i])
+            hit = self.cache.get(text)
             if hit is None:
                 todo.append(i)
             else:
@@ -62,7 +59,13 @@ class HarmScorer:
             for i, pi, ci in zip(todo, p, c):
                 prob[i], cats[i] = float(pi), ci
                 self.cache.put(texts[i], (float(pi), ci))
-        return prob, cats, judged
+        return prob, cats
+
+    def category(self, i: int, cand_idx: np.ndarray, cats: dict[int, str]) -> str:
+        return cats[i] if i in cats else self.catalog.harm_category[cand_idx[i]]
+
+    def text(self, i: int, cand_idx: np.ndarray, texts: list[str | None]) -> str:
+        return texts[i] if texts[i] is not None else self.catalog.texts[cand_idx[i]]
 
 
 class AuditStage:
@@ -70,7 +73,12 @@ class AuditStage:
     inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest")
     outputs = ("final", "removed", "audit")
 
-    def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog) -> None:
+    def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog, *,
+                 exposure_metrics: str = "fast") -> None:
+        if exposure_metrics not in ("fast", "fairlearn"):
+            raise ValueError(f"exposure_metrics must be 'fast' or 'fairlearn'; got {exposure_metrics!r}")
+        # "fairlearn" computes each request's group metrics with MetricFrame (the reference, ~10x slower).
+        self._exposure_fn = exposure_by_group_fast if exposure_metrics == "fast" else exposure_by_group_reference
         self.policy = policy
         self.log = log
         self.model_version = artifacts.version
@@ -112,20 +120,21 @@ class AuditStage:
         drop: set[int] = set()
 
         if pol.harm.enabled:
-            prob, cats, judged = self.harm.score(ctx.cand_idx, ctx.texts)
+            prob, cats = self.harm.score(ctx.cand_idx, ctx.texts)
             for i in np.flatnonzero(prob >= self.harm_threshold):
                 iid = ctx.item_ids[i]
-                msg = f"item text classified {cats[i]} (P(harmful)={prob[i]:.3f})"
+                msg = (f"item text classified {self.harm.category(i, ctx.cand_idx, cats)} "
+                       f"(P(harmful)={prob[i]:.3f})")
                 findings.append(Finding("HARMFUL_TEXT", "harm_probability", float(prob[i]), self.harm_threshold,
                                         iid, msg))
                 if enforce and pol.harm.action == "ENFORCE":
                     drop.add(int(i))
                     removed.append(RemovedItem(iid, "HARMFUL_TEXT", msg))
             if self._block:
-                for i in range(len(judged)):
+                for i in range(len(ctx.item_ids)):
                     if i in drop:
                         continue
-                    text = normalise(judged[i])
+                    text = normalise(self.harm.text(i, ctx.cand_idx, ctx.texts))
                     for rx, term in self._block:
                         if rx.search(text):
                             iid = ctx.item_ids[i]
@@ -169,6 +178,7 @@ class AuditStage:
             findings.extend(self.monitor.findings())
 
         verdict = Verdict.ENFORCED if removed or reranked else (Verdict.FLAGGED if findings else Verdict.PASS)
+        t_log = time.perf_counter()
         audit_id = uuid.uuid4().hex
         ranks = {p: r for r, p in enumerate(final, start=1)}
         reasons = {r.item_id: r.reason for r in removed}
@@ -178,12 +188,13 @@ class AuditStage:
             audit_mode=req.audit_mode.value, verdict=verdict.value, top_k=req.top_k,
             returned_ids=[ctx.item_ids[p] for p in final],
             removed=[{"item_id": r.item_id, "reason": r.reason} for r in removed],
-            candidates=[{"item_id": iid, "group": str(ctx.groups[i]), "rank": ranks.get(i, 0),
-                         "removed": reasons.get(iid, "")} for i, iid in enumerate(ctx.item_ids)],
+            candidates=[{"item_id": iid, "group": str(g), "rank": ranks.get(i, 0), "removed": reasons.get(iid, "")}
+                        for i, (iid, g) in enumerate(zip(ctx.item_ids, ctx.groups))],
             findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
                        "group": f.group, "message": f.message} for f in findings],
             user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},
         ))
+        ctx.timings["audit.log_write"] = time.perf_counter() - t_log
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
         if self.monitor is not None:
@@ -222,7 +233,7 @@ class AuditStage:
         ranks = np.zeros(len(eligible))
         ranks[[where[p] for p in final]] = np.arange(1, len(final) + 1)
         out: list[Finding] = []
-        st = exposure_by_group_fast(groups, ranks)
+        st = self._exposure_fn(groups, ranks)
         for j in np.flatnonzero(st.n < pol.min_group_size):
             g = str(st.groups[j])
             out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(st.n[j]), float(pol.min_group_size), g,

@@ -1,9 +1,12 @@
 """The per-request numpy path must equal Fairlearn's MetricFrame (the reference)."""
 import numpy as np
+import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.fairness import exposure_by_group, exposure_by_group_fast
+from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio
+
+from audit.fairness import exposure_by_group, exposure_by_group_fast, exposure_by_group_reference
 
 
 @st.composite
@@ -19,7 +22,8 @@ def ranked_lists(draw):
     return np.array(groups, dtype=object), ranks
 
 
-@settings(max_examples=300, deadline=None)
+# Thousands of lists (about 100 s): the fast path is what every request's audit runs on.
+@settings(max_examples=2000, deadline=None)
 @given(ranked_lists())
 def test_fast_path_equals_metricframe(data):
     groups, ranks = data
@@ -36,6 +40,23 @@ def test_fast_path_equals_metricframe(data):
         assert np.isnan(fast.selection_rate_ratio)
     else:
         np.testing.assert_allclose(fast.selection_rate_ratio, ref.selection_rate_ratio, atol=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ranked_lists())
+def test_fast_path_equals_fairlearn_demographic_parity(data):
+    groups, ranks = data
+    selected = (ranks >= 1).astype(int)
+    fast = exposure_by_group_fast(groups, ranks)
+    diff = demographic_parity_difference(selected, selected, sensitive_features=pd.Series(groups.astype(str)))
+    ratio = demographic_parity_ratio(selected, selected, sensitive_features=pd.Series(groups.astype(str)))
+    np.testing.assert_allclose(fast.selection_rate_difference, diff, rtol=0, atol=1e-9)
+    if np.isnan(ratio):
+        assert np.isnan(fast.selection_rate_ratio)
+    else:
+        np.testing.assert_allclose(fast.selection_rate_ratio, ratio, rtol=0, atol=1e-9)
+    ref = exposure_by_group_reference(groups, ranks)
+    np.testing.assert_allclose(ref.exposure_ratio, fast.exposure_ratio, rtol=0, atol=1e-9)
 
 
 def test_known_values():

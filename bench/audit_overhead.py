@@ -1,0 +1,138 @@
+"""Audit overhead per request: the numpy fast path vs Fairlearn MetricFrame per request.
+
+Two pipelines on the same artifact, identical except for how the audit
+stage computes each request's group exposure metrics, are run on the same
+requests in alternating blocks (so machine noise hits both alike). Every
+call goes through the whole in-process pipeline, audit log write included.
+The audit's share is reported against the in-process pipeline and against
+the end-to-end gRPC `Rank` latency, measured in the same run on an
+in-process server running the fast path.
+
+    python bench/audit_overhead.py --artifacts artifacts [--requests 600] [--out bench/results/audit_overhead.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from audit.log import AuditLog  # noqa: E402
+from audit.policy import load_policy  # noqa: E402
+from audit.stage import AuditStage  # noqa: E402
+from recsys.artifacts import load_artifacts  # noqa: E402
+from recsys.domain import AuditMode, Candidate, RankRequest, UserContext  # noqa: E402
+from recsys.pipeline import build_pipeline  # noqa: E402
+
+
+def _request(artifacts, n: int = 100) -> RankRequest:
+    cat = artifacts.catalog
+    order = np.argsort(-cat.stats.log_pop, kind="stable")
+    ids = [cat.item_ids[i] for i in order[: n * 3 : 3]]
+    user = next(iter(artifacts.users))
+    return RankRequest(UserContext(user, audit_attributes={"gender": "F", "age_band": "25-34"}),
+                       tuple(Candidate(i) for i in ids), top_k=10, audit_mode=AuditMode.ENFORCE)
+
+
+def _pipeline(artifacts, policy, log, mode: str):
+    pipe = build_pipeline(artifacts, policy=policy, audit_log=log)
+    i = next(j for j, s in enumerate(pipe.stages) if s.name == "audit")
+    pipe.stages[i] = AuditStage(artifacts, policy, log, exposure_metrics=mode)
+    return pipe
+
+
+def _grpc_p50(artifacts_dir: Path, req: RankRequest, n: int, tmp: Path) -> float:
+    import grpc
+    from ethicrec.v1 import recommender_pb2 as pb
+    from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
+
+    from service.config import ServiceConfig
+    from service.server import create_server, load_app
+
+    cfg = ServiceConfig(host="127.0.0.1", port=0, artifacts=artifacts_dir, audit_log=tmp / "grpc.db", device="cpu")
+    app = load_app(cfg)
+    server, port = create_server(cfg, app)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.RecommenderStub(ch)
+            msg = pb.RankRequest(
+                user=pb.User(user_id=req.user.user_id, audit_attributes=req.user.audit_attributes),
+                candidates=[pb.Candidate(item_id=c.item_id) for c in req.candidates], top_k=req.top_k,
+                audit_mode=pb.AUDIT_MODE_ENFORCE)
+            for _ in range(30):
+                stub.Rank(msg, timeout=30)
+            out = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                stub.Rank(msg, timeout=30)
+                out.append(time.perf_counter() - t0)
+        return float(np.median(out))
+    finally:
+        server.stop(0).wait()
+        app.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    ap.add_argument("--requests", type=int, default=600, help="requests per mode, in blocks of 50")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    artifacts = load_artifacts(args.artifacts, device="cpu")
+    policy = load_policy()
+    tmp = Path(tempfile.mkdtemp(prefix="ethicrec-audit-bench-"))
+    logs = {m: AuditLog(tmp / f"{m}.db", salt=b"bench") for m in ("fast", "fairlearn")}
+    pipes = {m: _pipeline(artifacts, policy, logs[m], m) for m in logs}
+    req = _request(artifacts)
+    for pipe in pipes.values():
+        for _ in range(20):
+            pipe.run(req)
+    timings: dict[str, list[dict[str, float]]] = {m: [] for m in pipes}
+    for _ in range(args.requests // 50):
+        for mode, pipe in pipes.items():
+            for _ in range(50):
+                timings[mode].append(pipe.run(req).timings)
+    grpc_p50 = _grpc_p50(args.artifacts, req, 300, tmp)
+    result: dict[str, object] = {"requests_per_mode": len(timings["fast"]), "candidates": len(req.candidates),
+                                 "grpc_rank_p50_ms": grpc_p50 * 1e3, "modes": {}}
+    for mode, rows in timings.items():
+        stages = [k for k in rows[0] if not k.startswith("audit.")]
+        total = np.array([sum(r[k] for k in stages) for r in rows])
+        audit = np.array([r["audit"] for r in rows])
+        log_w = np.array([r["audit.log_write"] for r in rows])
+        result["modes"][mode] = {
+            "pipeline_p50_ms": float(np.median(total) * 1e3),
+            "audit_p50_ms": float(np.median(audit) * 1e3),
+            "audit_checks_p50_ms": float(np.median(audit - log_w) * 1e3),
+            "audit_log_write_p50_ms": float(np.median(log_w) * 1e3),
+            "audit_share_of_pipeline": float(np.median(audit / total)),
+            "audit_share_of_grpc_rank_p50": float(np.median(audit) / grpc_p50),
+            "audit_checks_share_of_grpc_rank_p50": float(np.median(audit - log_w) / grpc_p50),
+        }
+    f, r = result["modes"]["fast"], result["modes"]["fairlearn"]
+    result["fairlearn_over_fast_audit"] = r["audit_p50_ms"] / f["audit_p50_ms"]
+    print(f"{'mode':<10} {'pipeline':>9} {'audit':>7} {'checks':>7} {'log':>6} {'audit/pipe':>10} {'audit/Rank':>10}")
+    for mode, m in result["modes"].items():
+        print(f"{mode:<10} {m['pipeline_p50_ms']:>8.2f}ms {m['audit_p50_ms']:>6.2f}ms {m['audit_checks_p50_ms']:>6.2f}ms "
+              f"{m['audit_log_write_p50_ms']:>5.2f}ms {m['audit_share_of_pipeline']:>10.1%} "
+              f"{m['audit_share_of_grpc_rank_p50']:>10.1%}")
+    print(f"gRPC Rank p50 (fast path, same run): {grpc_p50 * 1e3:.2f} ms; "
+          f"MetricFrame audit / fast audit: {result['fairlearn_over_fast_audit']:.1f}x")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    for log in logs.values():
+        log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
