@@ -3,6 +3,7 @@
     python -m audit.report --log var/audit.db --out reports/
     python -m audit.report --dataset ml-100k --artifacts artifacts-100k --out reports/
     python -m audit.report --log var/audit.db --dataset ml-100k --artifacts DIR --out reports/ --since 2026-11-01
+    python -m audit.report --evaluation reports/evaluation-ml-100k.json --out reports/   # model comparison by group
 
 Writes OUT/report.html (self-contained), OUT/report.json (every number shown),
 OUT/summary.md, and prints the summary. Exit status: 0 pass, 3 a gated metric
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", choices=sorted(DATASETS), help="offline evaluation on this dataset")
     ap.add_argument("--data", type=Path, help="dataset directory (default: ../shared/data/ml-100k or data/ml-latest-small)")
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="model for the offline evaluation")
+    ap.add_argument("--evaluation", type=Path, action="append", default=[], metavar="FILE",
+                    help="a python -m recsys.evaluate JSON: models compared overall and by user group; repeatable")
     ap.add_argument("--max-users", type=int, default=None, help="offline: rank at most this many users")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--out", type=Path, required=True, help="output directory")
@@ -107,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.errors import EthicrecError
 
     try:
-        if args.log is None and args.dataset is None:
-            raise ReportError("give --log FILE, --dataset NAME, or both")
+        if args.log is None and args.dataset is None and not args.evaluation:
+            raise ReportError("give --log FILE, --dataset NAME, --evaluation FILE, or a combination")
         if args.windows < 1:
             raise ReportError(f"--windows must be >= 1, got {args.windows}")
         policy = load_policy(args.policy)
@@ -120,11 +123,18 @@ def main(argv: list[str] | None = None) -> int:
                 records = list(read_records(args.log, since, until))
             except (FileNotFoundError, ValueError) as exc:
                 raise ReportError(str(exc)) from None
+        from audit.report.evaluation_section import evaluation_section, load_evaluation
+
+        try:
+            evaluations = [evaluation_section(load_evaluation(p), str(p)) for p in args.evaluation]
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
         run = _offline_run(args, policy) if args.dataset else None
         inputs = {"log": str(args.log) if args.log else None, "since": args.since, "until": args.until,
-                  "dataset": args.dataset, "artifacts": str(args.artifacts) if args.dataset else None}
+                  "dataset": args.dataset, "artifacts": str(args.artifacts) if args.dataset else None,
+                  "evaluation": [str(p) for p in args.evaluation]}
         report = build_report(records=records, offline_run=run, policy=policy, references=references,
-                              windows=args.windows, n_boot=args.n_boot, inputs=inputs)
+                              windows=args.windows, n_boot=args.n_boot, inputs=inputs, evaluations=evaluations)
     except (ReportError, EthicrecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

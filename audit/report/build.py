@@ -24,9 +24,10 @@ def _tables(section: dict) -> list[dict]:
 
 
 def build_report(*, records: list | None, offline_run=None, policy: Policy, references: dict[str, str] | None = None,
-                 windows: int = 5, n_boot: int | None = None, inputs: dict | None = None) -> dict:
-    if records is None and offline_run is None:
-        raise ReportError("give --log, --dataset, or both")
+                 windows: int = 5, n_boot: int | None = None, inputs: dict | None = None,
+                 evaluations: list[dict] | None = None) -> dict:
+    if records is None and offline_run is None and not evaluations:
+        raise ReportError("give --log, --dataset, --evaluation, or a combination")
     rp = policy.report
     kw = dict(band=rp.band, min_group_size=rp.min_group_size, n_boot=rp.n_boot if n_boot is None else n_boot,
               references=references)
@@ -40,6 +41,8 @@ def build_report(*, records: list | None, offline_run=None, policy: Policy, refe
             report["log"] = log_section(records, windows=windows, **kw)
         if offline_run is not None:
             report["offline"] = offline_section(offline_run, **kw)
+        if evaluations:
+            report["model_comparison"] = evaluations
     except ValueError as exc:  # e.g. an unknown reference group
         raise ReportError(str(exc)) from None
     violations = []

@@ -146,6 +146,21 @@ def render_html(report: dict) -> str:
             parts.append("<h3>Trend</h3><table><tr><th>window from</th><th>requests</th><th>selection-rate ratio "
                          f"(min/max)</th><th>harm removals</th></tr>{rows}</table>"
                          f"<img alt='trend' src='data:image/png;base64,{trend_plot(lg['trend'])}'>")
+    for ev in report.get("model_comparison", []):
+        parts.append(f"<h2>Model comparison: {esc(ev['dataset'])}, model {esc(ev['artifact_version'])}, "
+                     f"{ev['test_users']} test users</h2><p>From {esc(ev['source'])} (python -m recsys.evaluate; "
+                     "informational, not gated).</p>")
+        cols = sorted({m for v in ev["models"].values() for m in v})
+        rows = "".join(f"<tr><td>{esc(name)}</td>" + "".join(f"<td>{_fmt(v.get(m))}</td>" for m in cols) + "</tr>"
+                       for name, v in ev["models"].items())
+        parts.append("<table><tr><th>model</th>" + "".join(f"<th>{esc(m)}</th>" for m in cols) + f"</tr>{rows}</table>")
+        for attr, t in ev["by_group"].items():
+            head = "".join(f"<th>{esc(g)}</th>" for g in t["groups"])
+            body = "".join(
+                f"<tr><td>{esc(model)}</td>" + "".join(f"<td>{_fmt(r.get(g, {}).get('ndcg@10'))}</td>" for g in t["groups"])
+                + f"<td>{_fmt(r['_ratio_min_over_max'].get('ndcg@10'))}</td></tr>" for model, r in t["rows"].items())
+            parts.append(f"<h3>NDCG@10 by {esc(attr)}</h3><table><tr><th>model</th>{head}<th>min/max</th></tr>"
+                         f"{body}</table>")
     style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}table{border-collapse:collapse;"
              "margin:.8em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;font-size:.9em}"
              "td:first-child,th:first-child{text-align:left}.pass{color:#2a7a2a}.fail{color:#b00;font-weight:bold}"
@@ -176,6 +191,13 @@ def render_markdown(report: dict) -> str:
                 continue
             lines.append(f"- {t['name']} (reference {t['reference']}): " + ", ".join(
                 f"{g['group']} {g['status']}" + ("" if g["status"] != "fail" else " ✗") for g in t["groups"]))
+        lines.append("")
+    for ev in report.get("model_comparison", []):
+        lines.append(f"## Model comparison ({ev['dataset']}, {ev['test_users']} test users; not gated)")
+        lines += [f"- {name}: NDCG@10 {v.get('ndcg@10', float('nan')):.4f}" for name, v in ev["models"].items()]
+        for attr, t in ev["by_group"].items():
+            lines.append(f"- NDCG@10 min/max over {attr}: " + ", ".join(
+                f"{model} {r['_ratio_min_over_max'].get('ndcg@10', float('nan')):.2f}" for model, r in t["rows"].items()))
         lines.append("")
     if report["violations"]:
         lines.append("## Violations")
