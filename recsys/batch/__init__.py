@@ -23,10 +23,21 @@ exit 2, nothing created; with --skip-invalid, bad rows go to a rejects file
 instead.
 """
 from recsys.batch.inputs import BatchInputError
-from recsys.batch.job import BatchSummary
-from recsys.batch.run import PipelineRecipe, build_batch_pipeline, run_batch
 
 __all__ = ["BatchInputError", "BatchSummary", "PipelineRecipe", "build_batch_pipeline", "run_batch", "main"]
+
+
+def __getattr__(name: str):
+    # Lazy: the scoring side imports torch; `python -m recsys.batch` with bad arguments should not wait for it.
+    if name == "BatchSummary":
+        from recsys.batch.job import BatchSummary
+
+        return BatchSummary
+    if name in ("PipelineRecipe", "build_batch_pipeline", "run_batch"):
+        from recsys.batch import run
+
+        return getattr(run, name)
+    raise AttributeError(name)
 
 
 def main(argv: list[str] | None = None) -> int:

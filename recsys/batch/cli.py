@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from recsys.batch.job import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS
+from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -24,6 +24,8 @@ REQUIRED = ("user_id", "item_id")
 OPTIONAL_STR = ("text", "group")
 PREFIXES = ("feature.", "attr.", "audit.")
 READ_ROWS = 65_536          # rows per record batch read from the input
+DEFAULT_CHUNK_USERS = 512   # users per chunk (= per output part)
+DEFAULT_CHUNK_ROWS = 200_000
 
 
 class BatchInputError(EthicrecError):
@@ -90,6 +92,16 @@ def _csv_options(columns: list[str], delimiter: str):
             pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=True))
 
 
+def _pandas_index_columns(schema: pa.Schema) -> set[str]:
+    import json
+
+    try:
+        meta = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+        return {c for c in meta.get("index_columns", []) if isinstance(c, str)}
+    except (ValueError, AttributeError):
+        return set()
+
+
 def inspect_input(path: Path, declared_features: tuple[str, ...]) -> InputSpec:
     """Check the file and its columns (names, types) without reading the rows."""
     path = Path(path)
@@ -100,6 +112,9 @@ def inspect_input(path: Path, declared_features: tuple[str, ...]) -> InputSpec:
         if fmt == "parquet":
             pf = pq.ParquetFile(path)
             schema, num_rows = pf.schema_arrow, pf.metadata.num_rows
+            index = _pandas_index_columns(schema)   # a DataFrame's index saved with it: not input data
+            if index:
+                schema = pa.schema([f for f in schema if f.name not in index])
         else:
             read, parse, _ = _csv_options([], delim)
             with pacsv.open_csv(path, read_options=read, parse_options=parse) as r:
@@ -164,7 +179,8 @@ def iter_tables(spec: InputSpec, start_row: int = 0) -> Iterator[tuple[int, pa.T
             groups = list(range(first, md.num_row_groups))
             if not groups:
                 return
-            for batch in pf.iter_batches(batch_size=READ_ROWS, row_groups=groups, use_threads=False):
+            for batch in pf.iter_batches(batch_size=READ_ROWS, row_groups=groups, columns=list(spec.columns),
+                                         use_threads=False):
                 yield row, pa.Table.from_batches([batch])
                 row += batch.num_rows
         else:

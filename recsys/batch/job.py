@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.batch.inputs import BatchInputError, Chunk, Chunker, InputSpec, Rejected, inspect_input, iter_chunks
+from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, BatchInputError, Chunk, Chunker, InputSpec, \
+    Rejected, inspect_input, iter_chunks
 from recsys.batch.scoring import ChunkColumns, UserError, build_requests, chunk_columns, output_schema
 from recsys.domain import AuditMode
 
@@ -44,8 +45,6 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 REJECTS = "_rejects.parquet"
 LOCK = ".lock"
-DEFAULT_CHUNK_USERS = 512
-DEFAULT_CHUNK_ROWS = 200_000
 ANSWER_POLICY = ("version", "exposure", "harm", "audience")
 
 
@@ -86,9 +85,9 @@ def _fsync_file(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))   # compact: the C encoder, rewritten per part
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
+        f.write(text + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -28,8 +29,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.batch.inputs import BatchInputError, Chunk
-from recsys.batch.job import Job, chunk_meta
 from recsys.domain import AuditMode
+
+if TYPE_CHECKING:
+    from recsys.batch.job import Job
 
 SPOOL = "_spool.parquet"
 
@@ -79,6 +82,8 @@ class RayChunkScorer:
 
 def write_spool(job: Job, path: Path) -> list[tuple[dict, int]]:
     """The chunks still to score, one row group each; [(meta, row group or -1 if empty)]."""
+    from recsys.batch.job import chunk_meta
+
     schema = pa.schema(list(job.spec.schema) + [pa.field("_row", pa.int64())])
     tmp = path.with_name(f".{path.name}.tmp")
     out: list[tuple[dict, int]] = []
