@@ -59,6 +59,7 @@ class BatchSummary:
     rejected_users: int = 0
     resumed_parts: int = 0          # parts found committed by an earlier run
     already_complete: bool = False
+    seconds: dict = field(default_factory=dict)   # this run: "check" (pass 1) and "score"
 
 
 def part_name(index: int) -> str:
@@ -153,6 +154,7 @@ class Plan:
     rejected_users: int = 0
     drop_before: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # rows left out before chunking
     drop_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # rows of rejected users
+    check_seconds: float = 0.0    # pass 1 in this run (0 when resuming)
 
     def as_json(self) -> dict:
         return {"chunks": self.chunks, "users": self.users, "rows": self.rows, "input_rows": self.input_rows,
@@ -455,9 +457,11 @@ def open_job(spec: InputSpec, output: Path, *, params: dict, catalog_ids: pa.Arr
     request_prefix = f"batch-{job_id}-row"
     writer = _RejectsWriter(spec) if params["skip_invalid"] else None
     try:
+        t0 = time.perf_counter()
         plan = validate_input(spec, catalog_ids, chunk_users=params["chunk_users"], chunk_rows=params["chunk_rows"],
                               top_k=top_k, audit_mode=audit_mode, request_prefix=request_prefix, rejects=writer,
                               progress=progress)
+        plan.check_seconds = time.perf_counter() - t0
         if writer is not None:
             writer.close()
         # Only now does anything appear on disk.
@@ -491,7 +495,7 @@ def summary_of(manifest: dict, *, resumed: int = 0, complete: bool = False) -> B
         for k, v in p["verdicts"].items():
             verdicts[k] = verdicts.get(k, 0) + v
     plan = manifest["plan"]
-    return BatchSummary(users=sum(p["users"] for p in manifest["parts"]) - 0,
+    return BatchSummary(users=sum(p["users"] for p in manifest["parts"]),
                         rows=sum(p["rows"] for p in manifest["parts"]),
                         removed=sum(p["removed"] for p in manifest["parts"]), verdicts=verdicts,
                         parts=len(manifest["parts"]), rejected_rows=plan["rejected_rows"],

@@ -1,7 +1,9 @@
 """Running a batch job with the local engine (this process) or on Ray."""
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,7 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
         log(f"{output_path} already holds this job, complete: nothing to do")
         return done
     resumed = len(job.manifest["parts"])
+    t0 = time.perf_counter()
     todo = job.plan.rows - sum(p["rows"] for p in job.manifest["parts"])
     bar = tqdm(total=todo, desc="scoring", unit="row", unit_scale=True, disable=None if progress else True,
                smoothing=0.1)
@@ -113,7 +116,9 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
     finally:
         bar.close()
         job.close()
-    return summary_of(job.manifest, resumed=resumed)
+    summary = summary_of(job.manifest, resumed=resumed)
+    return dataclasses.replace(summary, seconds={"check": round(job.plan.check_seconds, 3),
+                                                 "score": round(time.perf_counter() - t0, 3)})
 
 
 def _local(job: Job, scorer: ChunkScorer) -> Iterator[tuple[dict, pa.Table]]:

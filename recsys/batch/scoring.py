@@ -8,6 +8,8 @@ work is done for a chunk, never in the result:
 * the stages run stage by stage over all requests of the chunk, and the
   LightGBM ranker predicts the chunk's stacked feature rows in one call (tree
   ensembles score each row independently, so the numbers are identical);
+* the respond stage, which only builds the RPC response object, is skipped:
+  batch reads scores, ranks and the audit result from the context;
 * the chunk's audit records are written to the audit log in one transaction
   after the chunk is scored (one fsync instead of one per user) and before
   its output part is committed.
@@ -25,7 +27,7 @@ import pyarrow.compute as pc
 from recsys.batch.inputs import Chunk, InputSpec, as_str
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
 from recsys.errors import InvalidRequest
-from recsys.pipeline import Pipeline, RankContext, RankStage
+from recsys.pipeline import Pipeline, RankContext, RankStage, RespondStage
 from recsys.validation import Limits, validate_request
 
 # Batch requests carry whole candidate lists: no per-request caps on size or top_k.
@@ -290,6 +292,8 @@ class ChunkScorer:
     def _run(self, requests: list[RankRequest]) -> list[RankContext]:
         ctxs = [RankContext(request=r) for r in requests]
         for stage in self.pipeline.stages:
+            if isinstance(stage, RespondStage):
+                continue   # builds the RPC response object only; batch reads the context
             if isinstance(stage, RankStage) and isinstance(stage.ranker, _BatchedRanker) and ctxs:
                 sizes = [len(c.X) for c in ctxs]
                 pred = stage.ranker.real.predict(np.vstack([c.X for c in ctxs]))
