@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ import numpy as np
 from recsys.artifacts import Artifacts
 from recsys.blend import Blend
 from recsys.domain import RankedItem, RankRequest, RankResponse
-from recsys.errors import InvalidRequest
+from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import FeatureBuilder
 from recsys.text import user_text
 from recsys.validation import Limits, validate_request
@@ -160,6 +161,15 @@ class RespondStage:
         ctx.response = RankResponse(items, tuple(ctx.removed), ctx.audit, self.version, ctx.request_id)
 
 
+class RequestStopped(EthicrecError):
+    """`should_stop` said stop (the caller went away or its deadline passed), so the
+    remaining stages were skipped: no point computing an answer nobody will read."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"request stopped before stage {stage!r}")
+        self.stage = stage
+
+
 class Pipeline:
     def __init__(self, stages: list[Stage]) -> None:
         available = {"request"}
@@ -172,16 +182,20 @@ class Pipeline:
             raise ValueError("no stage produces 'response'")
         self.stages = list(stages)
 
-    def run(self, request: RankRequest) -> RankContext:
+    def run(self, request: RankRequest, *, should_stop: Callable[[], bool] | None = None) -> RankContext:
+        """Run every stage in order. `should_stop` is polled before each stage (stages
+        themselves are not interruptible); when it returns True, RequestStopped is raised."""
         ctx = RankContext(request=request)
         for stage in self.stages:
+            if should_stop is not None and should_stop():
+                raise RequestStopped(stage.name)
             t0 = time.perf_counter()
             stage(ctx)
             ctx.timings[stage.name] = time.perf_counter() - t0
         return ctx
 
-    def rank(self, request: RankRequest) -> RankResponse:
-        ctx = self.run(request)
+    def rank(self, request: RankRequest, *, should_stop: Callable[[], bool] | None = None) -> RankResponse:
+        ctx = self.run(request, should_stop=should_stop)
         assert ctx.response is not None
         return ctx.response
 

@@ -16,6 +16,7 @@ class Limits:
     max_history_items: int = 200
     max_history_texts: int = 50
     max_id_chars: int = 256
+    max_attributes: int = 32      # entries per map: audit_attributes, attributes, features
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -36,6 +37,18 @@ def _check_id(field: str, value: str, limits: Limits) -> None:
         raise InvalidRequest(field, f"id has {len(value)} characters; the limit is {limits.max_id_chars}")
 
 
+def _check_map(field: str, mapping: dict, limits: Limits, values_are_text: bool = True) -> None:
+    if len(mapping) > limits.max_attributes:
+        raise InvalidRequest(field, f"{len(mapping)} entries; the limit is {limits.max_attributes}")
+    for key, value in mapping.items():
+        if len(key) > limits.max_id_chars:
+            raise InvalidRequest(f"{field}[{key[:32]}]",
+                                 f"key has {len(key)} characters; the limit is {limits.max_id_chars}")
+        if values_are_text and len(value) > limits.max_id_chars:
+            raise InvalidRequest(f"{field}[{key}]",
+                                 f"value has {len(value)} characters; the limit is {limits.max_id_chars}")
+
+
 def validate_request(req: RankRequest, limits: Limits) -> None:
     """Raise InvalidRequest naming the first bad field; catalog lookups happen later."""
     if not req.candidates:
@@ -46,7 +59,12 @@ def validate_request(req: RankRequest, limits: Limits) -> None:
         )
     if not 1 <= req.top_k <= limits.max_top_k:
         raise InvalidRequest("top_k", f"must be between 1 and {limits.max_top_k}, got {req.top_k}")
+    if len(req.request_id) > limits.max_id_chars:
+        raise InvalidRequest("request_id", f"{len(req.request_id)} characters; the limit is {limits.max_id_chars}")
     user = req.user
+    if len(user.user_id) > limits.max_id_chars:
+        raise InvalidRequest("user.user_id", f"{len(user.user_id)} characters; the limit is {limits.max_id_chars}")
+    _check_map("user.audit_attributes", user.audit_attributes, limits)
     if len(user.history_item_ids) > limits.max_history_items:
         raise InvalidRequest(
             "user.history_item_ids",
@@ -71,6 +89,11 @@ def validate_request(req: RankRequest, limits: Limits) -> None:
         seen[cand.item_id] = i
         if cand.text is not None:
             _check_text(f"candidates[{i}].text", cand.text, limits)
+        if cand.group is not None and len(cand.group) > limits.max_id_chars:
+            raise InvalidRequest(f"candidates[{i}].group",
+                                 f"{len(cand.group)} characters; the limit is {limits.max_id_chars}")
+        _check_map(f"candidates[{i}].attributes", cand.attributes, limits)
+        _check_map(f"candidates[{i}].features", cand.features, limits, values_are_text=False)
         for name, value in cand.features.items():
             if value != value or value in (float("inf"), float("-inf")):
                 raise InvalidRequest(f"candidates[{i}].features[{name}]", "must be a finite number")
