@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -18,15 +17,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audit-log", dest="audit_log", help="SQLite audit log path")
     ap.add_argument("--reflection", choices=["auto", "on", "off"])
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus /metrics port (0 = off)")
+    ap.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
+    ap.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="drain time on SIGTERM/SIGINT")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from recsys.errors import EthicrecError
     from service.config import load_config
+    from service.logging_json import configure_logging
     from service.server import serve
 
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
-            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device")})
+            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "metrics_port",
+            "log_format", "grace_seconds")})
+        configure_logging(config.log_format, config.log_level)
         return serve(config)
     except (EthicrecError, OSError) as exc:
         print(f"ethicrec: cannot start: {exc}", file=sys.stderr)

@@ -1,5 +1,10 @@
 """Service configuration: one typed, validated object, loaded once at start-up
-from a TOML file, then environment variables, then command-line flags."""
+from a TOML file, then environment variables, then command-line flags.
+
+Everything that can be wrong about a value (range, enum, a TLS file that is
+not there) is checked here, so a bad deployment stops before the model loads,
+with a message naming the key.
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -13,6 +18,17 @@ from recsys.errors import ConfigError
 from recsys.validation import Limits
 
 ENV_PREFIX = "ETHICREC_"
+# Inline tokens only from the environment: a config file is often committed, a secret must not be.
+TOKENS_ENV = ENV_PREFIX + "AUTH_TOKENS"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -22,20 +38,35 @@ class ServiceConfig:
     artifacts: Path = Path("artifacts")
     policy: Path | None = None            # None: the shipped default policy
     audit_log: Path = Path("var/audit.db")
-    max_workers: int = 8
+    max_workers: int = 8                  # RPCs executing at once
+    max_queue: int = 16                   # RPCs waiting for a worker; more in flight -> RESOURCE_EXHAUSTED
+    max_message_bytes: int = 16 * 1024 * 1024
     reflection: str = "auto"              # auto (on when bound to loopback) | on | off
     device: str = "auto"
     torch_threads: int | None = None
     grace_seconds: float = 10.0
     blend: str = "lightgbm"               # lightgbm | linear (see recsys/blend.py)
     blend_weight: float = 0.5             # linear mode: share of the BERT interest score
+    tls_cert: Path | None = None          # PEM server certificate chain; with tls_key turns TLS on
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None     # PEM CA bundle; set = mutual TLS (client certificates required)
+    auth_tokens_file: Path | None = None  # one bearer token per line; with ETHICREC_AUTH_TOKENS turns auth on
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)   # from ETHICREC_AUTH_TOKENS (comma-separated)
+    metrics_port: int | None = None       # Prometheus /metrics over HTTP on host:metrics_port; None/0 = off
+    log_format: str = "auto"              # auto (text on a terminal, else JSON) | json | text
+    log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"config key port must be 0..65535; got {self.port}")
-        if self.max_workers < 1:
-            raise ConfigError(f"config key max_workers must be >= 1; got {self.max_workers}")
+        for key in ("max_workers", "max_message_bytes"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key {key} must be >= 1; got {getattr(self, key)}")
+        if self.max_queue < 0:
+            raise ConfigError(f"config key max_queue must be >= 0; got {self.max_queue}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"config key torch_threads must be >= 1; got {self.torch_threads}")
         if self.reflection not in ("auto", "on", "off"):
             raise ConfigError(f"config key reflection must be auto, on or off; got {self.reflection!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -46,34 +77,77 @@ class ServiceConfig:
             raise ConfigError(f"config key blend_weight must be between 0 and 1; got {self.blend_weight}")
         if self.grace_seconds < 0:
             raise ConfigError(f"config key grace_seconds must be >= 0; got {self.grace_seconds}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"config key metrics_port must be 0..65535 (0 = off); got {self.metrics_port}")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"config key log_format must be auto, json or text; got {self.log_format!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"config key log_level must be DEBUG, INFO, WARNING or ERROR; got {self.log_level!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("config keys tls_cert and tls_key must be set together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("config key tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        for key in ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"config key {key}: file not found: {path}")
+        if any(not t or any(c.isspace() for c in t) for t in self.auth_tokens):
+            raise ConfigError(f"{TOKENS_ENV}: tokens must be non-empty and contain no whitespace")
+        if self.auth_tokens_file is not None:
+            read_tokens_file(self.auth_tokens_file)  # fail at start-up, not on the first call
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_tokens) or self.auth_tokens_file is not None
 
     @property
     def reflection_enabled(self) -> bool:
         if self.reflection != "auto":
             return self.reflection == "on"
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.host)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def loopback(self) -> bool:
+        return _is_loopback(self.host)
 
 
 _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
+    "max_queue": int, "max_message_bytes": int,
     "reflection": str, "device": str, "torch_threads": int, "grace_seconds": float,
     "blend": str, "blend_weight": float,
+    "tls_cert": Path, "tls_key": Path, "tls_client_ca": Path, "auth_tokens_file": Path,
+    "metrics_port": int, "log_format": str, "log_level": str,
 }
 
 
 def _cast(key: str, value: Any) -> Any:
     caster = _CASTS[key]
-    if caster is int and isinstance(value, bool):
-        raise ConfigError(f"config key {key} must be an integer; got {value!r}")
+    if caster in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config key {key} must be a number; got {value!r}")
     try:
         return caster(value)
     except (TypeError, ValueError):
         raise ConfigError(f"config key {key} has an invalid value {value!r}") from None
+
+
+def read_tokens_file(path: Path) -> tuple[str, ...]:
+    """One token per line; blank lines and lines starting with # are ignored.
+    Re-read on SIGHUP so tokens can be rotated without a restart."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"config key auth_tokens_file: cannot read {path}: {exc.strerror}") from None
+    tokens = tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
+    if not tokens:
+        raise ConfigError(f"config key auth_tokens_file: {path} holds no tokens")
+    if any(any(c.isspace() for c in t) for t in tokens):
+        raise ConfigError(f"config key auth_tokens_file: {path}: a token contains whitespace")
+    return tokens
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
@@ -113,4 +187,5 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         lim = replace(Limits(), **limits)
     except ValueError as exc:
         raise ConfigError(f"config key {exc}") from None
-    return ServiceConfig(**values, limits=lim)
+    tokens = tuple(t.strip() for t in env.get(TOKENS_ENV, "").split(",") if t.strip())
+    return ServiceConfig(**values, auth_tokens=tokens, limits=lim)

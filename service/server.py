@@ -1,16 +1,23 @@
 """Server construction kept apart from running it, so tests bind port 0.
 
-    app = load_app(config)                       # artifacts, policy, audit log, pipeline
+    app = load_app(config)                       # artifacts, policy, audit log, pipeline, metrics
     server, port = create_server(config, app)    # not started
     serve(config)                                # the whole life cycle, with signals
+
+Life cycle under `serve`: SIGHUP reloads (new artifact version from LATEST,
+the policy file, the tokens file) without dropping a call; SIGTERM/SIGINT
+drain: health NOT_SERVING, new calls refused with UNAVAILABLE, in-flight calls
+get `grace_seconds`, then the port closes, the audit log is closed and the
+process exits 0.
 """
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from ethicrec.v1 import recommender_pb2 as pb
@@ -19,90 +26,198 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audit.log import AuditLog
-from audit.policy import Policy, load_policy
-from recsys.artifacts import Artifacts, load_artifacts
-from recsys.blend import Blend
+from audit.policy import Policy
+from recsys.artifacts import Artifacts
 from recsys.device import set_cpu_threads
-from recsys.pipeline import Pipeline, build_pipeline
+from recsys.errors import ConfigError
+from recsys.pipeline import Pipeline
+from service.auth import TokenAuthInterceptor, load_tokens
 from service.config import ServiceConfig
+from service.drain import DrainInterceptor
 from service.interceptors import ErrorMappingInterceptor
+from service.metrics import Metrics, MetricsInterceptor
+from service.reload import Current, ReloadResult, assemble, load_models
 from service.servicer import RecommenderServicer
+from service.tls import check_tls_files, server_credentials
 
 log = logging.getLogger("ethicrec.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+DRAIN_HANDLERS_S = 5.0  # after the grace: how long to wait for cancelled handlers to reach a stage boundary
+DRAIN_QUIET_S = 0.3     # close the port once no new call has arrived for this long (bounded by the grace)
 
 
 @dataclass
 class App:
-    """Everything loaded once at start-up; never on the request path."""
+    """Everything loaded at start-up (never on the request path); `current`
+    is the one thing that changes at run time, on reload."""
 
-    artifacts: Artifacts
-    policy: Policy
+    config: ServiceConfig
+    current: Current
     audit_log: AuditLog
-    pipeline: Pipeline
     health: health.HealthServicer
+    metrics: Metrics
+    drain: DrainInterceptor = field(default_factory=DrainInterceptor)
+    auth: TokenAuthInterceptor | None = field(default=None)
+
+    @property
+    def artifacts(self) -> Artifacts:
+        return self.current.get().artifacts
+
+    @property
+    def policy(self) -> Policy:
+        return self.current.get().policy
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.current.get().pipeline
+
+    def reload(self) -> ReloadResult:
+        """Load the newest artifact version and the policy file again and swap them
+        in; on failure keep serving what is loaded. Also re-reads the tokens file."""
+        result = self.current.reload(self.config, self.audit_log)
+        if result.ok:
+            self.metrics.reloads.labels("ok").inc()
+            self.metrics.set_versions(result.model_version, result.policy_version)
+            log.info("reloaded: model %s -> %s, policy %s -> %s", result.previous_model_version,
+                     result.model_version, result.previous_policy_version, result.policy_version,
+                     extra={"model_version": result.model_version, "policy_version": result.policy_version})
+        else:
+            self.metrics.reloads.labels("failed").inc()
+            log.error("reload failed, still serving model %s (policy %s): %s", result.model_version,
+                      result.policy_version, result.error, extra={"model_version": result.model_version})
+        if self.auth is not None and self.config.auth_tokens_file is not None:
+            try:
+                self.auth.tokens = load_tokens(self.config)
+            except ConfigError as exc:
+                log.error("tokens not reloaded, the previous tokens stay valid: %s", exc)
+        return result
+
+    def start_metrics(self, host: str | None = None, port: int | None = None) -> int | None:
+        """Serve /metrics if a port is configured; returns the bound port."""
+        port = self.config.metrics_port if port is None else port
+        if not port:
+            return None
+        return self.metrics.start_http(host or self.config.host, port)
 
     def close(self) -> None:
+        self.metrics.close()
+        self.current.get().close()
         self.audit_log.close()
 
 
 def load_app(config: ServiceConfig) -> App:
     set_cpu_threads(config.torch_threads)
-    policy = load_policy(config.policy)
-    artifacts = load_artifacts(config.artifacts, device=config.device)
-    audit_log = AuditLog(config.audit_log)
-    pipeline = build_pipeline(artifacts, policy=policy, audit_log=audit_log, limits=config.limits,
-                              blend=Blend(config.blend, config.blend_weight))
-    return App(artifacts, policy, audit_log, pipeline, health.HealthServicer())
+    artifacts, policy = load_models(config)
+    audit_log = AuditLog(config.audit_log, synchronous=policy.log.synchronous)
+    try:
+        snapshot = assemble(config, artifacts, policy, audit_log)
+    except BaseException:
+        audit_log.close()
+        raise
+    current = Current(snapshot)
+    metrics = Metrics()
+    metrics.set_versions(artifacts.version, policy.version)
+    metrics.watch_caches(lambda: current.get().caches())
+    return App(config, current, audit_log, health.HealthServicer(), metrics)
 
 
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
-    """A configured, bound, not-yet-started server and the port it got."""
+    """A configured, bound, not-yet-started server and the port it got.
+
+    Load shedding is gRPC's own: at most max_workers calls run and max_queue
+    wait for a thread; any call beyond that is answered RESOURCE_EXHAUSTED at
+    once instead of queueing without bound (health checks count too).
+    """
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(app.metrics), app.drain]
+    if config.auth_enabled:
+        app.auth = TokenAuthInterceptor(load_tokens(config))
+        interceptors.append(app.auth)
+    interceptors.append(ErrorMappingInterceptor())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="ethicrec-rpc"),
-        interceptors=[ErrorMappingInterceptor()],
-        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                 ("grpc.max_send_message_length", 16 * 1024 * 1024)],
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", config.max_message_bytes),
+                 ("grpc.max_send_message_length", config.max_message_bytes)],
+        maximum_concurrent_rpcs=config.max_workers + config.max_queue,
     )
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app.pipeline), server)
+    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app.current, app.metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     if config.reflection_enabled:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{config.host}:{config.port}"
+    credentials = server_credentials(config)
     try:
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:  # grpc raises RuntimeError when it cannot bind
         port = 0
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port} (address in use or invalid)")
+        raise OSError(f"could not bind {address} (address in use or invalid)")
+    if not config.loopback and not config.auth_enabled:
+        log.warning("bound to %s without bearer tokens: any client that can reach it may call Rank", config.host)
+    if not config.loopback and not config.tls_enabled:
+        log.warning("bound to %s without TLS: requests and audit attributes travel in clear text", config.host)
     for name in ("", SERVICE_NAME):
         app.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
 
 
 def serve(config: ServiceConfig) -> int:
-    app = load_app(config)
-    server, port = create_server(config, app)
+    check_tls_files(config)  # before the slow model load: a bad certificate fails start-up at once
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP while loading must not kill us
+    try:
+        app = load_app(config)
+        try:
+            server, port = create_server(config, app)
+            metrics_port = app.start_metrics()
+        except BaseException:
+            app.close()
+            raise
+    except BaseException:
+        signal.signal(signal.SIGHUP, previous_hup)
+        raise
     server.start()
-    log.info("ethicrec serving model %s (policy %s) on %s:%d, reflection %s", app.artifacts.version,
-             app.policy.version, config.host, port, "on" if config.reflection_enabled else "off")
+    log.info("ethicrec serving model %s (policy %s) on %s:%d, tls %s, auth %s, reflection %s, metrics %s",
+             app.artifacts.version, app.policy.version, config.host, port,
+             "mutual" if config.tls_client_ca else ("on" if config.tls_enabled else "off"),
+             "on" if config.auth_enabled else "off", "on" if config.reflection_enabled else "off",
+             f"http://{config.host}:{metrics_port}/metrics" if metrics_port else "off",
+             extra={"model_version": app.artifacts.version, "policy_version": app.policy.version})
     print(f"ethicrec: serving model {app.artifacts.version} on {config.host}:{port}", flush=True)
-    stopped = threading.Event()
-    stopping = threading.Event()
 
-    def _stop(signum, _frame) -> None:
-        if stopping.is_set():
-            return
-        stopping.set()
-        log.info("signal %d: draining for up to %.0fs", signum, config.grace_seconds)
-        app.health.enter_graceful_shutdown()
-        # stop() returns at once; the main loop waits for in-flight RPCs to drain.
-        done = server.stop(config.grace_seconds)
-        threading.Thread(target=lambda: (done.wait(), stopped.set()), daemon=True).start()
+    # Handlers only set flags: the main thread does the work, outside signal context.
+    wake, reload_requested, stop_signal = threading.Event(), threading.Event(), []
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    while not stopped.wait(0.5):
-        pass
-    app.close()
+    def _on_stop(signum, _frame) -> None:
+        stop_signal.append(signum)
+        wake.set()
+
+    def _on_hup(_signum, _frame) -> None:
+        reload_requested.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, _on_stop)
+    signal.signal(signal.SIGINT, _on_stop)
+    signal.signal(signal.SIGHUP, _on_hup)
+    while not stop_signal:
+        wake.wait(1.0)
+        wake.clear()
+        if reload_requested.is_set() and not stop_signal:
+            reload_requested.clear()
+            log.info("SIGHUP: reloading")
+            app.reload()
+
+    log.info("signal %d: draining for up to %gs", stop_signal[0], config.grace_seconds)
+    deadline = time.monotonic() + config.grace_seconds
+    app.health.enter_graceful_shutdown()
+    app.drain.start()                          # new calls: UNAVAILABLE; in-flight ones carry on
+    app.current.wait_idle(config.grace_seconds)
+    app.drain.wait_quiet(DRAIN_QUIET_S, deadline)
+    # Then close the port; open streams get what is left of the grace, after which gRPC cancels them.
+    server.stop(max(0.0, deadline - time.monotonic())).wait()
+    if not app.current.wait_idle(DRAIN_HANDLERS_S):
+        log.warning("handlers still running %.0fs after the grace period; closing the audit log anyway",
+                    DRAIN_HANDLERS_S)
+    app.close()   # the audit log's last writes are committed and the WAL checkpointed here
+    log.info("stopped")
     print("ethicrec: stopped", flush=True)
     return 0

@@ -1,27 +1,80 @@
-"""Recommender servicer: convert, call the pipeline, convert back."""
+"""Recommender servicer: convert, call the pipeline, convert back.
+
+Each request takes the serving snapshot once (see service/reload.py) and
+tells the pipeline to stop between stages once the caller has gone away or
+its deadline has passed, so abandoned calls do not keep burning CPU.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 
+import grpc
 from ethicrec.v1 import recommender_pb2 as pb
 from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
 from recsys.errors import InvalidRequest
-from recsys.pipeline import Pipeline
+from recsys.pipeline import RankContext, RequestStopped
 from service.convert import request_from_proto, response_to_proto
+from service.metrics import Metrics
+from service.reload import Current
+
+log = logging.getLogger("ethicrec.service")
+
+
+def stop_check(context: grpc.ServicerContext) -> Callable[[], bool]:
+    """True once the call is cancelled or its deadline has passed (whichever the
+    server notices first: the deadline is checked directly, not only via the
+    cancellation event the transport delivers)."""
+
+    def should_stop() -> bool:
+        if not context.is_active():
+            return True
+        remaining = context.time_remaining()
+        return remaining is not None and remaining <= 0
+
+    return should_stop
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(self, current: Current, metrics: Metrics | None = None) -> None:
+        self.current = current
+        self.metrics = metrics
 
-    def Rank(self, request: pb.RankRequest, context) -> pb.RankResponse:
-        return response_to_proto(self.pipeline.rank(request_from_proto(request)))
+    def _rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
+        t0 = time.perf_counter()
+        with self.current.use() as snap:
+            try:
+                ctx: RankContext = snap.pipeline.run(request_from_proto(request), should_stop=stop_check(context))
+            except RequestStopped as exc:
+                if self.metrics is not None:
+                    self.metrics.stopped.labels(exc.stage).inc()
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                log.info("rank abandoned before stage %s (%s)", exc.stage, "deadline" if expired else "cancelled",
+                         extra={"request_id": request.request_id or None, "stopped_before": exc.stage})
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED, str(exc))
+        resp = ctx.response
+        assert resp is not None
+        audit = resp.audit
+        if self.metrics is not None:
+            self.metrics.observe_rank(ctx.timings, audit.verdict.value, [f.code for f in audit.findings])
+        log.info("rank %s -> %d items, audit %s %s", resp.request_id, len(resp.items), audit.audit_id,
+                 audit.verdict.value, extra={
+                     "request_id": resp.request_id, "audit_id": audit.audit_id, "verdict": audit.verdict.value,
+                     "model_version": resp.model_version, "policy_version": audit.policy_version,
+                     "candidates": len(request.candidates), "returned": len(resp.items),
+                     "removed": len(resp.removed), "duration_ms": round((time.perf_counter() - t0) * 1000, 2)})
+        return response_to_proto(resp)
 
-    def RankStream(self, request_iterator: Iterator[pb.RankRequest], context) -> Iterator[pb.RankResponse]:
+    def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
+        return self._rank(request, context)
+
+    def RankStream(self, request_iterator: Iterator[pb.RankRequest],
+                   context: grpc.ServicerContext) -> Iterator[pb.RankResponse]:
         for i, request in enumerate(request_iterator):
             try:
-                resp = self.pipeline.rank(request_from_proto(request))
+                yield self._rank(request, context)
             except InvalidRequest as exc:
                 raise InvalidRequest(f"requests[{i}].{exc.field}", exc.description) from None
-            yield response_to_proto(resp)

@@ -1,0 +1,157 @@
+"""Prometheus metrics for the service: RPCs by method and status, pipeline
+stage latencies, audit verdicts and findings, model/policy versions, cache
+hit rates, hot reloads.
+
+Each `Metrics` owns its own CollectorRegistry instead of the process-global
+default, so several servers in one process (tests) never collide and a
+scrape shows exactly one server's numbers.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from recsys.lru import LRUCache
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class CacheCollector(Collector):
+    """Reads the LRU caches' own counters at scrape time (no per-lookup
+    instrumentation on the hot path); the caches come from a callable because
+    a hot reload may replace them."""
+
+    def __init__(self, caches: Callable[[], Mapping[str, LRUCache]]) -> None:
+        self._caches = caches
+
+    def collect(self):
+        hits = CounterMetricFamily("ethicrec_cache_hits", "Cache lookups that found an entry", labels=["cache"])
+        misses = CounterMetricFamily("ethicrec_cache_misses", "Cache lookups that found nothing", labels=["cache"])
+        ratio = GaugeMetricFamily("ethicrec_cache_hit_ratio", "hits / (hits + misses) since the cache was built",
+                                  labels=["cache"])
+        entries = GaugeMetricFamily("ethicrec_cache_entries", "Entries held", labels=["cache"])
+        for name, cache in self._caches().items():
+            h, m = cache.hits, cache.misses
+            hits.add_metric([name], h)
+            misses.add_metric([name], m)
+            ratio.add_metric([name], h / (h + m) if h + m else 0.0)
+            entries.add_metric([name], len(cache))
+        yield from (hits, misses, ratio, entries)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.rpcs = Counter("ethicrec_rpc_requests", "RPCs finished, by method and status code",
+                            ["method", "code"], registry=r)
+        self.rpc_latency = Histogram("ethicrec_rpc_duration_seconds", "RPC handling time, by method and status code",
+                                     ["method", "code"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("ethicrec_rpc_in_flight", "RPCs being handled now", ["method"], registry=r)
+        self.stage_latency = Histogram("ethicrec_stage_duration_seconds", "Pipeline stage time per request",
+                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stopped = Counter("ethicrec_rank_stopped", "Rank requests abandoned (caller cancelled or deadline "
+                               "passed), by the stage that was not started", ["stage"], registry=r)
+        self.verdicts = Counter("ethicrec_audit_verdicts", "Audit verdicts", ["verdict"], registry=r)
+        self.findings = Counter("ethicrec_audit_findings", "Audit findings, by code", ["code"], registry=r)
+        self.versions = Info("ethicrec_model", "Model and policy versions being served", registry=r)
+        self.reloads = Counter("ethicrec_reloads", "Hot reloads, by result (ok | failed)", ["result"], registry=r)
+        self._http: Any = None
+
+    def observe_rank(self, timings: Mapping[str, float], verdict: str, finding_codes: list[str]) -> None:
+        for stage, seconds in timings.items():
+            self.stage_latency.labels(stage).observe(seconds)
+        self.verdicts.labels(verdict).inc()
+        for code in finding_codes:
+            self.findings.labels(code).inc()
+
+    def set_versions(self, model_version: str, policy_version: str) -> None:
+        self.versions.info({"model_version": model_version, "policy_version": policy_version})
+
+    def watch_caches(self, caches: Callable[[], Mapping[str, LRUCache]]) -> None:
+        self.registry.register(CacheCollector(caches))
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serve /metrics on host:port in a daemon thread; returns the bound port."""
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_address[1]
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def _code_name(context: grpc.ServicerContext, default: str) -> str:
+    code = context.code()
+    if code is None:
+        return default
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts and times every RPC that reaches a handler (calls shed by
+    maximum_concurrent_rpcs are refused inside gRPC before any interceptor and
+    are not seen here). Installed outermost, so auth refusals are counted."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def _done(self, method: str, code: str, t0: float) -> None:
+        self.m.in_flight.labels(method).dec()
+        self.m.rpcs.labels(method, code).inc()
+        self.m.rpc_latency.labels(method, code).observe(time.perf_counter() - t0)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.lstrip("/")
+        m = self.m
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            def unary_unary(request, context):
+                t0 = time.perf_counter()
+                m.in_flight.labels(method).inc()
+                code = "UNKNOWN"
+                try:
+                    response = inner(request, context)
+                    code = _code_name(context, "OK")
+                    return response
+                except BaseException:
+                    code = _code_name(context, "UNKNOWN")
+                    raise
+                finally:
+                    self._done(method, code, t0)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
+                                                       handler.response_serializer)
+        if handler.stream_stream is not None:
+            inner_ss = handler.stream_stream
+
+            def stream_stream(request_iterator, context):
+                t0 = time.perf_counter()
+                m.in_flight.labels(method).inc()
+                code = "UNKNOWN"
+                try:
+                    yield from inner_ss(request_iterator, context)
+                    code = _code_name(context, "OK")
+                except GeneratorExit:
+                    code = "CANCELLED"
+                    raise
+                except BaseException:
+                    code = _code_name(context, "UNKNOWN")
+                    raise
+                finally:
+                    self._done(method, code, t0)
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
+                                                         handler.response_serializer)
+        return handler

@@ -1,0 +1,163 @@
+"""Hot reload: build a complete new pipeline beside the serving one, then swap
+one reference.
+
+A request takes the current `Snapshot` once, at its start, and uses only that
+object; so a request in flight during a swap finishes on the old model and
+policy, and a response is never a mix of two versions. A load that fails
+(corrupt artifact, bad policy) changes nothing: the old snapshot keeps
+serving and the error is returned and logged. The retired snapshot's stages
+are closed when its last request finishes.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from audit.log import AuditLog
+from audit.policy import Policy, load_policy
+from recsys.artifacts import Artifacts, load_artifacts, resolve_version_dir
+from recsys.blend import Blend
+from recsys.errors import EthicrecError
+from recsys.lru import LRUCache
+from recsys.pipeline import Pipeline, build_pipeline
+from service.config import ServiceConfig
+
+
+class Snapshot:
+    """One immutable (artifacts, policy, pipeline) triple and the count of
+    requests using it."""
+
+    def __init__(self, artifacts: Artifacts, policy: Policy, pipeline: Pipeline) -> None:
+        self.artifacts = artifacts
+        self.policy = policy
+        self.pipeline = pipeline
+        self._lock = threading.Lock()
+        self._users = 0
+        self._retired = False
+        self._closed = False
+
+    @property
+    def model_version(self) -> str:
+        return self.artifacts.version
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._users -= 1
+            close = self._retired and self._users == 0
+        if close:
+            self.close()
+
+    def retire(self) -> None:
+        with self._lock:
+            self._retired = True
+            close = self._users == 0
+        if close:
+            self.close()
+
+    def caches(self) -> dict[str, LRUCache]:
+        """The LRU caches this snapshot's requests fill, by name, for metrics."""
+        out: dict[str, LRUCache] = {"item_text_vectors": self.artifacts.store.text_cache,
+                                    "user_vectors": self.artifacts.store.user_cache}
+        for stage in self.pipeline.stages:
+            cache = getattr(getattr(stage, "harm", None), "cache", None)
+            if isinstance(cache, LRUCache):
+                out["harm_scores"] = cache
+        return out
+
+    def close(self) -> None:
+        """Stop stage-owned helpers (e.g. the audit's background monitor)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for stage in self.pipeline.stages:
+            close = getattr(stage, "close", None)
+            if callable(close):
+                close()
+
+
+def load_models(config: ServiceConfig, previous: Snapshot | None = None) -> tuple[Artifacts, Policy]:
+    """The configured policy and artifact version (LATEST is re-read now).
+    Artifacts already loaded from the same version directory are reused:
+    versions are immutable, and loading BERT is the slow part."""
+    policy = load_policy(config.policy)
+    vdir = resolve_version_dir(config.artifacts)
+    if previous is not None and previous.artifacts.path.resolve() == vdir.resolve():
+        return previous.artifacts, policy
+    return load_artifacts(vdir, device=config.device), policy
+
+
+def assemble(config: ServiceConfig, artifacts: Artifacts, policy: Policy, audit_log: AuditLog) -> Snapshot:
+    pipeline = build_pipeline(artifacts, policy=policy, audit_log=audit_log, limits=config.limits,
+                              blend=Blend(config.blend, config.blend_weight))
+    return Snapshot(artifacts, policy, pipeline)
+
+
+def build_snapshot(config: ServiceConfig, audit_log: AuditLog, previous: Snapshot | None = None) -> Snapshot:
+    return assemble(config, *load_models(config, previous), audit_log)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    model_version: str        # serving after the attempt
+    policy_version: str
+    previous_model_version: str
+    previous_policy_version: str
+    error: str | None = None
+
+
+class Current:
+    """The serving snapshot, swappable at run time."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._swap = threading.Lock()     # guards the reference and the per-snapshot user count together
+        self._reloading = threading.Lock()  # one reload at a time; loading happens outside _swap
+        self._idle = threading.Condition()
+        self._in_use = 0
+
+    def get(self) -> Snapshot:
+        return self._snapshot
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Snapshot]:
+        """The snapshot for one request; it is not closed until the block ends."""
+        with self._swap:
+            snap = self._snapshot
+            snap._enter()
+        with self._idle:
+            self._in_use += 1
+        try:
+            yield snap
+        finally:
+            snap._exit()
+            with self._idle:
+                self._in_use -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is using any snapshot (shutdown: before the audit
+        log closes under a handler still finishing). False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_use == 0, timeout)
+
+    def reload(self, config: ServiceConfig, audit_log: AuditLog) -> ReloadResult:
+        with self._reloading:
+            old = self._snapshot
+            try:
+                new = build_snapshot(config, audit_log, previous=old)
+            except Exception as exc:  # whatever went wrong, the old snapshot keeps serving
+                reason = str(exc) if isinstance(exc, (EthicrecError, OSError)) else f"{type(exc).__name__}: {exc}"
+                return ReloadResult(False, old.model_version, old.policy.version, old.model_version,
+                                    old.policy.version, reason)
+            with self._swap:
+                self._snapshot = new
+            old.retire()
+            return ReloadResult(True, new.model_version, new.policy.version, old.model_version, old.policy.version)

@@ -1,0 +1,104 @@
+"""Deadlines and cancellation: abandoned calls stop between pipeline stages and
+answer DEADLINE_EXCEEDED; nothing is audited for an answer nobody receives."""
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from ethicrec.v1 import recommender_pb2 as pb
+
+from audit.log import read_records
+from recsys.domain import Candidate, RankRequest, UserContext
+from recsys.pipeline import RequestStopped
+from tests.service.support import config, rank_request, running, stub
+
+
+def test_should_stop_is_polled_between_stages(pipeline, audit_log, known_items):
+    req = RankRequest(UserContext("1"), tuple(Candidate(i) for i in known_items[:10]))
+    polls: list[int] = []
+
+    def stop_after_two_stages() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(RequestStopped) as info:
+        pipeline.run(req, should_stop=stop_after_two_stages)
+    assert info.value.stage == "features"       # resolve and interest ran, nothing after
+    assert list(read_records(audit_log.path)) == []
+    # Never asked to stop: the same answer as without the hook.
+    ctx = pipeline.run(req, should_stop=lambda: False)
+    assert {"resolve", "interest", "features", "rank", "audit", "respond"} <= set(ctx.timings)
+    assert [i.item_id for i in ctx.response.items] == [i.item_id for i in pipeline.rank(req).items]
+
+
+def _wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _unseen_texts(n: int) -> list[pb.Candidate]:
+    return [pb.Candidate(item_id=f"new-{i}", text=f"unseen film {uuid.uuid4().hex} about sisters " * 20)
+            for i in range(n)]
+
+
+def test_call_past_its_deadline_stops_mid_pipeline(artifact_root, tmp_path):
+    """Never-seen texts make the BERT stage slow. A first call measures how slow;
+    a second one, with a deadline half that long, must stop at the next stage
+    boundary: DEADLINE_EXCEEDED, and the audit never runs (no record written)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "no-budget"\ntime_budget_ms = 600000\n')   # only the deadline may stop it
+    with running(config(artifact_root, tmp_path, policy=policy)) as (app, target), \
+            grpc.insecure_channel(target) as ch:
+        s, sample = stub(ch), app.metrics.registry.get_sample_value
+        s.Rank(pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000)), timeout=120)
+        interest_s = sample("ethicrec_stage_duration_seconds_sum", {"stage": "interest"})
+        if interest_s < 0.2:
+            pytest.skip(f"the BERT stage took only {interest_s:.3f}s: too fast to stop a call inside it")
+        deadline = min(interest_s / 2, 2.0)
+        req = pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000), request_id="too-slow")
+        with pytest.raises(grpc.RpcError) as info:
+            s.Rank(req, timeout=deadline)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        rank_deadline = {"method": "ethicrec.v1.Recommender/Rank", "code": "DEADLINE_EXCEEDED"}
+        assert _wait_for(lambda: sample("ethicrec_rpc_requests_total", rank_deadline) == 1)
+        stopped = {x.labels["stage"]: x.value for m in app.metrics.registry.collect()
+                   if m.name == "ethicrec_rank_stopped" for x in m.samples if x.name.endswith("_total")}
+        assert sum(stopped.values()) == 1 and not {"audit", "respond"} & {k for k, v in stopped.items() if v}
+        assert "too-slow" not in [r.request_id for r in read_records(app.audit_log.path)]
+
+
+def test_call_whose_deadline_passes_in_the_queue_is_never_computed(artifact_root, tmp_path, known_items):
+    """One worker, held by a slow stream; a Rank with a 300 ms deadline waits
+    behind it. The caller gets DEADLINE_EXCEEDED and, once the worker frees up,
+    the expired call is dropped without running the pipeline."""
+    cfg = config(artifact_root, tmp_path, max_workers=1, max_queue=4)
+    with running(cfg) as (app, target), grpc.insecure_channel(target) as ch:
+        s = stub(ch)
+        release = threading.Event()
+
+        def slow_client():
+            yield rank_request(known_items[:5], request_id="holder")
+            release.wait(30)
+
+        holder = s.RankStream(slow_client(), timeout=60)
+        assert next(holder).request_id == "holder"        # the only worker is now busy with this stream
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            s.Rank(rank_request(known_items[:20], request_id="late"), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - t0 < 5
+        release.set()
+        assert list(holder) == []
+        # The worker is free again: a fresh call is answered, and only it and the stream were audited.
+        assert s.Rank(rank_request(known_items[:5], request_id="after"), timeout=30).request_id == "after"
+        assert [r.request_id for r in read_records(app.audit_log.path)] == ["holder", "after"]
+
+
+def test_generous_deadline_is_answered(stub, known_items):
+    resp = stub.Rank(rank_request(known_items[:10]), timeout=30)
+    assert len(resp.items) == 10
