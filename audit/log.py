@@ -186,6 +186,30 @@ class AuditLog:
                     self._conn.execute("ROLLBACK")
                 raise
 
+    def append_many(self, recs: list[AuditRecord]) -> None:
+        """Chain and commit several records in one transaction (one fsync under FULL); returns once all
+        are durable, or raises with none of them written. Batch jobs commit a chunk's records this way."""
+        rows = [_stored_values(rec) for rec in recs]
+        if not rows:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = self._conn.execute(
+                    "SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+                prev = last[0] if last and last[0] else GENESIS
+                params = []
+                for row in rows:
+                    digest = record_digest(row, prev)
+                    params.append((*row.values(), prev, digest))
+                    prev = digest
+                self._conn.executemany(_INSERT, params)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -219,41 +219,13 @@ class ChunkAuditLog:
 
 
 def append_many(log, records: list) -> None:
-    """Append records in one transaction (one fsync) when the log supports it.
-
-    Uses AuditLog.append_many if the log has one; otherwise chains the records
-    with audit.log's own helpers inside one BEGIN IMMEDIATE ... COMMIT (the
-    same steps AuditLog.append takes per record); falls back to appending one
-    by one if those helpers are not there.
-    """
+    """Append records in one transaction (AuditLog.append_many), or one by one for a log without it."""
     fn = getattr(log, "append_many", None)
     if fn is not None:
         fn(records)
-        return
-    try:
-        from audit.log import _INSERT, GENESIS, _stored_values, record_digest
-        conn, lock = log._conn, log._lock
-    except (ImportError, AttributeError):
+    else:
         for rec in records:
             log.append(rec)
-        return
-    rows = [_stored_values(rec) for rec in records]
-    with lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            last = conn.execute("SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-            prev = last[0] if last and last[0] else GENESIS
-            params = []
-            for row in rows:
-                digest = record_digest(row, prev)
-                params.append((*row.values(), prev, digest))
-                prev = digest
-            conn.executemany(_INSERT, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
 
 def batch_policy(policy):

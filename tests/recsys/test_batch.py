@@ -176,3 +176,23 @@ def test_cli_one_line_error_and_exit_status(artifact_root, tmp_path):
     assert res.stderr.strip().count("\n") == 0 and "missing required column" in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_audit_log_append_many_is_all_or_nothing(tmp_path):
+    import dataclasses
+    import sqlite3
+
+    from audit.log import AuditLog, AuditRecord, read_records
+
+    rec = AuditRecord("a1", 1.0, "r", "m", "p", "u", "ENFORCE", "PASS", 1, ["x"], [], [], [])
+    log = AuditLog(tmp_path / "a.db", salt=b"s")
+    try:
+        log.append_many([rec, dataclasses.replace(rec, audit_id="a2")])
+        with pytest.raises(sqlite3.IntegrityError):
+            log.append_many([dataclasses.replace(rec, audit_id="a3"), rec])    # a1 again: unique audit_id
+        log.append(dataclasses.replace(rec, audit_id="a4"))
+    finally:
+        log.close()
+    assert [r.audit_id for r in read_records(tmp_path / "a.db")] == ["a1", "a2", "a4"]
+    verify = pytest.importorskip("audit.verify")
+    assert verify.verify_log(tmp_path / "a.db").ok
