@@ -128,5 +128,11 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         raise ArtifactError(f"artifact {vdir} could not be loaded: {type(exc).__name__}: {exc}") from None
     if ranker.feature_names_ != list(meta["features"]["names"]):
         raise ArtifactError(f"ranker features {ranker.feature_names_} differ from metadata {meta['features']['names']}")
+    from recsys.features import BASE_FEATURES
+
+    built = list(BASE_FEATURES) + list(meta["features"].get("extra", []))
+    if ranker.feature_names_ != built:
+        raise ArtifactError(f"artifact {meta['version']} was trained on features {ranker.feature_names_}; this version "
+                            f"of ethicrec builds {built}: retrain it (python -m recsys.train)")
     return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors), ranker, harm, users,
                      cooc)

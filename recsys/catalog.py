@@ -64,9 +64,30 @@ class Catalog:
     stats: ItemStats
     harm_score: np.ndarray        # harm probability of each item text (filled after training)
     harm_category: np.ndarray
+    tags: np.ndarray | None = None   # '|'-joined most frequent user tags before ref_time ('' none)
 
     def __post_init__(self) -> None:
         self.index = {iid: i for i, iid in enumerate(self.item_ids)}
+        if self.tags is None:
+            self.tags = np.full(len(self.item_ids), "", dtype=object)
+        self._tag_matrix = None
+
+    @property
+    def tag_matrix(self):
+        """(n_items, n_tags) binary CSR matrix of `tags`, built on first use."""
+        if self._tag_matrix is None:
+            import scipy.sparse as sp
+
+            vocab: dict[str, int] = {}
+            rows, cols = [], []
+            for r, ts in enumerate(self.tags):
+                for t in ts.split("|"):
+                    if t:
+                        rows.append(r)
+                        cols.append(vocab.setdefault(t, len(vocab)))
+            self._tag_matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)),
+                                             shape=(len(self.item_ids), max(len(vocab), 1)))
+        return self._tag_matrix
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -101,9 +122,11 @@ class Catalog:
         item_ids = items["item_id"].astype(str).to_numpy(dtype=object)
         stats = compute_item_stats(stats_inter, item_ids, ref_time)
         n = len(items)
+        tags_col = np.array(["|".join(t.replace("|", " ") for t in tag_lists.get(i, ())) for i in items["item_id"]],
+                            dtype=object)
         return cls(item_ids, items["title"].to_numpy(dtype=object), items["genres"].to_numpy(dtype=object),
                    texts, items["year"].to_numpy(dtype=np.float64), genre_names, gm, stats,
-                   np.zeros(n, dtype=np.float64), np.full(n, "", dtype=object))
+                   np.zeros(n, dtype=np.float64), np.full(n, "", dtype=object), tags_col)
 
     def save(self, path: Path) -> None:
         table = pa.table({
@@ -118,6 +141,7 @@ class Catalog:
             "group": pa.array(self.stats.group.tolist(), pa.string()),
             "harm_score": pa.array(self.harm_score, pa.float64()),
             "harm_category": pa.array(self.harm_category.tolist(), pa.string()),
+            "tags": pa.array(self.tags.tolist(), pa.string()),
         }, metadata={b"genre_names": "|".join(self.genre_names).encode(),
                      b"stats_ref_time": str(self.stats.ref_time).encode()})
         pq.write_table(table, path)
@@ -139,4 +163,5 @@ class Catalog:
                           cols["group"].astype(object))
         return cls(cols["item_id"].astype(object), cols["title"].astype(object), cols["genres"].astype(object),
                    cols["text"].astype(object), cols["year"].astype(np.float64), genre_names, gm, stats,
-                   cols["harm_score"].astype(np.float64), cols["harm_category"].astype(object))
+                   cols["harm_score"].astype(np.float64), cols["harm_category"].astype(object),
+                   cols["tags"].astype(object) if "tags" in cols else None)

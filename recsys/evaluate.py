@@ -8,7 +8,7 @@ lists (rebuilt exactly as at training time):
                       factors recomputed from their request-time history; factors and
                       alpha tuned on the early-stopping users (grid in ALS_GRID)
     bert_only         the fine-tuned bi-encoder's interest score
-    lightgbm_no_bert  the same LambdaRanker, trained without the interest feature
+    lightgbm_no_bert  the same LambdaRanker, trained without the BERT features (interest, interest_max)
     blend             the artifact's ranker (LightGBM with the BERT score as a feature)
     blend_linear      0.5 * norm(interest) + 0.5 * norm(blend ranker), per request
 
@@ -131,9 +131,11 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
                                      int(params["seed"]), feats)
     if len(test) == 0:
         raise EthicrecError("no test queries after t_val")
+    from recsys.features import BERT_FEATURES
+
     names = list(train.names)
     i_int, i_pop = names.index("interest"), names.index("item_log_pop")
-    keep = [j for j in range(len(names)) if j != i_int]
+    keep = [j for j in range(len(names)) if names[j] not in BERT_FEATURES]
     no_bert = LambdaRanker(random_state=int(params["seed"])).fit(
         train.X[:, keep], train.y, train.groups, feature_names=[names[j] for j in keep],
         eval_set=(stop.X[:, keep], stop.y, stop.groups) if len(stop) else None)

@@ -2,11 +2,17 @@
 
 Per candidate (catalog row i, user history H):
   interest          cosine(user vector, item vector) from the BERT bi-encoder
+  interest_max      max over the user's MAX_SIM_HISTORY most recent catalog history items h of
+                    cosine(item vector, vector of h) — the bi-encoder as an item-to-item similarity
+                    (NaN without catalog history); `interest` blurs a long history into one vector,
+                    this keeps the single closest past item
   item_log_pop      log(1 + sum over past interactions of 0.5 ** (age_days / 365))
   item_mean_rating  (sum ratings + 10 * global mean) / (n ratings + 10)
   item_age_years    stats reference year - release year (NaN unknown)
   user_log_activity log(1 + |H|)
   genre_overlap     cosine(mean genre one-hot over H, genre one-hot of i) (NaN unknown)
+  tag_overlap       cosine(mean tag one-hot over H, tag one-hot of i), over each item's most frequent
+                    user tags before the reference time (NaN when i or H has no tags)
   cooccurrence      mean over h in H of |U_h ∩ U_i| / sqrt(|U_h| |U_i|) (recsys/cooccurrence.py)
   <extra>           numeric item features declared at training (--item-features); at serving
                     time the request's candidate `features` supply them
@@ -22,8 +28,11 @@ import numpy as np
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 
-BASE_FEATURES = ("interest", "item_log_pop", "item_mean_rating", "item_age_years",
-                 "user_log_activity", "genre_overlap", "cooccurrence")
+MAX_SIM_HISTORY = 20
+# Features that come from the BERT bi-encoder (left out together for the "LightGBM without BERT" baseline).
+BERT_FEATURES = ("interest", "interest_max")
+BASE_FEATURES = ("interest", "interest_max", "item_log_pop", "item_mean_rating", "item_age_years",
+                 "user_log_activity", "genre_overlap", "tag_overlap", "cooccurrence")
 
 
 class FeatureBuilder:
@@ -35,31 +44,58 @@ class FeatureBuilder:
         self.ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
 
     def build(self, cand_idx: np.ndarray, history_idx: np.ndarray, interest: np.ndarray,
-              extra: np.ndarray | None = None) -> np.ndarray:
+              extra: np.ndarray | None = None, *, interest_max: np.ndarray | None = None) -> np.ndarray:
         """(n_candidates, n_features) float64; cand_idx is -1 for unknown items.
 
-        `extra` is (n_candidates, len(extra_features)), NaN where a value is missing.
+        `extra` is (n_candidates, len(extra_features)), NaN where a value is missing;
+        `interest_max` comes from `max_similarity` (NaN when not given).
         """
         cat = self.catalog
         n = len(cand_idx)
         X = np.full((n, len(self.names)), np.nan, dtype=np.float64)
         X[:, 0] = interest
+        if interest_max is not None:
+            X[:, 1] = interest_max
         known = cand_idx >= 0
         ki = cand_idx[known]
-        X[:, 1] = 0.0
-        X[known, 1] = cat.stats.log_pop[ki]
-        X[known, 2] = cat.stats.mean_rating[ki]
-        X[known, 3] = self.ref_year - cat.years[ki]
+        X[:, 2] = 0.0
+        X[known, 2] = cat.stats.log_pop[ki]
+        X[known, 3] = cat.stats.mean_rating[ki]
+        X[known, 4] = self.ref_year - cat.years[ki]
         hist = history_idx[history_idx >= 0]
-        X[:, 4] = np.log1p(len(history_idx))
+        X[:, 5] = np.log1p(len(history_idx))
         if len(hist):
             profile = cat.genre_matrix[hist].astype(np.float64).mean(axis=0)
             pnorm = float(np.linalg.norm(profile))
             g = cat.genre_matrix[ki].astype(np.float64)
             gnorm = np.linalg.norm(g, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                X[known, 5] = np.where(gnorm > 0, g @ profile / (gnorm * max(pnorm, 1e-12)), np.nan)
-        X[:, 6] = self.cooccurrence.score(cand_idx, history_idx)
+                X[known, 6] = np.where(gnorm > 0, g @ profile / (gnorm * max(pnorm, 1e-12)), np.nan)
+            X[known, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
+        X[:, 8] = self.cooccurrence.score(cand_idx, history_idx)
         if self.extra_features and extra is not None:
             X[:, len(BASE_FEATURES):] = extra
         return X
+
+
+def _tag_overlap(tags, items: np.ndarray, hist: np.ndarray) -> np.ndarray:
+    profile = np.asarray(tags[hist].mean(axis=0)).ravel()
+    pnorm = float(np.linalg.norm(profile))
+    t = tags[items]
+    dot = t @ profile
+    tnorm = np.sqrt(np.asarray(t.multiply(t).sum(axis=1)).ravel())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((tnorm > 0) & (pnorm > 0), dot / (tnorm * max(pnorm, 1e-12)), np.nan)
+
+
+def recent_history(history_idx: np.ndarray) -> np.ndarray:
+    """Catalog rows of the MAX_SIM_HISTORY most recent known history items (history is most recent first)."""
+    known = history_idx[history_idx >= 0]
+    return known[:MAX_SIM_HISTORY]
+
+
+def max_similarity(item_vecs: np.ndarray, history_vecs: np.ndarray) -> np.ndarray:
+    """Max cosine of each candidate to any history vector (vectors are L2-normalised); NaN without history."""
+    if len(history_vecs) == 0:
+        return np.full(len(item_vecs), np.nan)
+    return (np.asarray(item_vecs) @ np.asarray(history_vecs).T).max(axis=1).astype(np.float64)

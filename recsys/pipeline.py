@@ -19,7 +19,7 @@ from recsys.artifacts import Artifacts
 from recsys.blend import Blend
 from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
-from recsys.features import FeatureBuilder
+from recsys.features import FeatureBuilder, max_similarity, recent_history
 from recsys.text import user_text
 from recsys.validation import Limits, validate_request
 
@@ -37,6 +37,7 @@ class RankContext:
     history_idx: np.ndarray | None = None
     user_text: str = ""
     interest: np.ndarray | None = None
+    interest_max: np.ndarray | None = None
     X: np.ndarray | None = None
     ranker_scores: np.ndarray | None = None
     scores: np.ndarray | None = None
@@ -96,11 +97,12 @@ class ResolveStage:
 
 
 class InterestStage:
-    """BERT text interest: cosine of the user and item vectors."""
+    """BERT text interest: cosine of the user and item vectors, and of the item and its closest recent
+    history item (catalog vectors, memory-mapped)."""
 
     name = "interest"
-    inputs = ("user_text", "cand_idx", "texts")
-    outputs = ("interest",)
+    inputs = ("user_text", "cand_idx", "texts", "history_idx")
+    outputs = ("interest", "interest_max")
 
     def __init__(self, artifacts: Artifacts) -> None:
         self.store = artifacts.store
@@ -109,11 +111,12 @@ class InterestStage:
         u = self.store.user_vector(ctx.user_text)
         items = self.store.item_vectors_for(ctx.cand_idx, ctx.texts)
         ctx.interest = (items @ u).astype(np.float64)
+        ctx.interest_max = max_similarity(items, self.store.item_vectors[recent_history(ctx.history_idx)])
 
 
 class FeatureStage:
     name = "features"
-    inputs = ("cand_idx", "history_idx", "interest")
+    inputs = ("cand_idx", "history_idx", "interest", "interest_max")
     outputs = ("X",)
 
     def __init__(self, artifacts: Artifacts) -> None:
@@ -125,7 +128,7 @@ class FeatureStage:
             names = self.builder.extra_features
             extra = np.array([[c.features.get(n, np.nan) for n in names] for c in ctx.request.candidates],
                              dtype=np.float64).reshape(len(ctx.request.candidates), len(names))
-        ctx.X = self.builder.build(ctx.cand_idx, ctx.history_idx, ctx.interest, extra)
+        ctx.X = self.builder.build(ctx.cand_idx, ctx.history_idx, ctx.interest, extra, interest_max=ctx.interest_max)
 
 
 class RankStage:

@@ -13,7 +13,7 @@ from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.data import Dataset
 from recsys.embedding_store import USER_MAX_LENGTH
-from recsys.features import FeatureBuilder
+from recsys.features import FeatureBuilder, max_similarity, recent_history
 from recsys.split import Cutoffs, Query, build_queries, sample_candidates, temporal_cutoffs
 from recsys.text import user_text
 
@@ -127,8 +127,10 @@ def build_ranking_set(queries: list[Query], catalog: Catalog, cooc: CoOccurrence
         q2 = Query(q.user_id, q.query_time, q.history, q.history_times, known_targets)
         ids, labels = sample_candidates(q2, catalog.item_ids, pop, n_candidates, rng)
         idx = catalog.lookup(ids)
-        interest = (item_vectors[idx] @ u).astype(np.float64)
-        Xs.append(builder.build(idx, h, interest, matrix[idx] if matrix is not None else None))
+        iv = item_vectors[idx]
+        interest = (iv @ u).astype(np.float64)
+        imax = max_similarity(iv, item_vectors[recent_history(h)])
+        Xs.append(builder.build(idx, h, interest, matrix[idx] if matrix is not None else None, interest_max=imax))
         ys.append(np.asarray(labels))
         groups.append(len(ids))
         users.append(q.user_id)

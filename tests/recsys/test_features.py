@@ -56,3 +56,47 @@ def test_feature_values_match_their_formulas():
 def test_popularity_groups_split_head_and_long_tail():
     cat = _catalog()
     assert list(cat.stats.group) == ["head", "long_tail", "long_tail"]
+
+
+def test_interest_max_is_the_closest_recent_history_item():
+    from recsys.features import MAX_SIM_HISTORY, max_similarity, recent_history
+
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [np.sqrt(0.5), np.sqrt(0.5)]])
+    hist = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(max_similarity(items, hist), [1.0, 0.0, np.sqrt(0.5)])
+    assert np.isnan(max_similarity(items, hist[:0])).all()
+    # most recent first; unknown (-1) history entries are skipped; only the newest MAX_SIM_HISTORY count
+    h = np.array([5, -1, 3] + list(range(100, 100 + MAX_SIM_HISTORY)))
+    assert list(recent_history(h)) == [5, 3] + list(range(100, 100 + MAX_SIM_HISTORY - 2))
+
+
+def test_interest_max_lands_in_its_column():
+    cat = _catalog()
+    fb = FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF))
+    X = fb.build(np.array([0, 1]), np.array([0]), np.array([0.5, 0.1]), interest_max=np.array([0.9, np.nan]))
+    j = fb.names.index("interest_max")
+    assert X[0, j] == 0.9 and np.isnan(X[1, j])
+
+
+def test_tag_overlap_uses_only_tags_from_before_the_reference_time():
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["A", "B", "C"], "genres": ["Drama"] * 3,
+                          "year": [2000.0] * 3})
+    tags = pd.DataFrame({"item_id": ["a", "b", "b", "c"], "tag": ["Funny", "funny", "dark", "funny"],
+                         "timestamp": [REF - 10, REF - 10, REF - 10, REF + 10]})   # c's tag is from the future
+    cat = Catalog.build(items, tags, _inter(), REF)
+    fb = FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF))
+    X = fb.build(np.array([0, 1, 2]), np.array([0]), np.zeros(3))
+    j = fb.names.index("tag_overlap")
+    np.testing.assert_allclose(X[:2, j], [1.0, 1 / np.sqrt(2)])
+    assert np.isnan(X[2, j])
+    # history without tags: NaN for everyone
+    X = fb.build(np.array([0, 1]), np.array([2]), np.zeros(2))
+    assert np.isnan(X[:, j]).all()
+
+
+def test_catalog_tags_survive_save_and_load(tmp_path):
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"], "genres": ["Drama"] * 2, "year": [2000.0] * 2})
+    tags = pd.DataFrame({"item_id": ["a"], "tag": ["noir"], "timestamp": [REF - 10]})
+    cat = Catalog.build(items, tags, _inter(), REF)
+    cat.save(tmp_path / "c.parquet")
+    assert list(Catalog.load(tmp_path / "c.parquet").tags) == ["noir", ""]
