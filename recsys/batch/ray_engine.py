@@ -114,6 +114,7 @@ def run_on_ray(job: Job, recipe, *, top_k: int | None, audit_mode: AuditMode, re
         todo = [(meta, rg) for meta, rg in plan if rg >= 0]
         started = False
         if todo and not ray.is_initialized():
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")   # no C++ log lines on our stderr
             kw = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                       configure_logging=True)
             if address:
@@ -121,9 +122,9 @@ def run_on_ray(job: Job, recipe, *, top_k: int | None, audit_mode: AuditMode, re
             else:
                 ray.init(num_cpus=workers or os.cpu_count() or 1, **kw)
             started = True
+        results = _ray_results(ray, todo, job, recipe, spool, top_k, audit_mode, request_prefix, workers) \
+            if todo else iter(())
         try:
-            results = _ray_results(ray, todo, job, recipe, spool, top_k, audit_mode, request_prefix, workers) \
-                if todo else iter(())
             empty = output_schema(job.spec).empty_table()
             for meta, rg in plan:
                 if rg < 0:
@@ -132,7 +133,11 @@ def run_on_ray(job: Job, recipe, *, top_k: int | None, audit_mode: AuditMode, re
                     got_meta, table = next(results)
                     assert got_meta is meta
                     yield meta, table
+            for _ in results:   # let Ray's iterator finish (and check nothing is left over)
+                raise RuntimeError("Ray returned more parts than were sent")
         finally:
+            if hasattr(results, "close"):
+                results.close()   # before shutdown: a suspended Ray iterator would report to a dead cluster
             if started:
                 ray.shutdown()
     finally:
@@ -152,6 +157,7 @@ def _ray_results(ray, todo, job: Job, recipe, spool: Path, top_k, audit_mode: Au
     n = max(1, min(n, len(todo)))
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    logging.getLogger("ray.data").setLevel(logging.ERROR)   # our own progress bar reports progress
     ctx.enable_progress_bars = False
     ds = ray.data.from_items([{"rg": rg, "part": meta["part"]} for meta, rg in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(RayChunkScorer, batch_size=1, batch_format="pyarrow",

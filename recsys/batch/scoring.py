@@ -151,12 +151,14 @@ def build_requests(chunk: Chunk, cols: ChunkColumns, *, top_k: int | None, audit
                                                   f"differs between the user's rows ({', '.join(sorted(distinct))})")
                 if distinct:
                     user_attrs[name] = min(distinct)
-            cands = tuple(
-                Candidate(items[r], texts[r] or None,
-                          {k: float(v[r]) for k, v in feats if v[r] == v[r]} if feats else {},
-                          groups[r] or None,
-                          {k: v[r] for k, v in attrs if v[r] is not None} if attrs else {})
-                for r in range(s, e))
+            if feats or attrs:
+                cands = tuple(
+                    Candidate(items[r], texts[r] or None, {k: float(v[r]) for k, v in feats if v[r] == v[r]},
+                              groups[r] or None, {k: v[r] for k, v in attrs if v[r] is not None})
+                    for r in range(s, e))
+            else:
+                cands = tuple(Candidate(i, t or None, {}, g or None, {})
+                              for i, t, g in zip(items[s:e], texts[s:e], groups[s:e]))
             req = RankRequest(UserContext(user, (), (), user_attrs), cands, top_k or len(cands), audit_mode,
                               request_id=f"{request_prefix}{int(rows[0])}")
             if validate:

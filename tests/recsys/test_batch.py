@@ -196,3 +196,10 @@ def test_audit_log_append_many_is_all_or_nothing(tmp_path):
     assert [r.audit_id for r in read_records(tmp_path / "a.db")] == ["a1", "a2", "a4"]
     verify = pytest.importorskip("audit.verify")
     assert verify.verify_log(tmp_path / "a.db").ok
+
+
+def test_empty_input_is_a_complete_empty_job(artifacts, audit_log, tmp_path):
+    pq.write_table(pa.table({"user_id": pa.array([], pa.string()), "item_id": pa.array([], pa.string())}),
+                   tmp_path / "in.parquet")
+    summary = _run(artifacts, audit_log, tmp_path / "in.parquet", tmp_path / "out")
+    assert summary.rows == 0 and summary.parts == 0 and (tmp_path / "out" / "_SUCCESS").exists()
