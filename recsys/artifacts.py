@@ -9,6 +9,12 @@
     <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
     <root>/<version>/ranker.txt         LightGBM text model
     <root>/<version>/harm/              harm classifier (JSON + .npy)
+    <root>/<version>/cross_encoder/     optional: BERT cross-encoder for top-N re-scoring
+                                        (python -m recsys.train_cross_encoder; safetensors)
+
+Every file's sha256 is in metadata.json and checked at load; a file inside an optional
+part (cross_encoder/) that metadata.json does not list is rejected too, so an optional
+model cannot be dropped into a published version unverified.
 
 Nothing is unpickled: numpy loads with allow_pickle=False, models from
 safetensors, LightGBM's text format and JSON.
@@ -30,10 +36,12 @@ from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
 from recsys.encoder import TextEncoder
 from recsys.errors import ArtifactError
+from recsys.interest import CrossEncoder
 from recsys.ranker import LambdaRanker
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
             "ranker.txt", "harm")
+OPTIONAL = ("cross_encoder",)
 
 
 def sha256_file(path: Path) -> str:
@@ -86,6 +94,7 @@ class Artifacts:
     harm: HarmClassifier
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
+    cross_encoder: CrossEncoder | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -112,6 +121,10 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
             if actual.get(name) != digest:
                 raise ArtifactError(f"artifact file {vdir / name} does not match the sha256 in metadata.json "
                                     "(corrupt or modified)")
+        for name in actual:
+            if name.split("/", 1)[0] in OPTIONAL and name not in expected:
+                raise ArtifactError(f"artifact file {vdir / name} is not covered by the sha256 list in "
+                                    "metadata.json (added after publishing?)")
     try:
         catalog = Catalog.load(vdir / "catalog.parquet")
         vectors = EmbeddingStore.load_vectors(vdir / "item_vectors.npy")
@@ -122,6 +135,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         harm = HarmClassifier.load(vdir / "harm")
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
+        cross = CrossEncoder.load(vdir / "cross_encoder", device=device) if (vdir / "cross_encoder").is_dir() else None
     except ArtifactError:
         raise
     except Exception as exc:  # any loader failure is a corrupt artifact, reported in one line
@@ -135,4 +149,4 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         raise ArtifactError(f"artifact {meta['version']} was trained on features {ranker.feature_names_}; this version "
                             f"of ethicrec builds {built}: retrain it (python -m recsys.train)")
     return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors), ranker, harm, users,
-                     cooc)
+                     cooc, cross)

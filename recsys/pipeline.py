@@ -1,4 +1,4 @@
-"""The one ranking pipeline: resolve -> interest -> features -> rank -> audit -> respond.
+"""The one ranking pipeline: resolve -> interest -> features -> rank -> [cross_encoder] -> audit -> respond.
 
 Each stage declares the context fields it reads and writes (like merlin-systems'
 operators); `Pipeline` checks at construction that every input is produced
@@ -20,6 +20,7 @@ from recsys.blend import Blend
 from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import FeatureBuilder, max_similarity, recent_history
+from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
 from recsys.text import user_text
 from recsys.validation import Limits, validate_request
 
@@ -42,6 +43,7 @@ class RankContext:
     ranker_scores: np.ndarray | None = None
     scores: np.ndarray | None = None
     order: np.ndarray | None = None           # candidate positions, best first
+    cross_scores: np.ndarray | None = None    # cross-encoder logit of the re-scored top N (NaN for the rest)
     final: list[int] = field(default_factory=list)   # candidate positions returned, after the audit
     removed: list[Any] = field(default_factory=list)
     audit: Any = None
@@ -106,11 +108,10 @@ class InterestStage:
 
     def __init__(self, artifacts: Artifacts) -> None:
         self.store = artifacts.store
+        self.scorer = BiEncoderScorer(artifacts.store)
 
     def __call__(self, ctx: RankContext) -> None:
-        u = self.store.user_vector(ctx.user_text)
-        items = self.store.item_vectors_for(ctx.cand_idx, ctx.texts)
-        ctx.interest = (items @ u).astype(np.float64)
+        ctx.interest, items = self.scorer.score_with_vectors(ctx.user_text, ctx.cand_idx, ctx.texts)
         ctx.interest_max = max_similarity(items, self.store.item_vectors[recent_history(ctx.history_idx)])
 
 
@@ -146,6 +147,46 @@ class RankStage:
         ctx.ranker_scores = self.ranker.predict(ctx.X)
         ctx.scores = self.blend.combine(ctx.interest, ctx.ranker_scores)
         ctx.order = np.argsort(-ctx.scores, kind="stable")
+
+
+class CrossEncoderStage:
+    """Re-scores the top N of the ranked list with the BERT cross-encoder and reorders those N.
+
+    The cross-encoder reads (user text, item text) jointly, which is better than two independent
+    vectors but costs one BERT forward pass per candidate: hence only the top N, and by default
+    only on a GPU (`build_pipeline`). The top N's new score is `recsys.interest.cross_blend`:
+    b = weight * z(cross logit) + (1 - weight) * z(score), z-scores over these N, mapped affinely
+    onto [min, max] of their previous scores, so the returned `score` is exactly what orders the
+    list and the items below the top N keep their scores (all <= the top N's). `interest_score`
+    and `ranker_score` stay the bi-encoder's and LightGBM's; the logits are in `ctx.cross_scores`.
+    """
+
+    name = "cross_encoder"
+    inputs = ("user_text", "cand_idx", "texts", "order", "scores")
+    outputs = ("order", "scores", "cross_scores")
+
+    def __init__(self, scorer: InterestScorer, *, top_n: int = 20, weight: float = 0.5) -> None:
+        if top_n < 1:
+            raise ValueError(f"cross-encoder top_n must be >= 1; got {top_n!r}")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"cross-encoder weight must be between 0 and 1; got {weight!r}")
+        self.scorer = scorer
+        self.top_n = top_n
+        self.weight = weight
+
+    def __call__(self, ctx: RankContext) -> None:
+        top = np.asarray(ctx.order[:self.top_n])
+        cross = np.full(len(ctx.scores), np.nan)
+        if len(top):
+            logits = self.scorer.score(ctx.user_text, ctx.cand_idx[top], [ctx.texts[p] for p in top])
+            cross[top] = logits
+            new = cross_blend(ctx.scores[top], logits, self.weight)
+            scores = np.array(ctx.scores, dtype=np.float64)
+            scores[top] = new
+            order = np.array(ctx.order)
+            order[:len(top)] = top[np.argsort(-new, kind="stable")]
+            ctx.scores, ctx.order = scores, order
+        ctx.cross_scores = cross
 
 
 class RespondStage:
@@ -204,15 +245,29 @@ class Pipeline:
 
 
 def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | None = None,
-                   blend: Blend | None = None) -> Pipeline:
-    """The standard stage list. `policy`/`audit_log` come from the audit package."""
+                   blend: Blend | None = None, cross_encoder: bool | None = None, cross_encoder_top_n: int = 20,
+                   cross_encoder_weight: float = 0.5) -> Pipeline:
+    """The standard stage list. `policy`/`audit_log` come from the audit package.
+
+    `cross_encoder`: None (default) adds the cross-encoder re-scoring stage when the artifact has a
+    `cross_encoder/` and it was loaded on CUDA (device auto with a GPU present); True adds it on any
+    device (ValueError when the artifact has none); False never adds it.
+    """
     from audit.stage import AuditStage
 
-    return Pipeline([
+    ce = artifacts.cross_encoder
+    if cross_encoder and ce is None:
+        raise ValueError(f"artifact {artifacts.version} has no cross_encoder/ "
+                         "(train one with python -m recsys.train_cross_encoder)")
+    use_ce = ce is not None and (cross_encoder or (cross_encoder is None and ce.device.type == "cuda"))
+    stages: list[Stage] = [
         ResolveStage(artifacts, limits or Limits()),
         InterestStage(artifacts),
         FeatureStage(artifacts),
         RankStage(artifacts, blend or Blend()),
-        AuditStage(artifacts, policy, audit_log),
-        RespondStage(artifacts),
-    ])
+    ]
+    if use_ce:
+        stages.append(CrossEncoderStage(CrossEncoderScorer(ce, artifacts.catalog.texts), top_n=cross_encoder_top_n,
+                                        weight=cross_encoder_weight))
+    stages += [AuditStage(artifacts, policy, audit_log), RespondStage(artifacts)]
+    return Pipeline(stages)

@@ -36,6 +36,24 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BertForSequenceClassification (one logit) with the real MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from recsys.encoder import base_model_path
+
+    path = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tok = AutoTokenizer.from_pretrained(base_model_path(), local_files_only=True)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=256, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def artifact_root(tmp_path_factory, tiny_bert) -> Path:
     from recsys.train import TrainConfig, train
 
