@@ -7,6 +7,7 @@ lists (rebuilt exactly as at training time):
     als               implicit's ALS, fit on interactions before t_val; test users'
                       factors recomputed from their request-time history; factors and
                       alpha tuned on the early-stopping users (grid in ALS_GRID)
+    bert_base         the base all-MiniLM-L6-v2 (not fine-tuned), same user/item texts
     bert_only         the fine-tuned bi-encoder's interest score
     lightgbm_no_bert  the same LambdaRanker, trained without the BERT features (interest, interest_max)
     blend             the artifact's ranker (LightGBM with the BERT score as a feature)
@@ -72,6 +73,25 @@ def als_scores(sd, rs, *, factors: int, iterations: int, regularization: float, 
                                   recalculate_user=True)
         pos = {int(i): float(v) for i, v in zip(ids, sc)}
         out[s:e] = [pos.get(int(c), -np.inf) for c in cands]
+    return out
+
+
+def base_model_scores(sd, rs, device: str = "cpu") -> np.ndarray:
+    """Interest scores of the un-tuned base model on the same queries and candidates."""
+    from recsys.embedding_store import ITEM_MAX_LENGTH, USER_MAX_LENGTH
+    from recsys.encoder import TextEncoder, base_model_path
+    from recsys.text import user_text
+
+    base = TextEncoder.load(base_model_path(), device=device)
+    cat = sd.catalog
+    needed = np.unique(np.concatenate(rs.candidates)) if len(rs) else np.zeros(0, dtype=np.int64)
+    V = base.encode([cat.texts[i] for i in needed], max_length=ITEM_MAX_LENGTH, batch_size=128)
+    row = {int(i): j for j, i in enumerate(needed)}
+    U = base.encode([user_text([cat.texts[i] for i in h[h >= 0]]) for h in rs.histories], max_length=USER_MAX_LENGTH,
+                    batch_size=32)
+    out = np.empty(len(rs.y))
+    for (s, e), cands, u in zip(rs.bounds(), rs.candidates, U):
+        out[s:e] = V[[row[int(c)] for c in cands]] @ u
     return out
 
 
@@ -150,6 +170,7 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
         "popularity": test.X[:, i_pop],
         "als": als_scores(sd, test, factors=als_factors, iterations=als_iterations,
                           regularization=als_regularization, alpha=als_alpha, seed=int(params["seed"])),
+        "bert_base": base_model_scores(sd, test, device=device),
         "bert_only": test.X[:, i_int],
         "lightgbm_no_bert": no_bert.predict(test.X[:, keep]),
         "blend": blend_scores,

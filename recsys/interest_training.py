@@ -1,5 +1,18 @@
 """Fine-tuning the bi-encoder: user-history text <-> next item text,
-contrastive (InfoNCE) with in-batch negatives and a learned temperature."""
+contrastive (InfoNCE) with in-batch negatives, one mined hard negative per
+pair, and a learned temperature; early stopping on validation Recall@K.
+
+Hard negatives are mined once, with the model as it is before training: for
+each pair, an item the model already ranks high for that user (among its
+`top` nearest catalog items) that is neither the positive nor in the user's
+history. In-batch negatives are mostly easy (random popular items); these
+teach the fine distinctions within a genre that the ranker needs.
+
+Validation: pairs of held-out users (disjoint from training users); Recall@K
+of the true item among the validation positives plus a fixed random pool of
+catalog items, re-encoded at each check. The best state is restored at the
+end, so the returned model is the one that scored best on validation.
+"""
 from __future__ import annotations
 
 import math
@@ -21,6 +34,21 @@ from recsys.text import user_text
 class Pairs:
     user_texts: list[str]
     item_rows: np.ndarray   # catalog rows of the positive items
+    histories: tuple[np.ndarray, ...] = ()   # catalog rows of each pair's history (for mining exclusions)
+    user_ids: tuple[str, ...] = ()
+
+    def subset(self, idx: np.ndarray) -> "Pairs":
+        return Pairs([self.user_texts[i] for i in idx], self.item_rows[idx],
+                     tuple(self.histories[i] for i in idx) if self.histories else (),
+                     tuple(self.user_ids[i] for i in idx) if self.user_ids else ())
+
+    def split_users(self, val_share: float, seed: int = 0) -> tuple["Pairs", "Pairs"]:
+        """(train, validation) with disjoint users; deterministic for a seed."""
+        import zlib
+
+        bucket = np.array([zlib.crc32(f"{seed}:{u}".encode()) % 1000 for u in self.user_ids])
+        val = bucket < int(val_share * 1000)
+        return self.subset(np.flatnonzero(~val)), self.subset(np.flatnonzero(val))
 
 
 def make_pairs(inter: pd.DataFrame, catalog: Catalog, t_end: int, *, max_pairs: int, min_history: int = 3,
@@ -41,22 +69,66 @@ def make_pairs(inter: pd.DataFrame, catalog: Catalog, t_end: int, *, max_pairs: 
                 eligible.append((s, j))
     rng = random.Random(seed)
     picked = eligible if len(eligible) <= max_pairs else rng.sample(eligible, max_pairs)
-    texts, items = [], []
+    texts, items, hists, uids = [], [], [], []
     for s, j in picked:
         hist = [r for r in rows[s:j][ts[s:j] < ts[j]][::-1][:max_history] if r >= 0]
         texts.append(user_text([catalog.texts[r] for r in hist]))
         items.append(rows[j])
-    return Pairs(texts, np.asarray(items, dtype=np.int64))
+        hists.append(np.unique(rows[s:j][rows[s:j] >= 0]))
+        uids.append(str(users[s]))
+    return Pairs(texts, np.asarray(items, dtype=np.int64), tuple(hists), tuple(uids))
+
+
+def mine_hard_negatives(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, top: int = 50,
+                        seed: int = 0, item_vectors: np.ndarray | None = None) -> np.ndarray:
+    """One catalog row per pair: a random item among the model's `top` nearest to the user text that is
+    neither the positive nor in the history (-1 when none qualifies)."""
+    rng = np.random.default_rng(seed)
+    if item_vectors is None:
+        item_vectors = encoder.encode(list(catalog.texts), max_length=ITEM_MAX_LENGTH, batch_size=128)
+    U = encoder.encode(pairs.user_texts, max_length=USER_MAX_LENGTH, batch_size=32)
+    out = np.full(len(pairs.item_rows), -1, dtype=np.int64)
+    k = min(top + 60, len(item_vectors))
+    for start in range(0, len(U), 256):
+        sims = U[start:start + 256] @ item_vectors.T
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        for r, cand in enumerate(near):
+            i = start + r
+            cand = cand[np.argsort(-sims[r, cand], kind="stable")]
+            banned = set(pairs.histories[i].tolist()) if pairs.histories else set()
+            banned.add(int(pairs.item_rows[i]))
+            ok = [int(c) for c in cand if int(c) not in banned][:top]
+            if ok:
+                out[i] = ok[int(rng.integers(len(ok)))]
+    return out
+
+
+def recall_at_k(encoder: TextEncoder, val: Pairs, catalog: Catalog, pool: np.ndarray, k: int = 10) -> float:
+    """Share of validation pairs whose positive is in the top k of (pool + all validation positives)."""
+    rows = np.unique(np.concatenate([pool, val.item_rows]))
+    V = encoder.encode([catalog.texts[r] for r in rows], max_length=ITEM_MAX_LENGTH, batch_size=128)
+    U = encoder.encode(val.user_texts, max_length=USER_MAX_LENGTH, batch_size=32)
+    sims = U @ V.T
+    pos = np.searchsorted(rows, val.item_rows)
+    target = sims[np.arange(len(pos)), pos]
+    better = (sims > target[:, None]).sum(axis=1)
+    return float((better < k).mean())
 
 
 def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: int = 1, batch_size: int = 32,
               lr: float = 5e-5, seed: int = 0, max_steps: int | None = None,
+              hard_negatives: np.ndarray | None = None, val: Pairs | None = None, eval_every: int = 50,
+              patience: int = 3, k: int = 10, pool_size: int = 1000,
               log_every: int = 10, progress: bool = True) -> dict:
-    """Returns a training summary (loss curve, steps, seconds, final temperature)."""
+    """Returns a training summary (loss curve, validation Recall@k curve, best step, steps, seconds, temperature).
+
+    `hard_negatives`: one catalog row per pair (-1 none) added to each batch's negatives.
+    `val`: validation pairs; Recall@k is checked before training, every `eval_every` steps and at the
+    end; training stops after `patience` checks without improvement and the best weights are restored.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = encoder.model
-    model.train()
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(20.0), device=encoder.device))
     opt = torch.optim.AdamW([{"params": model.parameters(), "weight_decay": 0.01},
                              {"params": [logit_scale], "lr": 1e-2, "weight_decay": 0.0}], lr=lr)
@@ -65,31 +137,61 @@ def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: i
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
+    pool = np.random.default_rng(seed + 1).choice(len(catalog), size=min(pool_size, len(catalog)), replace=False)
+    val_curve: list[tuple[int, float]] = []
+    best = {"step": 0, "recall": -1.0, "state": None, "scale": float(logit_scale.detach())}
+    bad_checks = 0
+
+    def check(step: int) -> bool:
+        """Validate; True when training should stop."""
+        nonlocal bad_checks
+        if val is None or not len(val.item_rows):
+            return False
+        r = recall_at_k(encoder, val, catalog, pool, k)
+        val_curve.append((step, r))
+        if r > best["recall"]:
+            best.update(step=step, recall=r, scale=float(logit_scale.detach()),
+                        state={name: t.detach().clone() for name, t in model.state_dict().items()})
+            bad_checks = 0
+        else:
+            bad_checks += 1
+        model.train()
+        return bad_checks >= patience
+
     losses: list[float] = []
     t0 = time.perf_counter()
     step = 0
+    stopped_early = False
+    check(0)
+    model.train()
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="fine-tune BERT", unit="step", disable=None)
-    while step < total:
+    while step < total and not stopped_early:
         perm = rng.permutation(n)
         for b in range(steps_per_epoch):
             if step >= total:
                 break
             idx = perm[b * batch_size:(b + 1) * batch_size]
             items = pairs.item_rows[idx]
+            cols = items
+            if hard_negatives is not None:
+                hn = hard_negatives[idx]
+                cols = np.concatenate([items, hn[hn >= 0]])
             u = encoder.embed([pairs.user_texts[i] for i in idx], USER_MAX_LENGTH)
-            v = encoder.embed([catalog.texts[r] for r in items], ITEM_MAX_LENGTH)
+            v = encoder.embed([catalog.texts[r] for r in cols], ITEM_MAX_LENGTH)
             logits = logit_scale.clamp(max=math.log(100.0)).exp() * (u @ v.T)
-            # The same item twice in a batch is not a negative of itself.
-            same = torch.as_tensor(items[:, None] == items[None, :], device=logits.device)
-            same.fill_diagonal_(False)
+            # An item that is some row's own positive is not a negative of that row (duplicates, or a
+            # hard negative that happens to be another row's positive and this row's too).
+            same = torch.as_tensor(items[:, None] == cols[None, :], device=logits.device)
+            same[torch.arange(len(idx)), torch.arange(len(idx))] = False
             logits = logits.masked_fill(same, float("-inf"))
             target = torch.arange(len(idx), device=logits.device)
-            loss = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
-                          + torch.nn.functional.cross_entropy(logits.T, target))
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            # item -> user direction over the positives only (hard negatives have no user of their own)
+            loss = 0.5 * (loss + torch.nn.functional.cross_entropy(logits[:, : len(idx)].T, target))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -101,10 +203,23 @@ def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: i
                 bar.update(1)
                 if step % log_every == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
+            if val is not None and step % eval_every == 0 and step < total and check(step):
+                stopped_early = True
+                break
     if bar is not None:
         bar.close()
+    if val is not None and (not val_curve or val_curve[-1][0] != step):
+        check(step)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        logit_scale.data.fill_(best["scale"])
     model.eval()
     seconds = time.perf_counter() - t0
     return {"steps": step, "seconds": seconds, "steps_per_second": step / seconds if seconds else 0.0,
             "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-5:])) if losses else None,
-            "loss_curve": losses, "temperature": float(1.0 / logit_scale.exp().item()), "n_pairs": n}
+            "loss_curve": losses, "temperature": float(1.0 / logit_scale.exp().item()), "n_pairs": n,
+            "hard_negatives": int((hard_negatives >= 0).sum()) if hard_negatives is not None else 0,
+            f"val_recall@{k}_curve": val_curve, "best_step": best["step"] if val_curve else step,
+            f"val_recall@{k}_best": best["recall"] if val_curve else None,
+            f"val_recall@{k}_base": val_curve[0][1] if val_curve else None, "stopped_early": stopped_early,
+            "n_val_pairs": len(val.item_rows) if val is not None else 0}

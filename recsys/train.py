@@ -44,11 +44,15 @@ class TrainConfig:
     harm_max_rows: int | None = None
     max_eval_queries: int | None = None
     item_features: Path | None = None     # CSV: item_id + numeric columns, declared as request features
+    hard_negatives: bool = True           # one mined hard negative per pair (recsys/interest_training.py)
+    val_share: float = 0.1                # pairs of this share of users: early stopping on Recall@10
+    eval_every: int = 100                 # steps between validation checks
+    patience: int = 3                     # checks without improvement before stopping
 
     @classmethod
     def quick(cls, **kw) -> "TrainConfig":
         """The demo profile: finishes in a few minutes on 2 CPU cores."""
-        base = dict(max_pairs=768, batch_size=32, lr=1e-4)
+        base = dict(max_pairs=768, batch_size=32, lr=1e-4, eval_every=8)
         base.update(kw)
         return cls(**base)
 
@@ -95,7 +99,7 @@ def train(cfg: TrainConfig) -> Path:
     from recsys.embedding_store import EmbeddingStore
     from recsys.features import BASE_FEATURES
     from recsys.encoder import TextEncoder, base_model_path
-    from recsys.interest_training import fine_tune, make_pairs
+    from recsys.interest_training import fine_tune, make_pairs, mine_hard_negatives
     from recsys.ranker import LambdaRanker
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,13 +117,20 @@ def train(cfg: TrainConfig) -> Path:
 
     base = cfg.base_model or base_model_path()
     encoder = TextEncoder.load(base, device=cfg.device)
-    pairs = make_pairs(inter, catalog_fit, cut.t_fit, max_pairs=cfg.max_pairs, seed=cfg.seed)
+    all_pairs = make_pairs(inter, catalog_fit, cut.t_fit, max_pairs=cfg.max_pairs, seed=cfg.seed)
+    pairs, val_pairs = all_pairs.split_users(cfg.val_share, seed=cfg.seed) if cfg.val_share > 0 else (all_pairs, None)
+    hard = None
+    if cfg.hard_negatives:
+        _log(f"mining hard negatives for {len(pairs.item_rows)} pairs with the base model")
+        hard = mine_hard_negatives(encoder, pairs, catalog_fit, seed=cfg.seed)
     _log(f"fine-tuning {base.name if hasattr(base, 'name') else base} on {len(pairs.item_rows)} pairs "
-         f"on {pick_device(cfg.device)}")
+         f"({len(val_pairs.item_rows) if val_pairs else 0} validation) on {pick_device(cfg.device)}")
     interest_summary = fine_tune(encoder, pairs, catalog_fit, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                                 lr=cfg.lr, seed=cfg.seed)
+                                 lr=cfg.lr, seed=cfg.seed, hard_negatives=hard, val=val_pairs,
+                                 eval_every=cfg.eval_every, patience=cfg.patience)
     _log(f"loss {interest_summary['loss_first']:.3f} -> {interest_summary['loss_last']:.3f} "
-         f"in {interest_summary['seconds']:.0f}s")
+         f"in {interest_summary['seconds']:.0f}s; validation Recall@10 {interest_summary['val_recall@10_base']} "
+         f"(base) -> {interest_summary['val_recall@10_best']} (best, step {interest_summary['best_step']})")
 
     _log(f"encoding {len(catalog)} catalog items")
     vectors_fit, vectors = encode_catalogs(encoder, catalog_fit, catalog)
@@ -183,6 +194,7 @@ def train(cfg: TrainConfig) -> Path:
             "features": {"names": list(names), "extra": [n for n in names if n not in BASE_FEATURES]},
             "metrics": {
                 "interest_training": {k: v for k, v in interest_summary.items() if k != "loss_curve"},
+                "interest_loss_curve": [round(x, 4) for x in interest_summary["loss_curve"]],
                 "ranker": {"best_iteration": ranker.best_iteration_, "feature_importance_gain":
                            ranker.feature_importance_},
                 "offline": offline,
