@@ -8,6 +8,7 @@ work is done for a chunk, never in the result:
 * the stages run stage by stage over all requests of the chunk, and the
   LightGBM ranker predicts the chunk's stacked feature rows in one call (tree
   ensembles score each row independently, so the numbers are identical);
+* numpy's BLAS runs single-threaded while a chunk is scored (see _one_blas_thread);
 * the respond stage, which only builds the RPC response object, is skipped:
   batch reads scores, ranks and the audit result from the context;
 * the chunk's audit records are written to the audit log in one transaction
@@ -240,6 +241,19 @@ def batch_policy(policy):
     return policy
 
 
+def _one_blas_thread():
+    """The per-user matrix products are small: a multi-threaded BLAS spends more time waking
+    threads than multiplying (3x slower per chunk on a busy 2-core machine). Parallelism
+    comes from the engine (Ray actors), not from BLAS."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 class ChunkScorer:
     """Scores chunks with one pipeline (built once per process or Ray actor)."""
 
@@ -288,7 +302,8 @@ class ChunkScorer:
         reqs = build_requests(chunk, cols, top_k=self.top_k, audit_mode=self.audit_mode,
                               request_prefix=self.request_prefix, validate=False)
         try:
-            ctxs = self._run(reqs)  # type: ignore[arg-type]
+            with _one_blas_thread():
+                ctxs = self._run(reqs)  # type: ignore[arg-type]
             for log in self.audit_logs:
                 log.flush()
         except BaseException:
