@@ -21,8 +21,10 @@ def test_flood_beyond_capacity_is_refused_fast(artifact_root, tmp_path, known_it
             yield rank_request(known_items[:5], request_id=name)
             release.wait(60)
 
-        streams = [s.RankStream(slow_client(f"hold-{i}"), timeout=90) for i in range(2)]
+        # One after the other, so that hold-0 is the one running and hold-1 the one waiting.
+        streams = [s.RankStream(slow_client("hold-0"), timeout=90)]
         assert next(streams[0]).request_id == "hold-0"   # running on the only worker
+        streams.append(s.RankStream(slow_client("hold-1"), timeout=90))
         time.sleep(0.5)                                  # hold-1 has arrived and waits for the worker
 
         def one_call(i):
