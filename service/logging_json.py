@@ -51,4 +51,5 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: IO[str] | 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)   # library warnings become log records too, so stderr stays one format
     return handler

@@ -46,6 +46,7 @@ def test_configure_logging_json_includes_exceptions():
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        logging.captureWarnings(False)
     lines = buf.getvalue().splitlines()
     assert len(lines) == 1      # the traceback stays inside the one object
     rec = json.loads(lines[0])
