@@ -45,6 +45,32 @@ class CacheCollector(Collector):
         yield from (hits, misses, ratio, entries)
 
 
+class MonitorCollector(Collector):
+    """The audit's rolling user-group monitor at scrape time: one gauge per active disparity
+    (value = the group's ratio to the best group), the window's per-group values, and refreshes."""
+
+    def __init__(self, monitor: Callable[[], Any]) -> None:
+        self._monitor = monitor
+
+    def collect(self):
+        active = GaugeMetricFamily("ethicrec_user_group_disparity",
+                                   "Active USER_GROUP_DISPARITY findings: group value / best group's value",
+                                   labels=["group", "metric"])
+        values = GaugeMetricFamily("ethicrec_user_group_metric",
+                                   "What each user group received over the monitor's window",
+                                   labels=["table", "group", "metric"])
+        refreshes = CounterMetricFamily("ethicrec_user_group_monitor_refreshes",
+                                        "Recomputations of the user-group monitor")
+        mon = self._monitor()
+        if mon is not None:
+            for f in mon.findings():
+                active.add_metric([f.group, f.metric], f.value)
+            for st in mon.stats():
+                values.add_metric([st.table, st.group, st.metric], st.value)
+            refreshes.add_metric([], mon.refreshes)
+        yield from (active, values, refreshes)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -75,6 +101,9 @@ class Metrics:
 
     def watch_caches(self, caches: Callable[[], Mapping[str, LRUCache]]) -> None:
         self.registry.register(CacheCollector(caches))
+
+    def watch_monitor(self, monitor: Callable[[], Any]) -> None:
+        self.registry.register(MonitorCollector(monitor))
 
     def start_http(self, host: str, port: int) -> int:
         """Serve /metrics on host:port in a daemon thread; returns the bound port."""

@@ -70,6 +70,14 @@ class Snapshot:
                 out["harm_scores"] = cache
         return out
 
+    def monitor(self):
+        """The audit stage's rolling user-group monitor (None when the policy turns it off)."""
+        for stage in self.pipeline.stages:
+            mon = getattr(stage, "monitor", None)
+            if mon is not None:
+                return mon
+        return None
+
     def close(self) -> None:
         """Stop stage-owned helpers (e.g. the audit's background monitor)."""
         with self._lock:
