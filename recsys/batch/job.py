@@ -35,9 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, BatchInputError, Chunk, Chunker, InputSpec, \
-    Rejected, inspect_input, iter_chunks
-from recsys.batch.scoring import ChunkColumns, UserError, build_requests, chunk_columns, output_schema
+from recsys.batch.inputs import BatchInputError, Chunk, Chunker, InputSpec, Rejected, iter_chunks
+from recsys.batch.scoring import UserError, build_requests, chunk_columns
 from recsys.domain import AuditMode
 
 FORMAT = "ethicrec-batch/1"
@@ -434,7 +433,7 @@ def open_job(spec: InputSpec, output: Path, *, params: dict, catalog_ids: pa.Arr
         diff = _differences(old, new)
         raise BatchInputError(f"{output} holds another job ({'; '.join(diff[:3])}); "
                               "rerun with --overwrite to replace it, or choose another --output")
-    if output.is_dir() and old is None and not overwrite:
+    if output.is_dir() and old is None:   # never delete or mix with files that are not batch output
         foreign = [p.name for p in output.iterdir() if not _ours(p.name)]
         if foreign:
             raise BatchInputError(f"{output} is not empty and holds no {MANIFEST} (e.g. {foreign[0]}); "
@@ -501,6 +500,3 @@ def summary_of(manifest: dict, *, resumed: int = 0, complete: bool = False) -> B
                         parts=len(manifest["parts"]), rejected_rows=plan["rejected_rows"],
                         rejected_users=plan["rejected_users"], resumed_parts=resumed, already_complete=complete)
 
-
-__all__ = ["BatchSummary", "Job", "open_job", "chunk_meta", "output_schema", "ChunkColumns",
-           "DEFAULT_CHUNK_USERS", "DEFAULT_CHUNK_ROWS", "inspect_input"]

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from recsys.batch.inputs import inspect_input
-from recsys.batch.job import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, BatchSummary, Job, chunk_meta, open_job, \
-    pipeline_identity, summary_of
+from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, inspect_input
+from recsys.batch.job import BatchSummary, Job, chunk_meta, open_job, pipeline_identity, summary_of
 from recsys.batch.scoring import ChunkAuditLog, ChunkScorer, batch_policy
 from recsys.blend import Blend
 from recsys.domain import AuditMode

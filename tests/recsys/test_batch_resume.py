@@ -139,8 +139,9 @@ def test_output_that_is_not_a_batch_directory_is_left_alone(artifacts, known_ite
     _frame(artifacts, known_items, n_users=2).to_parquet(src)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(BatchInputError, match="not empty and holds no _manifest.json"):
-        _run(artifacts, audit_log, src, tmp_path / "mine")
+    for overwrite in (False, True):
+        with pytest.raises(BatchInputError, match="not empty and holds no _manifest.json"):
+            _run(artifacts, audit_log, src, tmp_path / "mine", overwrite=overwrite)
     (tmp_path / "file.parquet").write_bytes(b"old single-file output")
     with pytest.raises(BatchInputError, match="is a file"):
         _run(artifacts, audit_log, src, tmp_path / "file.parquet")
