@@ -22,7 +22,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 CLASSES = ("hate", "offensive", "neither")
 HARM_CATEGORIES = CLASSES[:2]
-_MENTION = re.compile(r"@\w+[:]?")
+_MENTION = re.compile(r"(?<!\w)@\w+[:]?")   # "@user", not the "@" of "f@ggot"
 _URL = re.compile(r"https?://\S+")
 _RT = re.compile(r"\bRT\b")
 _SPACE = re.compile(r"\s+")
@@ -34,6 +34,44 @@ def normalise(text: str) -> str:
     text = _URL.sub(" ", _MENTION.sub(" ", _RT.sub(" ", text)))
     text = re.sub(r"&#\d+;?", " ", text)
     return _SPACE.sub(" ", text).strip().lower()
+
+
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i",
+                       "|": "l", "+": "t"})
+_MIXED = re.compile(r"\S*[a-z]\S*")            # a token with at least one letter
+_SPACED = re.compile(r"(?<![a-z0-9])(?:[a-z0-9@$!][ ._\-*]){2,}[a-z0-9@$!](?![a-z0-9])")
+_INNER_PUNCT = re.compile(r"(?<=[a-z0-9@$!])[_*`~^](?=[a-z0-9@$!])")
+_REPEAT = re.compile(r"([a-z])\1{2,}")
+
+
+def _unleet(token: str) -> str:
+    core = token.strip(".,;:?\"'()[]{}")
+    # only tokens that mix letters with leet symbols ("h0e", "b!tch", "a$$"); "1995", "12", "(2003)" stay
+    if not core or not re.search(r"[a-z]", core) or not re.search(r"[0134579@$!|+]", core):
+        return token
+    if re.fullmatch(r"[a-z]+[!?.]+", core):    # plain word with trailing "!!!"
+        return token
+    return token.replace(core, core.translate(_LEET))
+
+
+def deobfuscate(text: str) -> str:
+    """Undo common obfuscations of (already `normalise`d, lower-case) text before a model sees it.
+
+    spacing and separators between single characters ("f u c k", "f.u.c.k", "f-u-c-k") are joined,
+    masking symbols inside words are dropped ("sh_it" -> "shit", "f*ck" -> "fck"; hyphens, dots and
+    apostrophes inside words are kept: "sci-fi", "schindler's"), leet symbols in
+    tokens that also hold letters are mapped ("h0e" -> "hoe", "b!tch" -> "bitch", "a$$" -> "ass"),
+    and runs of three or more equal letters become one ("fuuuuck" -> "fuck"; "good" keeps its "oo").
+    Pure numbers ("12 years a slave", "(1995)") are left alone. Known limits: a one-letter word right
+    before a spaced-out word is joined into it ("a w o r t h l e s s" -> "aworthless"); a word that starts
+    with "@" is read as a tweet @mention by `normalise` and removed; masks that hide letters ("f*ck")
+    cannot be restored.
+    """
+    text = _SPACED.sub(lambda m: re.sub(r"[ ._\-*]", "", m.group(0)), text)
+    text = _INNER_PUNCT.sub("", text)
+    text = " ".join(_unleet(t) for t in text.split(" "))
+    text = _REPEAT.sub(r"\1", text)
+    return _SPACE.sub(" ", text).strip()
 
 
 def _vectorizer(n_features: int) -> HashingVectorizer:

@@ -11,6 +11,8 @@
     <root>/<version>/harm/              harm classifier (JSON + .npy)
     <root>/<version>/cross_encoder/     optional: BERT cross-encoder for top-N re-scoring
                                         (python -m recsys.train_cross_encoder; safetensors)
+    <root>/<version>/harm_bert/         optional: fine-tuned BERT harm classifier, preferred over harm/
+                                        (python -m audit.train_harm; safetensors + harm_bert.json)
 
 Every file's sha256 is in metadata.json and checked at load; a file inside an optional
 part (cross_encoder/) that metadata.json does not list is rejected too, so an optional
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from audit.harm import HarmClassifier
+from audit.harm_bert import BertHarmClassifier
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
@@ -41,7 +44,7 @@ from recsys.ranker import LambdaRanker
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
             "ranker.txt", "harm")
-OPTIONAL = ("cross_encoder",)
+OPTIONAL = ("cross_encoder", "harm_bert")
 
 
 def sha256_file(path: Path) -> str:
@@ -91,7 +94,7 @@ class Artifacts:
     catalog: Catalog
     store: EmbeddingStore
     ranker: LambdaRanker
-    harm: HarmClassifier
+    harm: HarmClassifier | BertHarmClassifier   # harm_bert/ when present, else the n-gram harm/
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
     cross_encoder: CrossEncoder | None = None
@@ -132,7 +135,8 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
             raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
         encoder = TextEncoder.load(vdir / "interest", device=device)
         ranker = LambdaRanker.load(vdir / "ranker.txt")
-        harm = HarmClassifier.load(vdir / "harm")
+        harm = (BertHarmClassifier.load(vdir / "harm_bert", device=device) if (vdir / "harm_bert").is_dir()
+                else HarmClassifier.load(vdir / "harm"))
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
         cross = CrossEncoder.load(vdir / "cross_encoder", device=device) if (vdir / "cross_encoder").is_dir() else None
