@@ -1,7 +1,10 @@
 """BERT text encoder: mean-pooled, L2-normalised vectors (the bi-encoder's tower).
 
-Inference sorts texts by token length and pads each batch only to its own
-longest text (dynamic padding + length bucketing): on CPU most item texts are
+Inference sorts texts by token length and batches texts of the same token
+length together (length bucketing, at most `batch_size` per batch): such a batch
+needs no padding and no attention mask, so no FLOPs go to padding at all. A run
+of lengths too short to fill a quarter batch is merged with the next lengths and
+padded to its own longest text (dynamic padding). On CPU most item texts are
 short, and padding them to the longest history text would waste most FLOPs.
 """
 from __future__ import annotations
@@ -67,29 +70,53 @@ class TextEncoder:
         """float32 array (len(texts), dim), rows L2-normalised."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
-        ids = enc["input_ids"]
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False,
+                             return_token_type_ids=False)["input_ids"]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        batches = length_buckets(lengths, batch_size)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
         self.model.eval()
-        starts = range(0, len(order), batch_size)
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc="encode", unit="batch", disable=None)
+            batches = tqdm(batches, desc="encode", unit="batch", disable=None)
         with torch.inference_mode():
-            for s in starts:
-                idx = order[s:s + batch_size]
-                width = max(len(ids[i]) for i in idx)
-                input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, : len(ids[i])] = 1
-                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-                with autocast(self.device):
-                    hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                pooled = torch.nn.functional.normalize(_mean_pool(hidden.float(), mask), dim=-1)
-                out[idx] = pooled.cpu().numpy()
+            for idx in batches:
+                lens = lengths[idx]
+                width = int(lens.max())
+                if int(lens.min()) == width:   # one length: no padding, no mask
+                    input_ids = torch.from_numpy(np.array([ids[i] for i in idx], dtype=np.int64)).to(self.device)
+                    with autocast(self.device):
+                        hidden = self.model(input_ids=input_ids).last_hidden_state
+                    pooled = hidden.float().mean(1)
+                else:
+                    arr = np.full((len(idx), width), pad_id, dtype=np.int64)
+                    for row, i in enumerate(idx):
+                        arr[row, : lens[row]] = ids[i]
+                    mask_np = (np.arange(width)[None, :] < lens[:, None]).astype(np.int64)
+                    input_ids, mask = torch.from_numpy(arr).to(self.device), torch.from_numpy(mask_np).to(self.device)
+                    with autocast(self.device):
+                        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                    pooled = _mean_pool(hidden.float(), mask)
+                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
+
+
+def length_buckets(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of at most `batch_size`, shortest first: each batch holds texts of one
+    token length, except that a batch with fewer than batch_size // 4 texts takes the next lengths
+    (padded) until it reaches that size, so rare lengths do not become tiny, inefficient batches."""
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = lengths[order]
+    n = len(order)
+    min_fill = max(1, batch_size // 4)
+    out: list[np.ndarray] = []
+    s = 0
+    while s < n:
+        e = min(s + batch_size, n)
+        same = s + int(np.searchsorted(sorted_len[s:e], sorted_len[s], side="right"))
+        end = same if same - s >= min_fill else min(s + min_fill, n)
+        out.append(order[s:end])
+        s = end
+    return out
