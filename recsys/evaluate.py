@@ -1,16 +1,17 @@
 """`python -m recsys.evaluate --data DIR --artifacts DIR [--out FILE]`
 
-Compares, on the artifact's own temporal split, test users and candidate
-lists (rebuilt exactly as at training time):
+Compares, on the artifact's own temporal split and candidate lists (rebuilt
+exactly as at training time), cross-fitted over the two halves of the users
+active after t_val (see `evaluate`), so every such user is a test user once:
 
     popularity        time-decayed item popularity (the item_log_pop feature)
     als               implicit's ALS, fit on interactions before t_val; test users'
                       factors recomputed from their request-time history; factors and
-                      alpha tuned on the early-stopping users (grid in ALS_GRID)
+                      alpha tuned on the other half's users (grid in ALS_GRID)
     bert_base         the base all-MiniLM-L6-v2 (not fine-tuned), same user/item texts
     bert_only         the fine-tuned bi-encoder's interest score
     lightgbm_no_bert  the same LambdaRanker, trained without the BERT features (interest, interest_max)
-    blend             the artifact's ranker (LightGBM with the BERT score as a feature)
+    blend             the artifact's LambdaRanker recipe (LightGBM with the BERT scores as features)
     blend_linear      0.5 * norm(interest) + 0.5 * norm(blend ranker), per request
 
 Metrics: NDCG@10, Recall@10, MRR, catalog coverage of the top 10. With user
@@ -126,10 +127,19 @@ def by_group(q: pd.DataFrame, users: pd.DataFrame, attribute: str) -> dict:
 
 def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_factors: int | None = None,
              als_iterations: int = 15, als_regularization: float = 0.05, als_alpha: float | None = None) -> dict:
-    """ALS factors/alpha: tuned on the early-stopping users unless both are given."""
+    """Cross-fitted over the two halves of the users active after t_val.
+
+    Each half is evaluated once, with everything that is tuned or early-stopped (both LightGBM rankers,
+    ALS factors/alpha unless given) fitted on the other half; per-user results are pooled, so every
+    user active after t_val is a test user exactly once and no model ever sees its own test users.
+    The BERT model and the LightGBM training queries come from before t_val and are shared by both
+    halves. The deployed ranker (early-stopped on the first half) is also scored on the second half
+    alone, as `deployed_ranker_second_half`.
+    """
     from recsys.artifacts import load_artifacts
     from recsys.blend import Blend
     from recsys.data import load_dataset
+    from recsys.features import BERT_FEATURES
     from recsys.offline import check_dataset_matches
     from recsys.ranker import LambdaRanker
     from recsys.ranking_data import ranking_sets, split_data
@@ -137,9 +147,10 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
 
     art = load_artifacts(artifacts_path, device=device)
     params = art.metadata["params"]
+    seed = int(params["seed"])
     ds = load_dataset(data)
     if params.get("sample_users"):
-        ds = ds.subset_users(int(params["sample_users"]), seed=int(params["seed"]))
+        ds = ds.subset_users(int(params["sample_users"]), seed=seed)
     check_dataset_matches(art, ds)
     sd = split_data(ds, params.get("max_eval_queries"))
     encoder = art.store.encoder
@@ -147,54 +158,66 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
     feats = params.get("item_features")
     if feats and not Path(feats).is_file():
         raise EthicrecError(f"the artifact was trained with --item-features {feats}, which is not there any more")
-    train, stop, test = ranking_sets(sd, encoder, vectors_fit, vectors, int(params["n_candidates"]),
-                                     int(params["seed"]), feats)
-    if len(test) == 0:
-        raise EthicrecError("no test queries after t_val")
-    from recsys.features import BERT_FEATURES
-
+    train, half_a, half_b = ranking_sets(sd, encoder, vectors_fit, vectors, int(params["n_candidates"]), seed, feats)
+    if len(half_a) == 0 or len(half_b) == 0:
+        raise EthicrecError("too few users after t_val to evaluate (both halves need at least one)")
     names = list(train.names)
     i_int, i_pop = names.index("interest"), names.index("item_log_pop")
     keep = [j for j in range(len(names)) if names[j] not in BERT_FEATURES]
-    no_bert = LambdaRanker(random_state=int(params["seed"])).fit(
-        train.X[:, keep], train.y, train.groups, feature_names=[names[j] for j in keep],
-        eval_set=(stop.X[:, keep], stop.y, stop.groups) if len(stop) else None)
-    if als_factors is None or als_alpha is None:
-        tuned = tune_als(sd, stop, iterations=als_iterations, regularization=als_regularization,
-                         seed=int(params["seed"]))
-        als_factors, als_alpha = tuned["factors"], tuned["alpha"]
-    blend_scores = art.ranker.predict(test.X)
     linear = Blend("linear", 0.5)
-    lin = np.concatenate([linear.combine(test.X[s:e, i_int], blend_scores[s:e]) for s, e in test.bounds()])
-    scores = {
-        "popularity": test.X[:, i_pop],
-        "als": als_scores(sd, test, factors=als_factors, iterations=als_iterations,
-                          regularization=als_regularization, alpha=als_alpha, seed=int(params["seed"])),
-        "bert_base": base_model_scores(sd, test, device=device),
-        "bert_only": test.X[:, i_int],
-        "lightgbm_no_bert": no_bert.predict(test.X[:, keep]),
-        "blend": blend_scores,
-        "blend_linear": lin,
-    }
+    fixed_als = als_factors is not None and als_alpha is not None
+    per_model: dict[str, list[pd.DataFrame]] = {}
+    als_chosen = []
+    for tune_on, test in ((half_a, half_b), (half_b, half_a)):
+        blend = LambdaRanker(random_state=seed).fit(train.X, train.y, train.groups, feature_names=names,
+                                                     eval_set=(tune_on.X, tune_on.y, tune_on.groups))
+        no_bert = LambdaRanker(random_state=seed).fit(
+            train.X[:, keep], train.y, train.groups, feature_names=[names[j] for j in keep],
+            eval_set=(tune_on.X[:, keep], tune_on.y, tune_on.groups))
+        if fixed_als:
+            als = {"factors": als_factors, "alpha": als_alpha}
+        else:
+            als = tune_als(sd, tune_on, iterations=als_iterations, regularization=als_regularization, seed=seed)
+        als_chosen.append(als)
+        blend_scores = blend.predict(test.X)
+        scores = {
+            "popularity": test.X[:, i_pop],
+            "als": als_scores(sd, test, factors=als["factors"], iterations=als_iterations,
+                              regularization=als_regularization, alpha=als["alpha"], seed=seed),
+            "bert_base": base_model_scores(sd, test, device=device),
+            "bert_only": test.X[:, i_int],
+            "lightgbm_no_bert": no_bert.predict(test.X[:, keep]),
+            "blend": blend_scores,
+            "blend_linear": np.concatenate([linear.combine(test.X[s:e, i_int], blend_scores[s:e])
+                                            for s, e in test.bounds()]),
+        }
+        for name, sc in scores.items():
+            per_model.setdefault(name, []).append(per_query(test, sc))
     rows, groups = {}, {}
-    for name, sc in scores.items():
-        q = per_query(test, sc)
-        covered = len({int(i) for top in q["top"] for i in top})
-        rows[name] = {"ndcg@10": float(q["ndcg@10"].mean()), "recall@10": float(q["recall@10"].mean()),
-                      "mrr": float(q["mrr"].mean()), "coverage@10": covered / len(sd.catalog),
-                      "n_queries": int(len(q))}
+    for name, parts in per_model.items():
+        q = pd.concat(parts, ignore_index=True)
+        rows[name] = _summary(q, len(sd.catalog))
         if len(ds.users):
             groups[name] = {a: by_group(q, ds.users, a) for a in ("gender", "age_band") if a in ds.users.columns}
+    deployed = _summary(per_query(half_b, art.ranker.predict(half_b.X)), len(sd.catalog))
     return {"dataset": ds.name, "artifact_version": art.version, "split": art.metadata["split"],
-            "n_candidates": int(params["n_candidates"]), "test_users": int(len(test)),
-            "als": {"factors": als_factors, "iterations": als_iterations, "regularization": als_regularization,
-                    "alpha": als_alpha},
-            "models": rows, "by_group": groups}
+            "protocol": "cross-fitted: users active after t_val split in two halves by user hash; each half "
+                        "evaluated with rankers early-stopped and ALS tuned on the other half; results pooled",
+            "n_candidates": int(params["n_candidates"]), "test_users": int(len(half_a) + len(half_b)),
+            "als": {"chosen_per_half": als_chosen, "iterations": als_iterations,
+                    "regularization": als_regularization},
+            "models": rows, "deployed_ranker_second_half": deployed, "by_group": groups}
+
+
+def _summary(q: pd.DataFrame, n_items: int) -> dict:
+    covered = len({int(i) for top in q["top"] for i in top})
+    return {"ndcg@10": float(q["ndcg@10"].mean()), "recall@10": float(q["recall@10"].mean()),
+            "mrr": float(q["mrr"].mean()), "coverage@10": covered / n_items, "n_queries": int(len(q))}
 
 
 def markdown(result: dict) -> str:
-    lines = [f"{result['dataset']} — artifact {result['artifact_version']}, {result['test_users']} test users, "
-             f"{result['n_candidates']} candidates each", "",
+    lines = [f"{result['dataset']} — artifact {result['artifact_version']}, {result['test_users']} test users "
+             f"(cross-fitted halves), {result['n_candidates']} candidates each", "",
              "| model | NDCG@10 | Recall@10 | MRR | coverage@10 |", "|---|---:|---:|---:|---:|"]
     for name, m in result["models"].items():
         lines.append(f"| {name} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['mrr']:.4f} | {m['coverage@10']:.4f} |")
