@@ -312,8 +312,11 @@ def fine_tune(clf: BertHarmClassifier, texts: list[str], labels: np.ndarray, *, 
 
 def calibrate_and_threshold(clf: BertHarmClassifier, val_texts: list[str], val_labels: np.ndarray,
                             benign: dict[str, list[str]] | None = None,
-                            max_benign_flag_rate: float = 0.004) -> dict:
-    """Fit the temperature on validation, then choose the threshold (sets both on `clf`)."""
+                            max_benign_flag_rate: float = 0.004,
+                            benign_logits: dict[str, np.ndarray] | None = None) -> dict:
+    """Fit the temperature on validation, then choose the threshold (sets both on `clf`).
+
+    `benign` texts (or their precomputed `benign_logits`) are the sets the false-positive cap applies to."""
     from sklearn.metrics import f1_score, roc_auc_score
 
     y = np.asarray(val_labels)
@@ -322,7 +325,9 @@ def calibrate_and_threshold(clf: BertHarmClassifier, val_texts: list[str], val_l
     p = softmax(lg, clf.temperature)
     p_harm = p[:, 0] + p[:, 1]
     y_harm = (y != 2).astype(int)
-    benign_scores = {k: clf.score(v)[0] for k, v in (benign or {}).items()}
+    benign_logits = dict(benign_logits or {})
+    benign_logits.update({k: clf.logits(v) for k, v in (benign or {}).items()})
+    benign_scores = {k: softmax(v, clf.temperature)[:, :2].sum(1) for k, v in benign_logits.items()}
     clf.threshold, details = choose_threshold(p_harm, y_harm, benign_scores, max_benign_flag_rate)
     out = {"temperature": clf.temperature, "val_nll_raw": nll(lg, y), "val_nll_calibrated": nll(lg, y, clf.temperature),
            "val_ece_harmful_raw": expected_calibration_error(softmax(lg)[:, :2].sum(1), y_harm),

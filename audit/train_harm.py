@@ -64,9 +64,9 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, movielens: Path | 
                max_steps: int | None = None, publish: bool = True):
     import numpy as np
 
-    from audit.harm import load_davidson
+    from audit.harm import HARM_CATEGORIES, load_davidson
     from audit.harm_bert import (IDENTITY_GROUPS, TRAIN_TEMPLATES, BertHarmClassifier, calibrate_and_threshold,
-                                 fine_tune, identity_texts, split_indices, stratified_subsample)
+                                 fine_tune, identity_texts, softmax, split_indices, stratified_subsample)
     from recsys.artifact_update import base_version_dir, derive_version
     from recsys.catalog import Catalog
     from recsys.encoder import base_model_path
@@ -99,7 +99,9 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, movielens: Path | 
     catalog = Catalog.load(vdir / "catalog.parquet") if vdir is not None else None
     benign = benign_sets(list(catalog.texts) if catalog is not None else [], movielens)
     t_cal = time.perf_counter()
-    cal = calibrate_and_threshold(clf, [texts[i] for i in va_used], labels[va_used], benign, max_benign_flag_rate)
+    benign_logits = {k: clf.logits(v) for k, v in benign.items()}   # each set scored once
+    cal = calibrate_and_threshold(clf, [texts[i] for i in va_used], labels[va_used], None, max_benign_flag_rate,
+                                  benign_logits=benign_logits)
     _log(f"temperature {clf.temperature:.3f}, threshold {clf.threshold:.4f} (F1-best {cal['f1_best_threshold']}, "
          f"raised by {cal['raised_by']}), val AUC {cal['val_auc']:.4f}, benign flag rates "
          f"{ {k: round(v, 5) for k, v in cal['benign_flag_rate'].items()} } ({time.perf_counter() - t_cal:.0f}s)")
@@ -114,7 +116,12 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, movielens: Path | 
 
     def add(staging: Path, meta: dict) -> dict:
         cat = Catalog.load(staging / "catalog.parquet")
-        p, c = clf.score(list(cat.texts))
+        if catalog is not None and list(cat.texts) == list(catalog.texts):   # the copy: reuse its logits
+            prob = softmax(benign_logits["catalog_texts"], clf.temperature)
+            p = prob[:, 0] + prob[:, 1]
+            c = [HARM_CATEGORIES[int(np.argmax(row[:2]))] for row in prob]
+        else:
+            p, c = clf.score(list(cat.texts))
         cat.harm_score, cat.harm_category = p, np.asarray(c, dtype=object)
         cat.save(staging / "catalog.parquet")
         clf.metrics["catalog_flag_rate"] = float((p >= clf.threshold).mean())

@@ -1,12 +1,14 @@
 """Shared helper for the BERT harm-classifier tests: a tiny classifier fine-tuned briefly on a Davidson slice."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DAVIDSON = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
 
 
+@functools.lru_cache(maxsize=2)   # shared by the tests of one session (read-only use)
 def tiny_trained(tiny_bert, n_train: int = 192, n_val: int = 160, steps: int = 6):
     import numpy as np
 

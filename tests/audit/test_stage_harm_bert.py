@@ -12,7 +12,7 @@ def test_audit_stage_uses_the_bert_classifier_when_the_artifact_has_one(copy_art
 
     before = (copy_artifacts / "LATEST").read_text().strip()
     final = train_harm(copy_artifacts, base_model=tiny_bert, max_rows=160, max_val_rows=120, max_steps=4,
-                       lr=1e-3, device="cpu")
+                       lr=1e-3, device="cpu", movielens=None)
     assert (copy_artifacts / "LATEST").read_text().strip() == final.name != before
     assert (copy_artifacts / before / "harm").is_dir() and not (copy_artifacts / before / "harm_bert").exists()
     meta = json.loads((final / "metadata.json").read_text())
