@@ -77,13 +77,17 @@ def als_scores(sd, rs, *, factors: int, iterations: int, regularization: float, 
     return out
 
 
-def base_model_scores(sd, rs, device: str = "cpu") -> np.ndarray:
-    """Interest scores of the un-tuned base model on the same queries and candidates."""
+def base_model_scores(sd, rs, base_model: str | None = None, device: str = "cpu") -> np.ndarray:
+    """Interest scores of the un-tuned model the artifact was fine-tuned from (default: the shipped
+    all-MiniLM-L6-v2) on the same queries and candidates."""
     from recsys.embedding_store import ITEM_MAX_LENGTH, USER_MAX_LENGTH
     from recsys.encoder import TextEncoder, base_model_path
     from recsys.text import user_text
 
-    base = TextEncoder.load(base_model_path(), device=device)
+    path = Path(base_model) if base_model else base_model_path()
+    if not (path / "config.json").is_file():
+        raise EthicrecError(f"the artifact was fine-tuned from {path}, which is not there any more")
+    base = TextEncoder.load(path, device=device)
     cat = sd.catalog
     needed = np.unique(np.concatenate(rs.candidates)) if len(rs) else np.zeros(0, dtype=np.int64)
     V = base.encode([cat.texts[i] for i in needed], max_length=ITEM_MAX_LENGTH, batch_size=128)
@@ -184,7 +188,7 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
             "popularity": test.X[:, i_pop],
             "als": als_scores(sd, test, factors=als["factors"], iterations=als_iterations,
                               regularization=als_regularization, alpha=als["alpha"], seed=seed),
-            "bert_base": base_model_scores(sd, test, device=device),
+            "bert_base": base_model_scores(sd, test, params.get("base_model"), device=device),
             "bert_only": test.X[:, i_int],
             "lightgbm_no_bert": no_bert.predict(test.X[:, keep]),
             "blend": blend_scores,

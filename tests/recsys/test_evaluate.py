@@ -12,7 +12,7 @@ def test_evaluate_table_rows_and_json(artifact_root, tmp_path):
     out = tmp_path / "eval.json"
     res = subprocess.run([sys.executable, "-m", "recsys.evaluate", "--data", str(DATA), "--artifacts",
                           str(artifact_root), "--out", str(out), "--device", "cpu"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr
     result = json.loads(out.read_text())
     models = result["models"]
