@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from audit.harm import CLASSES, HARM_CATEGORIES, deobfuscate, normalise
+from recsys.classifier_inference import classifier_logits
 from recsys.device import autocast, pick_device
 
 PARAMS_FILE = "harm_bert.json"
@@ -215,39 +216,12 @@ class BertHarmClassifier:
 
     def logits(self, texts: list[str], *, batch_size: int | None = None) -> np.ndarray:
         """(n, 3) raw logits (float64). Inference mode; sorted by token length, dynamic padding."""
-        n = len(texts)
-        out = np.zeros((n, len(CLASSES)), dtype=np.float64)
-        if n == 0:
-            return out
+        if not texts:
+            return np.zeros((0, len(CLASSES)), dtype=np.float64)
         bs = batch_size or self.batch_size
         prepared = self.prepare(list(texts))
         enc = self.tokenizer(prepared, truncation=True, max_length=self.max_length)
-        ids, types = enc["input_ids"], enc.get("token_type_ids")
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        order = np.argsort(lengths, kind="stable")
-        pad_id = self.tokenizer.pad_token_id or 0
-        self.model.eval()
-        with torch.inference_mode():
-            for s in range(0, n, bs):
-                idx = order[s:s + bs]
-                width = int(lengths[idx].max())
-                input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-                token_types = np.zeros((len(idx), width), dtype=np.int64)
-                mask = np.zeros((len(idx), width), dtype=np.int64)
-                for row, i in enumerate(idx):
-                    k = lengths[i]
-                    input_ids[row, :k] = ids[i]
-                    mask[row, :k] = 1
-                    if types is not None:
-                        token_types[row, :k] = types[i]
-                batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
-                         "attention_mask": torch.from_numpy(mask).to(self.device)}
-                if types is not None:
-                    batch["token_type_ids"] = torch.from_numpy(token_types).to(self.device)
-                with autocast(self.device):
-                    lg = self.model(**batch).logits
-                out[idx] = lg.float().cpu().numpy()
-        return out
+        return classifier_logits(self.model, self.tokenizer, enc, batch_size=bs, device=self.device)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """(n, 3) calibrated probabilities in CLASSES order: softmax(logits / temperature)."""

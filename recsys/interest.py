@@ -35,6 +35,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from recsys.classifier_inference import classifier_logits
 from recsys.device import autocast, pick_device
 
 CROSS_MAX_LENGTH = 192   # user text (<= 128 tokens in the bi-encoder) + item text (<= 64)
@@ -132,36 +133,10 @@ class CrossEncoder:
         n = len(item_texts)
         if len(user_texts) != n:
             raise ValueError(f"{len(user_texts)} user texts for {n} item texts")
-        out = np.empty(n, dtype=np.float64)
         if n == 0:
-            return out
+            return np.empty(0, dtype=np.float64)
         enc = self.tokenizer(list(user_texts), list(item_texts), truncation=True, max_length=max_length)
-        ids, types = enc["input_ids"], enc.get("token_type_ids")
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        order = np.argsort(lengths, kind="stable")
-        pad_id = self.tokenizer.pad_token_id or 0
-        self.model.eval()
-        with torch.inference_mode():
-            for s in range(0, n, batch_size):
-                idx = order[s:s + batch_size]
-                width = int(lengths[idx].max())
-                input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-                token_types = np.zeros((len(idx), width), dtype=np.int64)
-                mask = np.zeros((len(idx), width), dtype=np.int64)
-                for row, i in enumerate(idx):
-                    k = lengths[i]
-                    input_ids[row, :k] = ids[i]
-                    mask[row, :k] = 1
-                    if types is not None:
-                        token_types[row, :k] = types[i]
-                batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
-                         "attention_mask": torch.from_numpy(mask).to(self.device)}
-                if types is not None:
-                    batch["token_type_ids"] = torch.from_numpy(token_types).to(self.device)
-                with autocast(self.device):
-                    logits = self.model(**batch).logits
-                out[idx] = logits.float().squeeze(-1).cpu().numpy()
-        return out
+        return classifier_logits(self.model, self.tokenizer, enc, batch_size=batch_size, device=self.device)[:, 0]
 
 
 def candidate_texts(catalog_texts: np.ndarray, cand_idx: np.ndarray, texts: Sequence[str | None]) -> list[str]:
