@@ -21,12 +21,24 @@ FULL vs 0.29 ms with NORMAL (0.25 ms before chaining); under concurrent disk
 load FULL rose to ~5 ms median inside Rank (bench/audit_overhead.py), which
 is why the policy chooses and NORMAL is the default.
 
+Journal mode (`AuditLog(..., journal=True)`, the server's default via the policy's `log.write = "journal"`):
+`append` writes the record as one line to a per-process journal file (one `write(2)` of the stored values,
+durable across a killed process like SQLite under NORMAL; fsynced too under FULL) and returns; a background
+thread moves journal records into SQLite in batches, chaining them in append order, and then drops the
+journal. This takes the SQLite transaction and the SHA-256 off the request thread (and one transaction serves
+many concurrent requests). A journal whose process died (its `flock` is free) is ingested by the next
+`AuditLog` opened on the same file, skipping records that already reached SQLite, so nothing a caller was
+told is written is lost. In-process readers call `flush()` first; others see records within milliseconds.
+If ingestion fails (disk full, database locked past the timeout) every later `append` raises, so the audit
+fails closed, and the journal keeps the records for the next start.
+
 Rows written before the chain existed (no hash) are kept as they are; the
 verifier reports them as an unchained legacy prefix rather than vouching for
 them, and the first chained row after them starts again from 64 zeros.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import operator
@@ -34,6 +46,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,7 +70,8 @@ CREATE TABLE IF NOT EXISTS audit_records (
     top_k          INTEGER NOT NULL,
     returned_ids   TEXT NOT NULL,   -- JSON list, in rank order
     removed        TEXT NOT NULL,   -- JSON list of {item_id, reason}
-    candidates     TEXT NOT NULL,   -- JSON list of {item_id, group, rank (0 = not returned), removed}
+    candidates     TEXT NOT NULL,   -- JSON columns {"item_id": [...], "group": [...], "rank": [...] (0 = not returned),
+                                    -- "removed": [...]}; rows written before 2026-11-29: a list of such objects
     findings       TEXT NOT NULL,   -- JSON list of findings
     user_attributes TEXT NOT NULL DEFAULT '{}',  -- JSON: only the keys the policy's log.audit_attributes allow
     prev_hash      TEXT,            -- record_hash of the row before (64 zeros for the first); NULL = legacy row
@@ -70,6 +84,9 @@ CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts);
 COLUMNS = ("audit_id", "ts", "request_id", "model_version", "policy_version", "user_hash", "audit_mode",
            "verdict", "top_k", "returned_ids", "removed", "candidates", "findings", "user_attributes")
 GENESIS = "0" * 64
+#: The fields of each candidate entry, stored column-wise (one JSON list per field): JSON for 100 candidates as
+#: four lists costs about a fifth of 100 objects with repeated keys, on the request path.
+CANDIDATE_FIELDS = ("item_id", "group", "rank", "removed")
 _TEXT = frozenset(COLUMNS) - {"ts", "top_k"}
 _INSERT = (f"INSERT INTO audit_records ({', '.join(COLUMNS)}, prev_hash, record_hash)"
            f" VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
@@ -88,7 +105,9 @@ class AuditRecord:
     top_k: int
     returned_ids: list[str]
     removed: list[dict[str, str]]
-    candidates: list[dict[str, Any]]
+    #: One entry per candidate with CANDIDATE_FIELDS; writers may instead pass the columns
+    #: ({field: list}, what the audit stage does), readers always get the list of entries.
+    candidates: list[dict[str, Any]] | dict[str, list[Any]]
     findings: list[dict[str, Any]]
     user_attributes: dict[str, str] = field(default_factory=dict)
     # Set by read_records; ignored by append (the log computes them). Not part of equality: same content, same record.
@@ -117,7 +136,7 @@ def _stored_values(rec: AuditRecord) -> dict[str, Any]:
         "model_version": rec.model_version, "policy_version": rec.policy_version, "user_hash": rec.user_hash,
         "audit_mode": rec.audit_mode, "verdict": rec.verdict, "top_k": operator.index(rec.top_k),
         "returned_ids": json.dumps(rec.returned_ids), "removed": json.dumps(rec.removed),
-        "candidates": json.dumps(rec.candidates), "findings": json.dumps(rec.findings),
+        "candidates": json.dumps(candidate_columns(rec.candidates)), "findings": json.dumps(rec.findings),
         "user_attributes": json.dumps(rec.user_attributes),
     }
     for name in _TEXT:
@@ -125,6 +144,27 @@ def _stored_values(rec: AuditRecord) -> dict[str, Any]:
             raise TypeError(f"AuditRecord.{name} must be str, got {type(row[name]).__name__}")
     row["top_k"] = int(row["top_k"])  # numpy ints -> int, which sqlite3 can bind
     return row
+
+
+def candidate_columns(candidates: list[dict[str, Any]] | dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The stored (column-wise) form of a record's candidates; raises on missing or extra fields."""
+    if isinstance(candidates, dict):
+        cols = candidates
+        if set(cols) != set(CANDIDATE_FIELDS) or len({len(v) for v in cols.values()}) > 1:
+            raise ValueError(f"AuditRecord.candidates columns must be {', '.join(CANDIDATE_FIELDS)} of equal length")
+        return {name: list(cols[name]) for name in CANDIDATE_FIELDS}
+    for entry in candidates:
+        if set(entry) != set(CANDIDATE_FIELDS):
+            raise ValueError(f"AuditRecord.candidates entries must have exactly {', '.join(CANDIDATE_FIELDS)};"
+                             f" got {sorted(entry)}")
+    return {name: [entry[name] for entry in candidates] for name in CANDIDATE_FIELDS}
+
+
+def candidate_entries(stored: list[dict[str, Any]] | dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Stored candidates back as one dict per candidate (rows from before the column form are already so)."""
+    if isinstance(stored, list):
+        return stored
+    return [dict(zip(CANDIDATE_FIELDS, values)) for values in zip(*(stored[name] for name in CANDIDATE_FIELDS))]
 
 
 def load_or_create_salt(log_path: Path) -> bytes:
@@ -143,14 +183,16 @@ def load_or_create_salt(log_path: Path) -> bytes:
 
 
 class AuditLog:
-    def __init__(self, path: str | Path, salt: bytes | None = None, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | Path, salt: bytes | None = None, *, synchronous: str = "NORMAL",
+                 journal: bool = False) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._salt = salt if salt is not None else load_or_create_salt(self.path)
+        self._full = synchronous == "FULL"
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.executescript(SCHEMA)
@@ -161,40 +203,55 @@ class AuditLog:
         for name in ("prev_hash", "record_hash"):
             if name not in columns:
                 self._conn.execute(f"ALTER TABLE audit_records ADD COLUMN {name} TEXT")
+        self.recovered = self._recover_journals()
+        self._journal: _Journal | None = None
+        if journal:
+            self._journal = _Journal(self)
 
     def hash_user(self, user_id: str) -> str:
         return hashlib.sha256(self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
 
     def append(self, rec: AuditRecord) -> None:
-        """Chain and commit one record; returns only once it is durable.
+        """Record one decision; returns only once it survives this process being killed (and, under FULL,
+        an OS crash). Direct mode commits it to SQLite here; journal mode appends it to the journal."""
+        row = _stored_values(rec)
+        if self._journal is not None:
+            self._journal.append(row)
+        else:
+            self._commit([row])
+
+    def append_many(self, recs: list[AuditRecord]) -> None:
+        """Chain and commit several records in one transaction (one fsync under FULL); returns once all
+        are durable, or raises with none of them written. Batch jobs commit a chunk's records this way
+        (straight to SQLite, also in journal mode: it is one transaction already)."""
+        rows = [_stored_values(rec) for rec in recs]
+        if rows:
+            self._commit(rows)
+
+    def flush(self) -> None:
+        """Wait until every record appended so far is in SQLite (journal mode; a no-op otherwise)."""
+        if self._journal is not None:
+            self._journal.flush()
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+        with self._lock:
+            self._conn.close()
+
+    def _commit(self, rows: list[dict[str, Any]], *, skip_existing: bool = False) -> int:
+        """Chain and commit rows in one transaction; returns how many were inserted.
 
         prev_hash is read from the last row inside the write transaction rather than cached, because
         BEGIN IMMEDIATE is what serialises writers across processes (a batch run pointed at the service's
         log): a per-process cache would fork the chain. The lookup is one primary-key seek.
         """
-        row = _stored_values(rec)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                last = self._conn.execute(
-                    "SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-                prev = last[0] if last and last[0] else GENESIS
-                self._conn.execute(_INSERT, (*row.values(), prev, record_digest(row, prev)))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-
-    def append_many(self, recs: list[AuditRecord]) -> None:
-        """Chain and commit several records in one transaction (one fsync under FULL); returns once all
-        are durable, or raises with none of them written. Batch jobs commit a chunk's records this way."""
-        rows = [_stored_values(rec) for rec in recs]
-        if not rows:
-            return
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+                if skip_existing:
+                    rows = [r for r in rows if self._conn.execute(
+                        "SELECT 1 FROM audit_records WHERE audit_id = ?", (r["audit_id"],)).fetchone() is None]
                 last = self._conn.execute(
                     "SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
                 prev = last[0] if last and last[0] else GENESIS
@@ -209,10 +266,131 @@ class AuditLog:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+        return len(params)
+
+    def _recover_journals(self) -> int:
+        """Ingest the journals of processes that died before all their records reached SQLite; returns the
+        number of records that were missing from SQLite (now added)."""
+        n = 0
+        for jpath in sorted(self.path.parent.glob(self.path.name + JOURNAL_SUFFIX + "*")):
+            try:
+                fd = os.open(jpath, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # another opener got there first
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its process is alive and ingests it itself
+                if not jpath.exists():
+                    continue
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    rows = _journal_rows(f.read())
+                if rows:
+                    n += self._commit(rows, skip_existing=True)
+                jpath.unlink()
+            finally:
+                os.close(fd)
+        return n
+
+
+#: Journal files sit beside the log: `<log name>.journal-<pid>-<random>`.
+JOURNAL_SUFFIX = ".journal-"
+#: A journal is replaced by a fresh one once this many bytes were written to it and its records ingested.
+JOURNAL_ROTATE_BYTES = 4 << 20
+
+
+def _journal_rows(data: bytes) -> list[dict[str, Any]]:
+    """The complete lines of a journal; a torn last line belongs to an append that never returned."""
+    lines = data.split(b"\n")
+    return [json.loads(line) for line in lines[:-1] if line]
+
+
+class _Journal:
+    """The request path's half of journal mode: one `write(2)` per record, ingestion in a thread."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._appended = 0          # records appended so far (sequence numbers)
+        self._ingested = 0          # records committed to SQLite so far
+        self._error: BaseException | None = None
+        self._closing = False
+        self._path, self._fd = self._open_new()
+        self._bytes = 0
+        self._thread = threading.Thread(target=self._run, name="audit-log-ingest", daemon=True)
+        self._thread.start()
+
+    def _open_new(self) -> tuple[Path, int]:
+        path = self._log.path.with_name(f"{self._log.path.name}{JOURNAL_SUFFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for the file's life: recovery leaves live journals alone
+        return path, fd
+
+    def append(self, row: dict[str, Any]) -> None:
+        data = json.dumps(row, separators=(",", ":")).encode("utf-8") + b"\n"
+        with self._cond:
+            if self._error is not None:
+                raise RuntimeError(f"audit log ingestion failed earlier ({self._error}); records are kept in "
+                                   f"the journal beside {self._log.path}") from self._error
+            if self._closing:
+                raise RuntimeError("audit log is closed")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            if self._log._full:
+                os.fdatasync(self._fd)
+            self._bytes += len(data)
+            self._pending.append(row)
+            self._appended += 1
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            target = self._appended
+            while self._ingested < target and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise RuntimeError(f"audit log ingestion failed ({self._error})") from self._error
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        with self._cond:
+            if self._error is None and self._ingested == self._appended:
+                self._path.unlink(missing_ok=True)
+            os.close(self._fd)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return  # closing, all ingested
+                batch, self._pending = self._pending, []
+                old = None
+                if self._bytes >= JOURNAL_ROTATE_BYTES:
+                    # Every record in the old file is in `batch` or already ingested: drop it after the commit.
+                    old = (self._path, self._fd)
+                    self._path, self._fd = self._open_new()
+                    self._bytes = 0
+            try:
+                self._log._commit(batch)
+            except BaseException as exc:  # noqa: BLE001 - surfaced to every later append (fail closed)
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            if old is not None:
+                old[0].unlink(missing_ok=True)  # before close: the flock keeps recovery away until it is gone
+                os.close(old[1])
+            with self._cond:
+                self._ingested += len(batch)
+                self._cond.notify_all()
 
 
 def read_records(path: str | Path, since: float | None = None, until: float | None = None) -> Iterator[AuditRecord]:
@@ -238,8 +416,9 @@ def read_records(path: str | Path, since: float | None = None, until: float | No
             sql += " AND ts < ?"
             args.append(until)
         for row in conn.execute(sql + " ORDER BY seq", args):
-            yield AuditRecord(*row[:9], json.loads(row[9]), json.loads(row[10]), json.loads(row[11]),
-                              json.loads(row[12]), json.loads(row[13]), prev_hash=row[14], record_hash=row[15])
+            yield AuditRecord(*row[:9], json.loads(row[9]), json.loads(row[10]),
+                              candidate_entries(json.loads(row[11])), json.loads(row[12]), json.loads(row[13]),
+                              prev_hash=row[14], record_hash=row[15])
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"{p} is not an ethicrec audit log: {exc}") from None
     finally:

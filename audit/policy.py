@@ -77,6 +77,10 @@ class LogPolicy:
     audit_attributes: tuple[str, ...] = ("gender", "age_band")
     # SQLite durability (audit/log.py): NORMAL survives a killed process, FULL also power loss.
     synchronous: str = "NORMAL"
+    # "journal": the request path appends to a per-process journal file and a thread moves records into
+    # SQLite (same durability, the transaction and hashing off the request path); "direct": commit to
+    # SQLite on the request path.
+    write: str = "journal"
 
 
 @dataclass(frozen=True)
@@ -184,10 +188,13 @@ def parse_policy(data: dict[str, Any]) -> Policy:
                                   r["item_attribute"], frozenset(map(str, r["item_values"]))))
     audience = AudiencePolicy(enabled=a.get("enabled", True),
                               action=_action(a.get("action", "ENFORCE"), "audience.action"), rules=tuple(rules))
-    lg = _take(top.get("log", {}), "log.", {"audit_attributes": list, "synchronous": str})
+    lg = _take(top.get("log", {}), "log.", {"audit_attributes": list, "synchronous": str, "write": str})
     sync = lg.get("synchronous", LogPolicy.synchronous)
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"policy key log.synchronous must be one of NORMAL, FULL; got {sync!r}")
+    write = lg.get("write", LogPolicy.write)
+    if write not in ("journal", "direct"):
+        raise ConfigError(f"policy key log.write must be one of journal, direct; got {write!r}")
     attrs = lg.get("audit_attributes", list(LogPolicy.audit_attributes))
     if not all(isinstance(a, str) and a for a in attrs):
         raise ConfigError("policy key log.audit_attributes must be a list of non-empty strings")
@@ -202,8 +209,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         raise ConfigError(f"policy key report.min_group_size must be >= 1; got {report.min_group_size}")
     if report.n_boot < 0:
         raise ConfigError(f"policy key report.n_boot must be >= 0; got {report.n_boot}")
-    return Policy(top["version"], mode, status, budget, exposure, harm, audience, LogPolicy(tuple(attrs), sync), report,
-                  _monitor(top.get("monitor", {})))
+    return Policy(top["version"], mode, status, budget, exposure, harm, audience, LogPolicy(tuple(attrs), sync, write),
+                  report, _monitor(top.get("monitor", {})))
 
 
 def _monitor(table: dict[str, Any]) -> MonitorPolicy:

@@ -180,16 +180,21 @@ class AuditStage:
         verdict = Verdict.ENFORCED if removed or reranked else (Verdict.FLAGGED if findings else Verdict.PASS)
         t_log = time.perf_counter()
         audit_id = uuid.uuid4().hex
-        ranks = {p: r for r, p in enumerate(final, start=1)}
+        n = len(ctx.item_ids)
+        ranks = [0] * n
+        for r, p in enumerate(final, start=1):
+            ranks[p] = r
         reasons = {r.item_id: r.reason for r in removed}
+        # Column-wise (audit/log.py CANDIDATE_FIELDS): no per-candidate dicts on the request path.
+        candidates = {"item_id": list(ctx.item_ids), "group": ctx.groups.tolist(), "rank": ranks,
+                      "removed": [reasons.get(iid, "") for iid in ctx.item_ids] if reasons else [""] * n}
         self.log.append(AuditRecord(
             audit_id=audit_id, ts=time.time(), request_id=ctx.request_id, model_version=self.model_version,
             policy_version=pol.version, user_hash=self.log.hash_user(req.user.user_id),
             audit_mode=req.audit_mode.value, verdict=verdict.value, top_k=req.top_k,
             returned_ids=[ctx.item_ids[p] for p in final],
             removed=[{"item_id": r.item_id, "reason": r.reason} for r in removed],
-            candidates=[{"item_id": iid, "group": str(g), "rank": ranks.get(i, 0), "removed": reasons.get(iid, "")}
-                        for i, (iid, g) in enumerate(zip(ctx.item_ids, ctx.groups))],
+            candidates=candidates,
             findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
                        "group": f.group, "message": f.message} for f in findings],
             user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},

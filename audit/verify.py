@@ -35,7 +35,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from audit.log import COLUMNS, GENESIS, record_digest
+from audit.log import COLUMNS, GENESIS, JOURNAL_SUFFIX, record_digest
 
 
 @dataclass(frozen=True)
@@ -178,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    journals = sorted(args.log.parent.glob(args.log.name + JOURNAL_SUFFIX + "*"))
     if args.json:
-        print(json.dumps({"ok": res.ok, **asdict(res)}))
+        print(json.dumps({"ok": res.ok, **asdict(res), "journal_files": [str(j) for j in journals]}))
     else:
         print(res.summary())
+        if journals:
+            # Journal mode (audit/log.py): a running writer's journal, or a dead one's awaiting ingestion.
+            print(f"note: {len(journals)} journal file(s) beside the log; records in them are not checked until "
+                  "a writer ingests them (a running server does so within milliseconds; a dead one's are "
+                  "ingested when the log is next opened)")
     return 0 if res.ok else 1
 
 

@@ -108,7 +108,7 @@ class App:
 def load_app(config: ServiceConfig) -> App:
     set_cpu_threads(config.torch_threads)
     artifacts, policy = load_models(config)
-    audit_log = AuditLog(config.audit_log, synchronous=policy.log.synchronous)
+    audit_log = AuditLog(config.audit_log, synchronous=policy.log.synchronous, journal=policy.log.write == "journal")
     try:
         snapshot = assemble(config, artifacts, policy, audit_log)
     except BaseException:

@@ -69,6 +69,7 @@ def test_call_past_its_deadline_stops_mid_pipeline(artifact_root, tmp_path):
         stopped = {x.labels["stage"]: x.value for m in app.metrics.registry.collect()
                    if m.name == "ethicrec_rank_stopped" for x in m.samples if x.name.endswith("_total")}
         assert sum(stopped.values()) == 1 and not {"audit", "respond"} & {k for k, v in stopped.items() if v}
+        app.audit_log.flush()
         assert "too-slow" not in [r.request_id for r in read_records(app.audit_log.path)]
 
 
@@ -96,6 +97,7 @@ def test_call_whose_deadline_passes_in_the_queue_is_never_computed(artifact_root
         assert list(holder) == []
         # The worker is free again: a fresh call is answered, and only it and the stream were audited.
         assert s.Rank(rank_request(known_items[:5], request_id="after"), timeout=30).request_id == "after"
+        app.audit_log.flush()
         assert [r.request_id for r in read_records(app.audit_log.path)] == ["holder", "after"]
 
 

@@ -18,6 +18,7 @@ def test_rank_returns_audited_top_k(stub, server, known_items):
     assert [i.rank for i in resp.items] == list(range(1, 8))
     assert all(i.score == i.ranker_score for i in resp.items)
     assert resp.audit.audit_id and resp.audit.policy_version == app.policy.version
+    app.audit_log.flush()  # journal mode (the default policy): records reach SQLite in the background
     recs = list(read_records(app.audit_log.path))
     assert [r.audit_id for r in recs] == [resp.audit.audit_id]
     assert recs[0].returned_ids == [i.item_id for i in resp.items]
