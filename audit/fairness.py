@@ -78,6 +78,17 @@ class GroupExposure:
                              "exposure_ratio": self.exposure_ratio}, index=pd.Index(self.groups, name="group"))
 
 
+def group_codes(groups: np.ndarray | list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, codes): the distinct group labels in sorted order (MetricFrame's order) and each entry's
+    index into them. A dict pass, ~3x faster than np.unique on a string array for request-sized lists."""
+    first: dict[str, int] = {}
+    raw = np.fromiter((first.setdefault(str(g), len(first)) for g in groups), dtype=np.intp, count=len(groups))
+    labels = np.array(sorted(first), dtype=object)
+    remap = np.empty(len(labels), dtype=np.intp)
+    remap[[first[lab] for lab in labels]] = np.arange(len(labels))
+    return labels, remap[raw]
+
+
 def exposure_by_group_fast(groups: np.ndarray | list[str], ranks: np.ndarray) -> GroupExposure:
     """Same numbers as `exposure_by_group`, vectorised with numpy and no pandas.
 
@@ -86,22 +97,21 @@ def exposure_by_group_fast(groups: np.ndarray | list[str], ranks: np.ndarray) ->
     tests/audit/test_fairness_fast_path.py proves equality with MetricFrame
     (Fairlearn stays the reference and the implementation for offline reports).
     """
+    labels, codes = group_codes(groups)
+    return exposure_by_codes(labels, codes, ranks)
+
+
+def exposure_by_codes(labels: np.ndarray, codes: np.ndarray, ranks: np.ndarray) -> GroupExposure:
+    """`exposure_by_group_fast` for groups already coded by `group_codes` (or coded the same way: `labels`
+    sorted, every label used), so a request's groups are coded once however often its lists are judged."""
     ranks = np.asarray(ranks, dtype=np.float64)
-    # Group codes via a dict, then relabelled in sorted order (MetricFrame's order): ~3x faster than
-    # np.unique on a string array for request-sized lists.
-    first: dict[str, int] = {}
-    raw = np.fromiter((first.setdefault(str(g), len(first)) for g in groups), dtype=np.intp, count=len(ranks))
-    labels = np.array(sorted(first), dtype=object)
-    remap = np.empty(len(labels), dtype=np.intp)
-    remap[[first[lab] for lab in labels]] = np.arange(len(labels))
-    inverse = remap[raw]
     selected = ranks >= 1
     exposure = np.zeros(len(ranks))
     exposure[selected] = 1.0 / np.log2(1.0 + ranks[selected])
-    n = np.bincount(inverse, minlength=len(labels))
+    n = np.bincount(codes, minlength=len(labels))
     nf = n.astype(np.float64)
-    sel = np.bincount(inverse, weights=selected.astype(np.float64), minlength=len(labels)) / nf
-    exp = np.bincount(inverse, weights=exposure, minlength=len(labels))
+    sel = np.bincount(codes, weights=selected.astype(np.float64), minlength=len(labels)) / nf
+    exp = np.bincount(codes, weights=exposure, minlength=len(labels))
     total = float(exposure.sum())
     exp_share = exp / total if total > 0 else np.zeros_like(exp)
     cand_share = nf / float(len(ranks))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.fairness import GroupExposure, exposure_by_group_fast
+from audit.fairness import GroupExposure, exposure_by_codes, group_codes
 
 STRENGTHS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
 
@@ -101,11 +101,11 @@ def fair_rerank(scores: np.ndarray, groups: np.ndarray, k: int, *, min_selection
     n = len(scores)
     k = min(k, n)
     original = list(range(k))
-    before = exposure_by_group_fast(groups, _ranks(original, n))
+    labels, codes = group_codes(groups)
+    before = exposure_by_codes(labels, codes, _ranks(original, n))
     judged = before.n >= min_group_size
     if meets(before, judged, min_selection_rate_ratio, min_exposure_ratio):
         return RerankResult(original, 1.0, 0.0, True, before, before)
-    _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     cand_share = np.where(judged, before.candidate_share, 0.0)
     best = RerankResult(original, 1.0, 0.0, False, before, before)
     for strength in STRENGTHS:
@@ -113,7 +113,7 @@ def fair_rerank(scores: np.ndarray, groups: np.ndarray, k: int, *, min_selection
         ndcg = relative_ndcg(scores, top, k)
         if 1.0 - ndcg > max_ndcg_loss + 1e-12:
             continue   # over the utility bound; a stronger setting may still be cheaper (rarely)
-        after = exposure_by_group_fast(groups, _ranks(top, n))
+        after = exposure_by_codes(labels, codes, _ranks(top, n))
         ok = meets(after, judged, min_selection_rate_ratio, min_exposure_ratio)
         best = RerankResult(top, ndcg, strength, ok, before, after)
         if ok:

@@ -12,13 +12,14 @@ leaves.
 """
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 
 import numpy as np
 
-from audit.fairness import GroupExposure, exposure_by_group_fast, exposure_by_group_reference
+from audit.fairness import (GroupExposure, exposure_by_codes, exposure_by_group_reference, group_codes)
 from audit.harm import normalise
 from audit.log import AuditLog, AuditRecord
 from audit.monitor import Observation, UserGroupMonitor
@@ -78,7 +79,6 @@ class AuditStage:
         if exposure_metrics not in ("fast", "fairlearn"):
             raise ValueError(f"exposure_metrics must be 'fast' or 'fairlearn'; got {exposure_metrics!r}")
         # "fairlearn" computes each request's group metrics with MetricFrame (the reference, ~10x slower).
-        self._exposure_fn = exposure_by_group_fast if exposure_metrics == "fast" else exposure_by_group_reference
         self.policy = policy
         self.log = log
         self.model_version = artifacts.version
@@ -89,6 +89,13 @@ class AuditStage:
         self._long_tail = artifacts.catalog.stats.group == "long_tail"
         self._budget_s = policy.time_budget_ms / 1000.0
         self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
+        # Catalog groups coded once, so a request of catalog items is coded by array lookups.
+        self._cat_labels, self._cat_codes = group_codes(artifacts.catalog.stats.group)
+        self._reference = exposure_metrics == "fairlearn"
+        # audit_id: a random per-stage prefix and a counter, unique without an os.urandom call (a GIL release
+        # point) per request.
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count()
 
     def __call__(self, ctx) -> None:
         try:
@@ -162,7 +169,8 @@ class AuditStage:
                             drop.add(i)
                             removed.append(RemovedItem(cand.item_id, "AUDIENCE_RESTRICTED", msg))
 
-        eligible = [int(p) for p in ctx.order if int(p) not in drop]
+        order = ctx.order.tolist()
+        eligible = [p for p in order if p not in drop] if drop else order
         final = eligible[: req.top_k]
         reranked = False
 
@@ -179,7 +187,7 @@ class AuditStage:
 
         verdict = Verdict.ENFORCED if removed or reranked else (Verdict.FLAGGED if findings else Verdict.PASS)
         t_log = time.perf_counter()
-        audit_id = uuid.uuid4().hex
+        audit_id = f"{self._id_prefix}{next(self._id_counter):016x}"
         n = len(ctx.item_ids)
         ranks = [0] * n
         for r, p in enumerate(final, start=1):
@@ -230,15 +238,26 @@ class AuditStage:
             f"re-ranked for fair exposure (strength {res.strength:g}): {_summary(res.before, pol.min_group_size)}"
             f" -> {_summary(res.after, pol.min_group_size)}; {state}; NDCG loss {loss:.3f} (bound {pol.max_ndcg_loss:g})")]
 
+    def _coded_groups(self, ctx, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted labels, codes) of the groups at `positions`, as `group_codes` gives them."""
+        if not ctx.groups_from_catalog:
+            return group_codes(ctx.groups[positions])
+        raw = self._cat_codes[ctx.cand_idx[positions]]
+        present = np.unique(raw)   # sorted codes of sorted labels: their labels stay sorted
+        return self._cat_labels[present], np.searchsorted(present, raw)
+
     def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
         pol = self.policy.exposure
-        groups = ctx.groups[eligible]
         # Rank of each eligible candidate in the returned list (1-based), 0 when not returned.
-        where = {p: j for j, p in enumerate(eligible)}
+        where = np.full(len(ctx.item_ids), -1, dtype=np.intp)
+        where[eligible] = np.arange(len(eligible))
         ranks = np.zeros(len(eligible))
-        ranks[[where[p] for p in final]] = np.arange(1, len(final) + 1)
+        ranks[where[final]] = np.arange(1, len(final) + 1)
         out: list[Finding] = []
-        st = self._exposure_fn(groups, ranks)
+        if self._reference:
+            st = exposure_by_group_reference(ctx.groups[eligible], ranks)
+        else:
+            st = exposure_by_codes(*self._coded_groups(ctx, eligible), ranks)
         for j in np.flatnonzero(st.n < pol.min_group_size):
             g = str(st.groups[j])
             out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(st.n[j]), float(pol.min_group_size), g,

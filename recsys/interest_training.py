@@ -8,9 +8,21 @@ each pair, an item the model already ranks high for that user (among its
 history. In-batch negatives are mostly easy (random popular items); these
 teach the fine distinctions within a genre that the ranker needs.
 
+In-batch negatives are the other pairs' positives, so popular items are
+sampled as negatives in proportion to their popularity; uncorrected, the
+softmax learns to push popular items down (sampling bias). The logQ
+correction (Yi et al., RecSys 2019) subtracts log q(item) from each in-batch
+logit, q being the item's share of training positives, so the model learns
+relevance rather than "not popular". Hard negatives are not popularity-sampled
+and get no correction.
+
 Validation: pairs of held-out users (disjoint from training users); Recall@K
-of the true item among the validation positives plus a fixed random pool of
-catalog items, re-encoded at each check. The best state is restored at the
+of the true item among the validation positives plus a fixed pool of catalog
+items, re-encoded at each check. Given `pool_popularity`, half the pool is
+drawn by popularity and half uniformly, like the negatives of the evaluation's
+candidate lists (recsys/split.py), so early stopping picks the model that
+ranks well against the candidates a frontend actually sends; without it the
+pool is uniform. The best state is restored at the
 end, so the returned model is the one that scored best on validation.
 """
 from __future__ import annotations
@@ -115,10 +127,24 @@ def recall_at_k(encoder: TextEncoder, val: Pairs, catalog: Catalog, pool: np.nda
     return float((better < k).mean())
 
 
+def validation_pool(n_items: int, size: int, popularity: np.ndarray | None, seed: int) -> np.ndarray:
+    """Catalog rows the validation positives compete with: uniform, or half popularity-weighted and half
+    uniform (distinct rows), drawn once with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    size = min(size, n_items)
+    if popularity is None:
+        return rng.choice(n_items, size=size, replace=False)
+    p = np.asarray(popularity, dtype=np.float64) + 1e-3
+    popular = rng.choice(n_items, size=size // 2, replace=False, p=p / p.sum())
+    rest = np.setdiff1d(np.arange(n_items), popular)
+    return np.concatenate([popular, rng.choice(rest, size=size - len(popular), replace=False)])
+
+
 def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: int = 1, batch_size: int = 32,
               lr: float = 5e-5, seed: int = 0, max_steps: int | None = None,
               hard_negatives: np.ndarray | None = None, val: Pairs | None = None, eval_every: int = 50,
               patience: int = 3, k: int = 10, pool_size: int = 1000,
+              pool_popularity: np.ndarray | None = None, logq_correction: bool = True,
               log_every: int = 10, progress: bool = True) -> dict:
     """Returns a training summary (loss curve, validation Recall@k curve, best step, steps, seconds, temperature).
 
@@ -137,7 +163,12 @@ def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: i
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total))
-    pool = np.random.default_rng(seed + 1).choice(len(catalog), size=min(pool_size, len(catalog)), replace=False)
+    pool = validation_pool(len(catalog), pool_size, pool_popularity, seed + 1)
+    # log q(item): share of training positives, for the in-batch sampling-bias correction.
+    logq = None
+    if logq_correction:
+        q = np.bincount(pairs.item_rows, minlength=len(catalog)).astype(np.float64) / max(1, len(pairs.item_rows))
+        logq = torch.as_tensor(np.log(np.maximum(q, 1e-12)), dtype=torch.float32, device=encoder.device)
     val_curve: list[tuple[int, float]] = []
     best = {"step": 0, "recall": -1.0, "state": None, "scale": float(logit_scale.detach())}
     bad_checks = 0
@@ -183,6 +214,10 @@ def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: i
             u = encoder.embed([pairs.user_texts[i] for i in idx], USER_MAX_LENGTH)
             v = encoder.embed([catalog.texts[r] for r in cols], ITEM_MAX_LENGTH)
             logits = logit_scale.clamp(max=math.log(100.0)).exp() * (u @ v.T)
+            if logq is not None:
+                corr = torch.zeros(len(cols), device=logits.device)
+                corr[: len(idx)] = logq[torch.as_tensor(items, device=logits.device)]
+                logits = logits - corr[None, :]
             # An item that is some row's own positive is not a negative of that row (duplicates, or a
             # hard negative that happens to be another row's positive and this row's too).
             same = torch.as_tensor(items[:, None] == cols[None, :], device=logits.device)
@@ -222,4 +257,5 @@ def fine_tune(encoder: TextEncoder, pairs: Pairs, catalog: Catalog, *, epochs: i
             f"val_recall@{k}_curve": val_curve, "best_step": best["step"] if val_curve else step,
             f"val_recall@{k}_best": best["recall"] if val_curve else None,
             f"val_recall@{k}_base": val_curve[0][1] if val_curve else None, "stopped_early": stopped_early,
-            "n_val_pairs": len(val.item_rows) if val is not None else 0}
+            "n_val_pairs": len(val.item_rows) if val is not None else 0, "logq_correction": logq is not None,
+            "validation_pool": "popularity+uniform" if pool_popularity is not None else "uniform"}

@@ -35,6 +35,7 @@ class RankContext:
     cand_idx: np.ndarray | None = None       # catalog row, -1 unknown
     texts: list[str | None] = field(default_factory=list)   # text override or text of an unknown item
     groups: np.ndarray | None = None          # exposure group of each candidate
+    groups_from_catalog: bool = False         # every candidate is a catalog item in its catalog group
     history_idx: np.ndarray | None = None
     user_text: str = ""
     interest: np.ndarray | None = None
@@ -64,7 +65,8 @@ class ResolveStage:
 
     name = "resolve"
     inputs = ("request",)
-    outputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "history_idx", "user_text")
+    outputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "groups_from_catalog", "history_idx",
+               "user_text")
 
     def __init__(self, artifacts: Artifacts, limits: Limits) -> None:
         self.catalog = artifacts.catalog
@@ -80,7 +82,8 @@ class ResolveStage:
         ctx.item_ids = [c.item_id for c in req.candidates]
         ctx.cand_idx = cat.lookup(ctx.item_ids)
         ctx.texts = [c.text for c in req.candidates]
-        groups = np.empty(len(ctx.item_ids), dtype=object)
+        groups = cat.stats.group[np.maximum(ctx.cand_idx, 0)].astype(object)
+        from_catalog = True
         for i, c in enumerate(req.candidates):
             if ctx.cand_idx[i] < 0 and not c.text:
                 raise InvalidRequest(f"candidates[{i}].item_id",
@@ -90,8 +93,10 @@ class ResolveStage:
                 accepted = ", ".join(sorted(self.extra)) or "none"
                 raise InvalidRequest(f"candidates[{i}].features",
                                      f"undeclared feature {sorted(unknown)[0]!r}; accepted: {accepted}")
-            groups[i] = c.group or (cat.stats.group[ctx.cand_idx[i]] if ctx.cand_idx[i] >= 0 else "unknown")
-        ctx.groups = groups
+            if c.group or ctx.cand_idx[i] < 0:
+                groups[i] = c.group or "unknown"
+                from_catalog = False
+        ctx.groups, ctx.groups_from_catalog = groups, from_catalog
         history = list(req.user.history_item_ids) or self.users.get(req.user.user_id, [])
         ctx.history_idx = cat.lookup(history)
         known_hist = ctx.history_idx[ctx.history_idx >= 0]

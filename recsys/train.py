@@ -48,6 +48,8 @@ class TrainConfig:
     val_share: float = 0.1                # pairs of this share of users: early stopping on Recall@10
     eval_every: int = 100                 # steps between validation checks
     patience: int = 3                     # checks without improvement before stopping
+    logq_correction: bool = True          # in-batch sampling-bias correction (recsys/interest_training.py)
+    popular_val_pool: bool = True         # validation pool drawn like the evaluation's negatives
 
     @classmethod
     def quick(cls, **kw) -> "TrainConfig":
@@ -127,7 +129,9 @@ def train(cfg: TrainConfig) -> Path:
          f"({len(val_pairs.item_rows) if val_pairs else 0} validation) on {pick_device(cfg.device)}")
     interest_summary = fine_tune(encoder, pairs, catalog_fit, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  lr=cfg.lr, seed=cfg.seed, hard_negatives=hard, val=val_pairs,
-                                 eval_every=cfg.eval_every, patience=cfg.patience)
+                                 eval_every=cfg.eval_every, patience=cfg.patience,
+                                 pool_popularity=catalog_fit.stats.counts if cfg.popular_val_pool else None,
+                                 logq_correction=cfg.logq_correction)
     _log(f"loss {interest_summary['loss_first']:.3f} -> {interest_summary['loss_last']:.3f} "
          f"in {interest_summary['seconds']:.0f}s; validation Recall@10 {interest_summary['val_recall@10_base']} "
          f"(base) -> {interest_summary['val_recall@10_best']} (best, step {interest_summary['best_step']})")
@@ -242,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-eval-queries", type=int, default=None)
     ap.add_argument("--item-features", type=Path, default=None,
                     help="CSV of item_id + numeric columns; declared as request features of the artifact")
+    ap.add_argument("--no-logq", action="store_true",
+                    help="ablation: no in-batch sampling-bias (logQ) correction in BERT fine-tuning")
+    ap.add_argument("--uniform-val-pool", action="store_true",
+                    help="ablation: validation Recall@10 against a uniform pool instead of popularity + uniform")
+    ap.add_argument("--no-hard-negatives", action="store_true", help="ablation: in-batch negatives only")
     args = ap.parse_args(argv)
     from recsys.data.movielens import DatasetError
     from recsys.device import set_cpu_threads
@@ -249,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
               seed=args.seed, device=args.device, harm_data=args.harm_data, harm_max_rows=args.harm_max_rows,
-              max_eval_queries=args.max_eval_queries, item_features=args.item_features)
+              max_eval_queries=args.max_eval_queries, item_features=args.item_features,
+              logq_correction=not args.no_logq, popular_val_pool=not args.uniform_val_pool,
+              hard_negatives=not args.no_hard_negatives)
     if args.max_pairs is not None:
         kw["max_pairs"] = args.max_pairs
     if args.epochs is not None:

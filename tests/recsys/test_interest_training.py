@@ -71,3 +71,36 @@ def test_same_data_and_seed_give_the_same_metrics(slice_, tiny_bert):
                         pool_size=100, progress=False)
         runs.append((out["loss_curve"], out["val_recall@10_curve"]))
     assert runs[0] == runs[1]
+
+
+def test_validation_pool_mixes_popular_and_uniform_rows_deterministically():
+    from recsys.interest_training import validation_pool
+
+    popularity = np.zeros(1000)
+    popularity[:50] = 100.0           # 50 popular rows
+    pool = validation_pool(1000, 100, popularity, seed=1)
+    assert len(pool) == len(set(pool.tolist())) == 100
+    assert (pool[:50] < 50).mean() > 0.9          # the popularity half is drawn from the popular rows
+    assert list(validation_pool(1000, 100, popularity, seed=1)) == list(pool)
+    uniform = validation_pool(1000, 100, None, seed=1)
+    assert list(uniform) == list(np.random.default_rng(1).choice(1000, size=100, replace=False))
+
+
+def test_logq_correction_changes_training_only_when_items_are_sampled_unevenly(slice_, tiny_bert):
+    """The correction subtracts log q(item) from in-batch logits: when every positive is a different item
+    q is uniform, the shift is the same for every logit and the softmax (so training) is unchanged."""
+    catalog, pairs = slice_
+    _, first = np.unique(pairs.item_rows, return_index=True)
+    unique = pairs.subset(np.sort(first))
+
+    def curve(p, logq):
+        enc = TextEncoder.load(tiny_bert, device="cpu")
+        out = fine_tune(enc, p, catalog, max_steps=3, batch_size=16, lr=5e-4, seed=0, logq_correction=logq,
+                        progress=False)
+        assert out["logq_correction"] is logq
+        return out["loss_curve"]
+
+    assert curve(unique, True) == pytest.approx(curve(unique, False), rel=1e-5)
+    # Half the items three times as often as the rest: now the correction matters.
+    skewed = unique.subset(np.repeat(np.arange(48), np.tile([1, 3], 24)))
+    assert curve(skewed, True) != pytest.approx(curve(skewed, False), rel=1e-5)
