@@ -49,6 +49,8 @@ import sqlite3
 import threading
 import time
 import uuid
+
+import orjson
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -130,6 +132,19 @@ def record_digest(row: dict[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical_bytes(row, prev_hash)).hexdigest()
 
 
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):          # numpy scalars
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _json(obj: Any) -> str:
+    """The stored text of a JSON column. orjson (compact, UTF-8, NaN as null) rather than json.dumps, for
+    speed on the request path; the hash covers the stored text, so the encoder never needs to be
+    reproduced, and readers use json.loads."""
+    return orjson.dumps(obj, default=_json_default).decode("utf-8")
+
+
 def _stored_values(rec: AuditRecord) -> dict[str, Any]:
     """The values exactly as SQLite will store them, so the hash taken here matches the row read back:
     text columns must already be str (SQLite would silently turn 5 into '5'), ts is a double, top_k an int."""
@@ -137,9 +152,9 @@ def _stored_values(rec: AuditRecord) -> dict[str, Any]:
         "audit_id": rec.audit_id, "ts": float(rec.ts), "request_id": rec.request_id,
         "model_version": rec.model_version, "policy_version": rec.policy_version, "user_hash": rec.user_hash,
         "audit_mode": rec.audit_mode, "verdict": rec.verdict, "top_k": operator.index(rec.top_k),
-        "returned_ids": json.dumps(rec.returned_ids), "removed": json.dumps(rec.removed),
-        "candidates": json.dumps(candidate_columns(rec.candidates)), "findings": json.dumps(rec.findings),
-        "user_attributes": json.dumps(rec.user_attributes),
+        "returned_ids": _json(rec.returned_ids), "removed": _json(rec.removed),
+        "candidates": _json(candidate_columns(rec.candidates)), "findings": _json(rec.findings),
+        "user_attributes": _json(rec.user_attributes),
     }
     for name in _TEXT:
         if not isinstance(row[name], str):
@@ -336,7 +351,7 @@ class _Journal:
         return path, fd
 
     def append(self, row: dict[str, Any]) -> None:
-        data = json.dumps(row, separators=(",", ":")).encode("utf-8") + b"\n"
+        data = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
         with self._cond:
             if self._error is not None:
                 raise RuntimeError(f"audit log ingestion failed earlier ({self._error}); records are kept in "

@@ -210,11 +210,11 @@ class AuditStage:
         ctx.timings["audit.log_write"] = time.perf_counter() - t_log
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
-        if self.monitor is not None:
-            idx = ctx.cand_idx[final] if final else np.zeros(0, dtype=np.int64)
+        if self.monitor is not None and req.user.audit_attributes:
+            idx = ctx.cand_idx[final]
             self.monitor.observe(Observation(
                 req.user.audit_attributes,
-                float(np.mean(ctx.interest[final])) if final else float("nan"),
+                float(ctx.interest[final].sum()) / len(final) if final else float("nan"),
                 int(self._long_tail[idx[idx >= 0]].sum()), len(final), bool(removed)))
 
     def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
@@ -249,34 +249,40 @@ class AuditStage:
     def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
         pol = self.policy.exposure
         # Rank of each eligible candidate in the returned list (1-based), 0 when not returned.
-        where = np.full(len(ctx.item_ids), -1, dtype=np.intp)
-        where[eligible] = np.arange(len(eligible))
         ranks = np.zeros(len(eligible))
-        ranks[where[final]] = np.arange(1, len(final) + 1)
+        if final == eligible[: len(final)]:
+            ranks[: len(final)] = np.arange(1, len(final) + 1)   # nothing re-ranked: the usual case
+        else:
+            where = {p: j for j, p in enumerate(eligible)}
+            ranks[[where[p] for p in final]] = np.arange(1, len(final) + 1)
         out: list[Finding] = []
         if self._reference:
             st = exposure_by_group_reference(ctx.groups[eligible], ranks)
         else:
             st = exposure_by_codes(*self._coded_groups(ctx, eligible), ranks)
-        for j in np.flatnonzero(st.n < pol.min_group_size):
-            g = str(st.groups[j])
-            out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(st.n[j]), float(pol.min_group_size), g,
-                               f"group {g!r} has {int(st.n[j])} candidates; at least {pol.min_group_size} "
-                               "are needed to judge its exposure"))
-        big = np.flatnonzero(st.n >= pol.min_group_size)
+        # Plain lists from here: a handful of groups, where numpy's per-call cost dominates.
+        labels, sizes = [str(g) for g in st.groups], st.n.tolist()
+        rate, exposure_ratio = st.selection_rate.tolist(), st.exposure_ratio.tolist()
+        for j, size in enumerate(sizes):
+            if size < pol.min_group_size:
+                g = labels[j]
+                out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(size), float(pol.min_group_size),
+                                   g, f"group {g!r} has {size} candidates; at least {pol.min_group_size} "
+                                   "are needed to judge its exposure"))
+        big = [j for j, size in enumerate(sizes) if size >= pol.min_group_size]
         if len(big) >= 2:
-            rates = st.selection_rate[big]
-            lo, hi = big[int(np.argmin(rates))], big[int(np.argmax(rates))]
-            ratio = float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
+            lo = min(big, key=rate.__getitem__)
+            hi = max(big, key=rate.__getitem__)
+            ratio = rate[lo] / rate[hi] if rate[hi] > 0 else 1.0
             if ratio < pol.min_selection_rate_ratio:
-                g = str(st.groups[lo])
+                g = labels[lo]
                 out.append(Finding("EXPOSURE_DISPARITY", "selection_rate_ratio", ratio, pol.min_selection_rate_ratio,
                                    g, f"group {g!r} is selected into the top {len(final)} at {ratio:.2f}x the rate "
-                                   f"of group {str(st.groups[hi])!r}"))
-            worst = big[int(np.argmin(st.exposure_ratio[big]))]
-            er = float(st.exposure_ratio[worst])
+                                   f"of group {labels[hi]!r}"))
+            worst = min(big, key=exposure_ratio.__getitem__)
+            er = exposure_ratio[worst]
             if er < pol.min_exposure_ratio:
-                g = str(st.groups[worst])
+                g = labels[worst]
                 out.append(Finding("EXPOSURE_DISPARITY", "exposure_ratio", er, pol.min_exposure_ratio, g,
                                    f"group {g!r} gets {er:.2f}x the position-weighted exposure its share "
                                    "of candidates would give"))

@@ -130,7 +130,7 @@ def train(cfg: TrainConfig) -> Path:
     interest_summary = fine_tune(encoder, pairs, catalog_fit, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                  lr=cfg.lr, seed=cfg.seed, hard_negatives=hard, val=val_pairs,
                                  eval_every=cfg.eval_every, patience=cfg.patience,
-                                 pool_popularity=catalog_fit.stats.counts if cfg.popular_val_pool else None,
+                                 pool_popularity=catalog_fit.stats.n_ratings if cfg.popular_val_pool else None,
                                  logq_correction=cfg.logq_correction)
     _log(f"loss {interest_summary['loss_first']:.3f} -> {interest_summary['loss_last']:.3f} "
          f"in {interest_summary['seconds']:.0f}s; validation Recall@10 {interest_summary['val_recall@10_base']} "
