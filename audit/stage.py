@@ -243,8 +243,12 @@ class AuditStage:
         if not ctx.groups_from_catalog:
             return group_codes(ctx.groups[positions])
         raw = self._cat_codes[ctx.cand_idx[positions]]
-        present = np.unique(raw)   # sorted codes of sorted labels: their labels stay sorted
-        return self._cat_labels[present], np.searchsorted(present, raw)
+        counts = np.bincount(raw, minlength=len(self._cat_labels))
+        if counts.all():
+            return self._cat_labels, raw      # every catalog group present: the usual case
+        # Drop absent groups; the kept labels stay sorted, so renumbering keeps group_codes' order.
+        remap = np.cumsum(counts > 0) - 1
+        return self._cat_labels[counts > 0], remap[raw]
 
     def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
         pol = self.policy.exposure
