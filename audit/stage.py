@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from audit.fairness import (GroupExposure, exposure_by_codes, exposure_by_group_reference, group_codes)
+from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_lists, group_codes
 from audit.harm import normalise
 from audit.log import AuditLog, AuditRecord
 from audit.monitor import Observation, UserGroupMonitor
@@ -91,6 +91,7 @@ class AuditStage:
         self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
         # Catalog groups coded once, so a request of catalog items is coded by array lookups.
         self._cat_labels, self._cat_codes = group_codes(artifacts.catalog.stats.group)
+        self._cat_label_list, self._cat_code_list = self._cat_labels.tolist(), self._cat_codes.tolist()
         self._reference = exposure_metrics == "fairlearn"
         # audit_id: a random per-stage prefix and a counter, unique without an os.urandom call (a GIL release
         # point) per request.
@@ -211,11 +212,13 @@ class AuditStage:
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
         if self.monitor is not None and req.user.audit_attributes:
-            idx = ctx.cand_idx[final]
+            # ~10 returned items: plain Python beats numpy's per-call cost here.
+            interest, cand = ctx.interest, ctx.cand_idx
+            long_tail = self._long_tail
             self.monitor.observe(Observation(
                 req.user.audit_attributes,
-                float(ctx.interest[final].sum()) / len(final) if final else float("nan"),
-                int(self._long_tail[idx[idx >= 0]].sum()), len(final), bool(removed)))
+                sum(float(interest[p]) for p in final) / len(final) if final else float("nan"),
+                sum(1 for p in final if cand[p] >= 0 and long_tail[cand[p]]), len(final), bool(removed)))
 
     def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
         """Fair re-ranking of the top-k (ENFORCE); the original top-k when no disparity exists."""
@@ -238,35 +241,31 @@ class AuditStage:
             f"re-ranked for fair exposure (strength {res.strength:g}): {_summary(res.before, pol.min_group_size)}"
             f" -> {_summary(res.after, pol.min_group_size)}; {state}; NDCG loss {loss:.3f} (bound {pol.max_ndcg_loss:g})")]
 
-    def _coded_groups(self, ctx, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted labels, codes) of the groups at `positions`, as `group_codes` gives them."""
-        if not ctx.groups_from_catalog:
-            return group_codes(ctx.groups[positions])
-        raw = self._cat_codes[ctx.cand_idx[positions]]
-        counts = np.bincount(raw, minlength=len(self._cat_labels))
-        if counts.all():
-            return self._cat_labels, raw      # every catalog group present: the usual case
-        # Drop absent groups; the kept labels stay sorted, so renumbering keeps group_codes' order.
-        remap = np.cumsum(counts > 0) - 1
-        return self._cat_labels[counts > 0], remap[raw]
-
     def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
         pol = self.policy.exposure
         # Rank of each eligible candidate in the returned list (1-based), 0 when not returned.
-        ranks = np.zeros(len(eligible))
+        ranks = [0] * len(eligible)
         if final == eligible[: len(final)]:
-            ranks[: len(final)] = np.arange(1, len(final) + 1)   # nothing re-ranked: the usual case
+            ranks[: len(final)] = range(1, len(final) + 1)   # nothing re-ranked: the usual case
         else:
             where = {p: j for j, p in enumerate(eligible)}
-            ranks[[where[p] for p in final]] = np.arange(1, len(final) + 1)
+            for r, p in enumerate(final, start=1):
+                ranks[where[p]] = r
         out: list[Finding] = []
+        # Plain lists throughout: a handful of groups, where numpy's per-call cost dominates.
         if self._reference:
-            st = exposure_by_group_reference(ctx.groups[eligible], ranks)
+            st = exposure_by_group_reference(ctx.groups[eligible], np.asarray(ranks, dtype=np.float64))
+            labels, sizes = [str(g) for g in st.groups], st.n.tolist()
+            rate, exposure_ratio = st.selection_rate.tolist(), st.exposure_ratio.tolist()
         else:
-            st = exposure_by_codes(*self._coded_groups(ctx, eligible), ranks)
-        # Plain lists from here: a handful of groups, where numpy's per-call cost dominates.
-        labels, sizes = [str(g) for g in st.groups], st.n.tolist()
-        rate, exposure_ratio = st.selection_rate.tolist(), st.exposure_ratio.tolist()
+            if ctx.groups_from_catalog:
+                names, table, cand = self._cat_label_list, self._cat_code_list, ctx.cand_idx.tolist()
+                codes = [table[cand[p]] for p in eligible]
+            else:
+                lab, coded = group_codes(ctx.groups[eligible])
+                names, codes = lab.tolist(), coded.tolist()
+            present, sizes, rate, _, _, exposure_ratio = exposure_lists(codes, ranks, len(names))
+            labels = [str(names[c]) for c in present]
         for j, size in enumerate(sizes):
             if size < pol.min_group_size:
                 g = labels[j]

@@ -1,8 +1,10 @@
-"""The audit stage codes catalog groups by array lookups; the codes must be exactly what the generic
-coding (the one the fast path's MetricFrame-equality test covers) gives, whatever mix of candidates."""
+"""The audit stage codes catalog groups by list lookups (no per-request string coding); its exposure
+findings must be exactly those of the generic coding (the path the MetricFrame-equality test covers) and of
+the Fairlearn reference, whatever mix of candidates and returned lists."""
+import dataclasses
+
 import numpy as np
 
-from audit.fairness import group_codes
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.pipeline import RankContext
 
@@ -17,24 +19,38 @@ def _stage(pipeline):
     return next(s for s in pipeline.stages if s.name == "audit")
 
 
-def test_catalog_codes_equal_generic_coding(pipeline, artifacts):
+def _generic(ctx):
+    return dataclasses.replace(ctx, groups_from_catalog=False)
+
+
+def test_catalog_coding_gives_the_generic_and_reference_findings(pipeline, artifacts):
     rng = np.random.default_rng(0)
     stage = _stage(pipeline)
-    for _ in range(50):
+    seen_single_group = seen_two_groups = False
+    for _ in range(60):
         idx = rng.choice(len(artifacts.catalog.item_ids), size=int(rng.integers(1, 60)), replace=False)
         ctx = _ctx(pipeline, [Candidate(artifacts.catalog.item_ids[i]) for i in idx])
         assert ctx.groups_from_catalog
-        positions = sorted(rng.choice(len(idx), size=int(rng.integers(1, len(idx) + 1)), replace=False).tolist())
-        labels, codes = stage._coded_groups(ctx, positions)
-        ref_labels, ref_codes = group_codes(ctx.groups[positions])
-        assert labels.tolist() == ref_labels.tolist() and codes.tolist() == ref_codes.tolist()
+        eligible = rng.permutation(len(idx))[: int(rng.integers(1, len(idx) + 1))].tolist()
+        final = (eligible[: 5] if rng.random() < 0.5
+                 else rng.permutation(eligible)[: min(5, len(eligible))].tolist())
+        fast = stage._exposure(ctx, eligible, final)
+        assert fast == stage._exposure(_generic(ctx), eligible, final)
+        stage._reference = True
+        try:
+            assert fast == stage._exposure(ctx, eligible, final)
+        finally:
+            stage._reference = False
+        n_groups = len(set(ctx.groups[eligible].tolist()))
+        seen_single_group |= n_groups == 1
+        seen_two_groups |= n_groups == 2
+    assert seen_single_group and seen_two_groups
 
 
-def test_request_groups_and_unknown_items_fall_back_to_generic_coding(pipeline, known_items):
+def test_request_groups_and_unknown_items_use_generic_coding(pipeline, known_items):
     ctx = _ctx(pipeline, [Candidate(known_items[0], group="indie"), Candidate(known_items[1]),
                           Candidate("new-1", text="A quiet drama")])
     assert not ctx.groups_from_catalog
     assert ctx.groups[0] == "indie" and ctx.groups[2] == "unknown"
-    labels, codes = _stage(pipeline)._coded_groups(ctx, [0, 1, 2])
-    assert labels.tolist() == sorted(set(ctx.groups.tolist()))
-    assert [labels[c] for c in codes] == ctx.groups.tolist()
+    findings = _stage(pipeline)._exposure(ctx, [0, 1, 2], [0])
+    assert {f.group for f in findings if f.code == "INSUFFICIENT_EVIDENCE"} == set(ctx.groups.tolist())
