@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.sparse_gather import gather
+
 
 class CoOccurrence:
     def __init__(self, matrix: sp.csc_matrix) -> None:
@@ -41,15 +43,24 @@ class CoOccurrence:
         return cls(m)
 
     def score(self, cand_idx: np.ndarray, history_idx: np.ndarray) -> np.ndarray:
-        """NaN when the history has no known item; 0 for unknown candidates."""
+        """NaN when the history has no known item; 0 for unknown candidates.
+
+        The matrix products X[:, H]·v and X[:, C]ᵀ·w over the CSC arrays directly (recsys/sparse_gather.py):
+        the matrix is binary, so each is a weighted count per user / per candidate.
+        """
         hist = np.unique(history_idx[history_idx >= 0])
         out = np.zeros(len(cand_idx))
         if len(hist) == 0:
             return np.full(len(cand_idx), np.nan)
-        w = self.X[:, hist] @ self.inv_sqrt[hist]          # per-user weight, dense (n_users,)
+        X = self.X
+        pos, owner = gather(X.indptr, hist)
+        # per-user weight: sum over the user's history items of 1/sqrt(|U_h|)
+        w = np.bincount(X.indices[pos], weights=self.inv_sqrt[hist][owner], minlength=X.shape[0])
         known = cand_idx >= 0
         ki = cand_idx[known]
-        out[known] = (self.X[:, ki].T @ w) * self.inv_sqrt[ki] / len(hist)
+        pos, owner = gather(X.indptr, ki)
+        dot = np.bincount(owner, weights=w[X.indices[pos]], minlength=len(ki))
+        out[known] = dot * self.inv_sqrt[ki] / len(hist)
         return out
 
     def save(self, path: Path) -> None:

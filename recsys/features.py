@@ -27,6 +27,7 @@ import numpy as np
 
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
+from recsys.sparse_gather import gather
 
 MAX_SIM_HISTORY = 20
 # Features that come from the BERT bi-encoder (left out together for the "LightGBM without BERT" baseline).
@@ -79,11 +80,15 @@ class FeatureBuilder:
 
 
 def _tag_overlap(tags, items: np.ndarray, hist: np.ndarray) -> np.ndarray:
-    profile = np.asarray(tags[hist].mean(axis=0)).ravel()
+    """Cosine of each item's tag vector with the history's mean tag vector (tags: binary CSR, items x tags),
+    over the CSR arrays directly (recsys/sparse_gather.py) rather than scipy fancy indexing."""
+    pos, owner = gather(tags.indptr, hist)
+    profile = np.bincount(tags.indices[pos], weights=tags.data[pos], minlength=tags.shape[1]) / len(hist)
     pnorm = float(np.linalg.norm(profile))
-    t = tags[items]
-    dot = t @ profile
-    tnorm = np.sqrt(np.asarray(t.multiply(t).sum(axis=1)).ravel())
+    pos, owner = gather(tags.indptr, items)
+    vals = tags.data[pos]
+    dot = np.bincount(owner, weights=vals * profile[tags.indices[pos]], minlength=len(items))
+    tnorm = np.sqrt(np.bincount(owner, weights=vals * vals, minlength=len(items)))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((tnorm > 0) & (pnorm > 0), dot / (tnorm * max(pnorm, 1e-12)), np.nan)
 

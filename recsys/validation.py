@@ -78,21 +78,29 @@ def validate_request(req: RankRequest, limits: Limits) -> None:
         _check_id(f"user.history_item_ids[{i}]", item_id, limits)
     for i, text in enumerate(user.history_texts):
         _check_text(f"user.history_texts[{i}]", text, limits)
+    # The candidate loop runs for every request: field names (f-strings) are only built once something is
+    # wrong, and empty maps are skipped (about 3x cheaper for 100 plain candidates, same messages).
     seen: dict[str, int] = {}
+    max_id, max_text = limits.max_id_chars, limits.max_text_chars
     for i, cand in enumerate(req.candidates):
-        _check_id(f"candidates[{i}].item_id", cand.item_id, limits)
-        if cand.item_id in seen:
+        iid = cand.item_id
+        if not iid or len(iid) > max_id:
+            _check_id(f"candidates[{i}].item_id", iid, limits)
+        if iid in seen:
             raise InvalidRequest(
                 f"candidates[{i}].item_id",
-                f"duplicate item id {cand.item_id!r} (first at candidates[{seen[cand.item_id]}])",
+                f"duplicate item id {iid!r} (first at candidates[{seen[iid]}])",
             )
-        seen[cand.item_id] = i
-        if cand.text is not None:
+        seen[iid] = i
+        if cand.text is not None and len(cand.text) > max_text:
             _check_text(f"candidates[{i}].text", cand.text, limits)
-        if cand.group is not None and len(cand.group) > limits.max_id_chars:
+        if cand.group is not None and len(cand.group) > max_id:
             raise InvalidRequest(f"candidates[{i}].group",
                                  f"{len(cand.group)} characters; the limit is {limits.max_id_chars}")
-        _check_map(f"candidates[{i}].attributes", cand.attributes, limits)
+        if cand.attributes:
+            _check_map(f"candidates[{i}].attributes", cand.attributes, limits)
+        if not cand.features:
+            continue
         _check_map(f"candidates[{i}].features", cand.features, limits, values_are_text=False)
         for name, value in cand.features.items():
             if value != value or value in (float("inf"), float("-inf")):
