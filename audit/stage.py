@@ -78,7 +78,8 @@ class AuditStage:
                  exposure_metrics: str = "fast") -> None:
         if exposure_metrics not in ("fast", "fairlearn"):
             raise ValueError(f"exposure_metrics must be 'fast' or 'fairlearn'; got {exposure_metrics!r}")
-        # "fairlearn" computes each request's group metrics with MetricFrame (the reference, ~10x slower).
+        # "fairlearn" computes each request's group metrics with MetricFrame (the reference; ~100x slower,
+        # bench/audit_overhead.py).
         self.policy = policy
         self.log = log
         self.model_version = artifacts.version
@@ -89,9 +90,9 @@ class AuditStage:
         self._long_tail = artifacts.catalog.stats.group == "long_tail"
         self._budget_s = policy.time_budget_ms / 1000.0
         self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
-        # Catalog groups coded once, so a request of catalog items is coded by array lookups.
-        self._cat_labels, self._cat_codes = group_codes(artifacts.catalog.stats.group)
-        self._cat_label_list, self._cat_code_list = self._cat_labels.tolist(), self._cat_codes.tolist()
+        # Catalog groups coded once, so a request of catalog items is coded by list lookups.
+        labels, codes = group_codes(artifacts.catalog.stats.group)
+        self._cat_label_list, self._cat_code_list = labels.tolist(), codes.tolist()
         self._reference = exposure_metrics == "fairlearn"
         # audit_id: a random per-stage prefix and a counter, unique without an os.urandom call (a GIL release
         # point) per request.
