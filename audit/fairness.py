@@ -6,6 +6,7 @@ MetricFrame groups them; rendering lives elsewhere (audit/report.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,16 +127,25 @@ def exposure_lists(codes: list[int], ranks: list[float], n_codes: int) -> tuple[
     tests/audit/test_fairness_fast_path.py (through `exposure_by_group_fast`).
     """
     n = [0] * n_codes
+    for c in codes:
+        n[c] += 1
+    sel = [(c, r) for c, r in zip(codes, ranks) if r >= 1]
+    return exposure_selected(n, [c for c, _ in sel], [r for _, r in sel])
+
+
+def exposure_selected(n: list[int], selected: list[int], ranks: Iterable[float]) -> tuple[
+        list[int], list[int], list[float], list[float], list[float], list[float]]:
+    """`exposure_lists` from the candidate count of each group code (`n`) and the codes of the returned
+    items with their ranks (>= 1): the audit stage knows both without a pass over every candidate."""
+    n_codes = len(n)
     sel = [0] * n_codes
     exp = [0.0] * n_codes
-    for c, r in zip(codes, ranks):
-        n[c] += 1
-        if r >= 1:
-            sel[c] += 1
-            exp[c] += 1.0 / math.log2(1.0 + r)
+    for c, r in zip(selected, ranks):
+        sel[c] += 1
+        exp[c] += 1.0 / math.log2(1.0 + r)
     present = [c for c in range(n_codes) if n[c]]
     total = math.fsum(exp)
-    size = len(codes)
+    size = sum(n)
     nn = [n[c] for c in present]
     rate = [sel[c] / n[c] for c in present]
     exp_share = [exp[c] / total for c in present] if total > 0 else [0.0] * len(present)

@@ -22,11 +22,12 @@ load FULL rose to ~5 ms median inside Rank (bench/audit_overhead.py), which
 is why the policy chooses and NORMAL is the default.
 
 Journal mode (`AuditLog(..., journal=True)`, the server's default via the policy's `log.write = "journal"`):
-`append` writes the record as one line to a per-process journal file (one `write(2)` of the stored values,
-durable across a killed process like SQLite under NORMAL; fsynced too under FULL) and returns; a background
-thread moves journal records into SQLite in batches, chaining them in append order, and then drops the
-journal. This takes the SQLite transaction and the SHA-256 off the request thread (and one transaction serves
-many concurrent requests). A journal whose process died (its `flock` is free) is ingested by the next
+`append` checks the record, encodes it as one JSON line (one orjson call) and writes it to a per-process
+journal file (one `write(2)`, durable across a killed process like SQLite under NORMAL; fsynced too under
+FULL) and returns; a background thread turns journal lines into stored rows (the JSON columns' text), chains
+them in append order, commits them to SQLite in batches, and then drops the journal. This takes the column
+encoding, the SQLite transaction and the SHA-256 off the request thread (and one transaction serves many
+concurrent requests); their CPU time is still spent in this process, on the ingest thread. A journal whose process died (its `flock` is free) is ingested by the next
 `AuditLog` opened on the same file, skipping records that already reached SQLite, so nothing a caller was
 told is written is lost. In-process readers call `flush()` first; others see records within about 20 ms
 (INGEST_DELAY_S).
@@ -91,7 +92,9 @@ GENESIS = "0" * 64
 #: The fields of each candidate entry, stored column-wise (one JSON list per field): JSON for 100 candidates as
 #: four lists costs about a fifth of 100 objects with repeated keys, on the request path.
 CANDIDATE_FIELDS = ("item_id", "group", "rank", "removed")
-_TEXT = frozenset(COLUMNS) - {"ts", "top_k"}
+#: Columns stored as JSON text.
+JSON_COLUMNS = ("returned_ids", "removed", "candidates", "findings", "user_attributes")
+_TEXT_SCALARS = tuple(name for name in COLUMNS if name not in JSON_COLUMNS and name not in ("ts", "top_k"))
 _INSERT = (f"INSERT INTO audit_records ({', '.join(COLUMNS)}, prev_hash, record_hash)"
            f" VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
 
@@ -145,22 +148,32 @@ def _json(obj: Any) -> str:
     return orjson.dumps(obj, default=_json_default).decode("utf-8")
 
 
-def _stored_values(rec: AuditRecord) -> dict[str, Any]:
-    """The values exactly as SQLite will store them, so the hash taken here matches the row read back:
-    text columns must already be str (SQLite would silently turn 5 into '5'), ts is a double, top_k an int."""
+def _checked_values(rec: AuditRecord) -> dict[str, Any]:
+    """The record's column values in COLUMNS order, checked, with the JSON columns still as Python objects
+    (candidates in column form): text columns must already be str (SQLite would silently turn 5 into '5'),
+    ts is a double, top_k an int."""
     row: dict[str, Any] = {
         "audit_id": rec.audit_id, "ts": float(rec.ts), "request_id": rec.request_id,
         "model_version": rec.model_version, "policy_version": rec.policy_version, "user_hash": rec.user_hash,
-        "audit_mode": rec.audit_mode, "verdict": rec.verdict, "top_k": operator.index(rec.top_k),
-        "returned_ids": _json(rec.returned_ids), "removed": _json(rec.removed),
-        "candidates": _json(candidate_columns(rec.candidates)), "findings": _json(rec.findings),
-        "user_attributes": _json(rec.user_attributes),
+        "audit_mode": rec.audit_mode, "verdict": rec.verdict, "top_k": int(operator.index(rec.top_k)),
+        "returned_ids": rec.returned_ids, "removed": rec.removed, "candidates": candidate_columns(rec.candidates),
+        "findings": rec.findings, "user_attributes": rec.user_attributes,
     }
-    for name in _TEXT:
+    for name in _TEXT_SCALARS:
         if not isinstance(row[name], str):
             raise TypeError(f"AuditRecord.{name} must be str, got {type(row[name]).__name__}")
-    row["top_k"] = int(row["top_k"])  # numpy ints -> int, which sqlite3 can bind
     return row
+
+
+def _encode_json_columns(row: dict[str, Any]) -> dict[str, Any]:
+    for name in JSON_COLUMNS:
+        row[name] = _json(row[name])
+    return row
+
+
+def _stored_values(rec: AuditRecord) -> dict[str, Any]:
+    """The values exactly as SQLite will store them, so the hash taken here matches the row read back."""
+    return _encode_json_columns(_checked_values(rec))
 
 
 def candidate_columns(candidates: list[dict[str, Any]] | dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -231,11 +244,10 @@ class AuditLog:
     def append(self, rec: AuditRecord) -> None:
         """Record one decision; returns only once it survives this process being killed (and, under FULL,
         an OS crash). Direct mode commits it to SQLite here; journal mode appends it to the journal."""
-        row = _stored_values(rec)
         if self._journal is not None:
-            self._journal.append(row)
+            self._journal.append(_checked_values(rec))
         else:
-            self._commit([row])
+            self._commit([_stored_values(rec)])
 
     def append_many(self, recs: list[AuditRecord]) -> None:
         """Chain and commit several records in one transaction (one fsync under FULL); returns once all
@@ -322,9 +334,20 @@ INGEST_BATCH = 256
 
 
 def _journal_rows(data: bytes) -> list[dict[str, Any]]:
-    """The complete lines of a journal; a torn last line belongs to an append that never returned."""
+    """The complete lines of a journal as stored values; a torn last line belongs to an append that never
+    returned."""
     lines = data.split(b"\n")
-    return [json.loads(line) for line in lines[:-1] if line]
+    return [_journal_row(line) for line in lines[:-1] if line]
+
+
+def _journal_row(line: bytes) -> dict[str, Any]:
+    """One journal line as the values SQLite stores. Lines hold the JSON columns as JSON values, encoded
+    once on the request path; journals written before 2026-11-29 hold them as their stored text already.
+    orjson reads back exactly what it wrote (floats round-trip), so the stored text is the same as
+    direct mode's `_json` of the original objects."""
+    obj = orjson.loads(line)
+    row = {name: obj[name] for name in COLUMNS}
+    return row if isinstance(row["returned_ids"], str) else _encode_json_columns(row)
 
 
 class _Journal:
@@ -333,7 +356,7 @@ class _Journal:
     def __init__(self, log: AuditLog) -> None:
         self._log = log
         self._cond = threading.Condition()
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[bytes] = []   # journal lines not yet in SQLite
         self._appended = 0          # records appended so far (sequence numbers)
         self._ingested = 0          # records committed to SQLite so far
         self._error: BaseException | None = None
@@ -351,7 +374,9 @@ class _Journal:
         return path, fd
 
     def append(self, row: dict[str, Any]) -> None:
-        data = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        """`row` as `_checked_values` gives it: encoded once, as one line; the ingest thread turns the line
+        into the stored values (`_journal_row`), so the request thread does one orjson call per record."""
+        data = orjson.dumps(row, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
         with self._cond:
             if self._error is not None:
                 raise RuntimeError(f"audit log ingestion failed earlier ({self._error}); records are kept in "
@@ -364,7 +389,7 @@ class _Journal:
             if self._log._full:
                 os.fdatasync(self._fd)
             self._bytes += len(data)
-            self._pending.append(row)
+            self._pending.append(data)
             self._appended += 1
             if len(self._pending) == 1 or len(self._pending) >= INGEST_BATCH:
                 self._cond.notify_all()
@@ -413,7 +438,7 @@ class _Journal:
                     self._path, self._fd = self._open_new()
                     self._bytes = 0
             try:
-                self._log._commit(batch)
+                self._log._commit([_journal_row(line) for line in batch])
             except BaseException as exc:  # noqa: BLE001 - surfaced to every later append (fail closed)
                 with self._cond:
                     self._error = exc

@@ -69,6 +69,10 @@ class MonitorPolicy:
     confidence: float = 0.95             # of the Wilson / bootstrap intervals that decide "significant"
     refresh_every: int = 100             # requests between recomputations (off the request path)
     n_boot: int = 200
+    # Most of the process's time the refresh thread may take: after a refresh of d seconds it waits
+    # d * (1 - share) / share before the next. A refresh holds the GIL (MetricFrame is pandas), so an
+    # unbounded one running back to back under load slows every request thread.
+    max_busy_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def parse_policy(data: dict[str, Any]) -> Policy:
 def _monitor(table: dict[str, Any]) -> MonitorPolicy:
     m = _take(table, "monitor.", {"enabled": bool, "window": int, "attributes": list, "intersections": list,
                                   "min_samples": int, "min_ratio": (int, float), "confidence": (int, float),
-                                  "refresh_every": int, "n_boot": int})
+                                  "refresh_every": int, "n_boot": int, "max_busy_share": (int, float)})
     d = MonitorPolicy()
     attrs = m.get("attributes", list(d.attributes))
     if not all(isinstance(a, str) and a for a in attrs):
@@ -233,11 +237,15 @@ def _monitor(table: dict[str, Any]) -> MonitorPolicy:
     conf = float(m.get("confidence", d.confidence))
     if not 0.5 <= conf < 1:
         raise ConfigError(f"policy key monitor.confidence must be in [0.5, 1); got {conf!r}")
+    busy = float(m.get("max_busy_share", d.max_busy_share))
+    if not 0 < busy <= 1:
+        raise ConfigError(f"policy key monitor.max_busy_share must be in (0, 1]; got {busy!r}")
     return MonitorPolicy(enabled=m.get("enabled", d.enabled), window=m.get("window", d.window),
                          attributes=tuple(attrs), intersections=tuple(tuple(c) for c in inter),
                          min_samples=m.get("min_samples", d.min_samples),
                          min_ratio=_ratio(m.get("min_ratio", d.min_ratio), "monitor.min_ratio"), confidence=conf,
-                         refresh_every=m.get("refresh_every", d.refresh_every), n_boot=m.get("n_boot", d.n_boot))
+                         refresh_every=m.get("refresh_every", d.refresh_every), n_boot=m.get("n_boot", d.n_boot),
+                         max_busy_share=busy)
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_lists, group_codes
+from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_selected, group_codes
 from audit.harm import normalise
 from audit.log import AuditLog, AuditRecord
 from audit.monitor import Observation, UserGroupMonitor
@@ -34,10 +34,14 @@ from recsys.lru import LRUCache
 class HarmScorer:
     """Catalog items use scores computed at training time; other texts are scored and cached."""
 
-    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000) -> None:
+    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000, *, threshold: float | None = None) -> None:
         self.catalog = artifacts.catalog
         self.clf = artifacts.harm
         self.cache: LRUCache[str, tuple[float, str]] = LRUCache(cache_size)
+        self.threshold = artifacts.harm.threshold if threshold is None else threshold
+        # Catalog rows at or above the threshold, with a False appended so that row -1 (an unknown item,
+        # which always has a request text) reads False: a request of catalog items is one lookup.
+        self._flagged_rows = np.append(self.catalog.harm_score >= self.threshold, False)
 
     def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, dict[int, str]]:
         """P(harmful) for each candidate, and the category of those judged on a request-supplied text.
@@ -62,6 +66,22 @@ class HarmScorer:
                 self.cache.put(texts[i], (float(pi), ci))
         return prob, cats
 
+    def flagged(self, cand_idx: np.ndarray, texts: list[str | None]) -> list[tuple[int, float, str]]:
+        """(position, P(harmful), category) of the candidates at or above the threshold, in candidate order.
+
+        The usual request (catalog items, no request texts) costs one boolean lookup and no per-candidate
+        Python; `score` runs only when some candidate brings its own text."""
+        if texts.count(None) == len(texts):
+            hits = self._flagged_rows[cand_idx]
+            if not hits.any():
+                return []
+            cat = self.catalog
+            return [(i, float(cat.harm_score[cand_idx[i]]), cat.harm_category[cand_idx[i]])
+                    for i in np.flatnonzero(hits).tolist()]
+        prob, cats = self.score(cand_idx, texts)
+        return [(i, float(prob[i]), self.category(i, cand_idx, cats))
+                for i in np.flatnonzero(prob >= self.threshold).tolist()]
+
     def category(self, i: int, cand_idx: np.ndarray, cats: dict[int, str]) -> str:
         return cats[i] if i in cats else self.catalog.harm_category[cand_idx[i]]
 
@@ -83,16 +103,16 @@ class AuditStage:
         self.policy = policy
         self.log = log
         self.model_version = artifacts.version
-        self.harm = HarmScorer(artifacts)
         self.harm_threshold = policy.harm.threshold if policy.harm.threshold is not None else artifacts.harm.threshold
+        self.harm = HarmScorer(artifacts, threshold=self.harm_threshold)
         self._log_attrs = frozenset(policy.log.audit_attributes)
         self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
         self._long_tail = artifacts.catalog.stats.group == "long_tail"
         self._budget_s = policy.time_budget_ms / 1000.0
         self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
-        # Catalog groups coded once, so a request of catalog items is coded by list lookups.
+        # Catalog groups coded once, so a request of catalog items is coded by one lookup.
         labels, codes = group_codes(artifacts.catalog.stats.group)
-        self._cat_label_list, self._cat_code_list = labels.tolist(), codes.tolist()
+        self._cat_label_list, self._cat_codes = labels.tolist(), codes
         self._reference = exposure_metrics == "fairlearn"
         # audit_id: a random per-stage prefix and a counter, unique without an os.urandom call (a GIL release
         # point) per request.
@@ -129,15 +149,12 @@ class AuditStage:
         drop: set[int] = set()
 
         if pol.harm.enabled:
-            prob, cats = self.harm.score(ctx.cand_idx, ctx.texts)
-            for i in np.flatnonzero(prob >= self.harm_threshold):
+            for i, p, category in self.harm.flagged(ctx.cand_idx, ctx.texts):
                 iid = ctx.item_ids[i]
-                msg = (f"item text classified {self.harm.category(i, ctx.cand_idx, cats)} "
-                       f"(P(harmful)={prob[i]:.3f})")
-                findings.append(Finding("HARMFUL_TEXT", "harm_probability", float(prob[i]), self.harm_threshold,
-                                        iid, msg))
+                msg = f"item text classified {category} (P(harmful)={p:.3f})"
+                findings.append(Finding("HARMFUL_TEXT", "harm_probability", p, self.harm_threshold, iid, msg))
                 if enforce and pol.harm.action == "ENFORCE":
-                    drop.add(int(i))
+                    drop.add(i)
                     removed.append(RemovedItem(iid, "HARMFUL_TEXT", msg))
             if self._block:
                 for i in range(len(ctx.item_ids)):
@@ -181,7 +198,7 @@ class AuditStage:
                 final, rerank_findings = self._rerank(ctx, eligible)
                 reranked = bool(rerank_findings)
                 findings.extend(rerank_findings)
-            findings.extend(self._exposure(ctx, eligible, final))
+            findings.extend(self._exposure(ctx, eligible, final, bool(drop)))
         self._check_budget(t0, "exposure")
 
         if self.monitor is not None:
@@ -242,30 +259,31 @@ class AuditStage:
             f"re-ranked for fair exposure (strength {res.strength:g}): {_summary(res.before, pol.min_group_size)}"
             f" -> {_summary(res.after, pol.min_group_size)}; {state}; NDCG loss {loss:.3f} (bound {pol.max_ndcg_loss:g})")]
 
-    def _exposure(self, ctx, eligible: list[int], final: list[int]) -> list[Finding]:
+    def _exposure(self, ctx, eligible: list[int], final: list[int], dropped: bool) -> list[Finding]:
+        """Findings on the exposure of item groups among the eligible candidates (`final` is their
+        returned subset, best first; `dropped`: some candidates were removed, so eligible is not all)."""
         pol = self.policy.exposure
-        # Rank of each eligible candidate in the returned list (1-based), 0 when not returned.
-        ranks = [0] * len(eligible)
-        if final == eligible[: len(final)]:
-            ranks[: len(final)] = range(1, len(final) + 1)   # nothing re-ranked: the usual case
-        else:
+        out: list[Finding] = []
+        if self._reference:
+            # Rank of each eligible candidate in the returned list (1-based), 0 when not returned.
+            ranks = [0] * len(eligible)
             where = {p: j for j, p in enumerate(eligible)}
             for r, p in enumerate(final, start=1):
                 ranks[where[p]] = r
-        out: list[Finding] = []
-        # Plain lists throughout: a handful of groups, where numpy's per-call cost dominates.
-        if self._reference:
             st = exposure_by_group_reference(ctx.groups[eligible], np.asarray(ranks, dtype=np.float64))
             labels, sizes = [str(g) for g in st.groups], st.n.tolist()
             rate, exposure_ratio = st.selection_rate.tolist(), st.exposure_ratio.tolist()
         else:
+            # Group sizes by one bincount and the returned items' groups by one lookup: no Python pass over
+            # every candidate (the per-group arithmetic is `exposure_selected`, plain Python over ~10 items).
             if ctx.groups_from_catalog:
-                names, table, cand = self._cat_label_list, self._cat_code_list, ctx.cand_idx.tolist()
-                codes = [table[cand[p]] for p in eligible]
+                names, coded = self._cat_label_list, self._cat_codes[ctx.cand_idx]
             else:
-                lab, coded = group_codes(ctx.groups[eligible])
-                names, codes = lab.tolist(), coded.tolist()
-            present, sizes, rate, _, _, exposure_ratio = exposure_lists(codes, ranks, len(names))
+                lab, coded = group_codes(ctx.groups)
+                names = lab.tolist()
+            counts = np.bincount(coded[eligible] if dropped else coded, minlength=len(names)).tolist()
+            present, sizes, rate, _, _, exposure_ratio = exposure_selected(
+                counts, coded[final].tolist() if final else [], range(1, len(final) + 1))
             labels = [str(names[c]) for c in present]
         for j, size in enumerate(sizes):
             if size < pol.min_group_size:

@@ -1,13 +1,14 @@
 """Journal mode: the request path only appends to a per-process journal; records reach SQLite in order,
 a dead process's journal is ingested by the next opener (once), a live one is left alone, and an
 ingestion failure makes every later append fail (the audit fails closed)."""
+import dataclasses
 import json
 import sqlite3
 
 import pytest
 
 import audit.log as audit_log
-from audit.log import JOURNAL_SUFFIX, AuditLog, AuditRecord, _stored_values, read_records
+from audit.log import JOURNAL_SUFFIX, AuditLog, AuditRecord, _stored_values, candidate_entries, read_records
 from audit.verify import verify_log
 
 
@@ -105,3 +106,61 @@ def test_ingestion_failure_fails_later_appends_and_keeps_the_records(tmp_path):
     assert reopened.recovered == 1
     reopened.close()
     assert [r.audit_id for r in read_records(path)] == ["a0", "a1"] and _journals(path) == []
+
+
+def _stored_rows(path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT audit_id, ts, top_k, returned_ids, removed, candidates, findings, "
+                            "user_attributes, record_hash FROM audit_records ORDER BY seq").fetchall()
+
+
+def test_journal_and_direct_mode_store_the_same_text_and_hashes(tmp_path):
+    import numpy as np
+
+    def awkward(i: int) -> AuditRecord:
+        # Floats that need all 17 digits, NaN, a numpy scalar, non-ASCII text: the journal's encode /
+        # decode / encode must give exactly the text direct mode stores.
+        return AuditRecord(f"a{i}", 1000.1 + i / 3, f"r{i}", "m1", "p1", "h", "ENFORCE", "FLAGGED", np.int64(10),
+                           ["é", "x"], [{"item_id": "x", "reason": "HARMFUL_TEXT"}],
+                           {"item_id": ["é", "x"], "group": ["g", "h"], "rank": [1, 0], "removed": ["", "HARMFUL_TEXT"]},
+                           [{"code": "X", "value": 0.1 + 0.2, "threshold": float("nan"), "n": np.float32(0.5)}],
+                           {"age_band": "25-34"})
+
+    direct, journal = tmp_path / "d.db", tmp_path / "j.db"
+    for path, mode in ((direct, False), (journal, True)):
+        log = AuditLog(path, salt=b"s", journal=mode)
+        for i in range(5):
+            log.append(awkward(i))
+        log.close()
+    assert _stored_rows(direct) == _stored_rows(journal)
+    assert verify_log(journal).ok
+
+
+def test_a_dead_process_journal_in_the_current_format_is_recovered(tmp_path):
+    """The journal line is what the request path wrote (JSON columns as JSON values, not as stored text)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.db"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import os, threading\n"
+        "import audit.log as L\n"
+        "from tests.audit.test_log_journal import _rec\n"
+        "L._Journal._run = lambda self: None   # no ingestion: the records stay in the journal only\n"
+        f"log = L.AuditLog({str(path)!r}, salt=b's', journal=True)\n"
+        "for i in range(3):\n"
+        "    log.append(_rec(i))\n"
+        "os._exit(0)\n")
+    subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=120)
+    assert len(_journals(path)) == 1
+    log = AuditLog(path, salt=b"s")
+    assert log.recovered == 3 and _journals(path) == []
+    log.close()
+    recs = list(read_records(path))
+    expected = _rec(1)
+    assert [r.audit_id for r in recs] == ["a0", "a1", "a2"]
+    assert recs[1] == dataclasses.replace(expected, candidates=candidate_entries(expected.candidates))
+    assert verify_log(path).ok

@@ -113,3 +113,35 @@ def test_background_refresh_runs_every_n_requests():
 def test_wilson_interval_known_value():
     lo, hi = wilson(5, 10, 1.959963984540054)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+
+
+def test_background_refresh_keeps_to_its_busy_share(monkeypatch):
+    """Under a steady stream of requests the refresh thread pauses between refreshes, so it holds the GIL
+    for at most max_busy_share of the time (a slow refresh is simulated)."""
+    import time
+
+    mon = UserGroupMonitor(_pol(refresh_every=1, max_busy_share=0.25))
+
+    def slow_refresh():
+        time.sleep(0.05)
+        mon.refreshes += 1
+        return ()
+
+    monkeypatch.setattr(mon, "refresh", slow_refresh)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:
+        _feed(mon, "F", 1, long_tail=1)
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - t0
+    mon.close()
+    # Unthrottled it would refresh ~20 times (0.05 s each, back to back); at 25 % about 5.
+    assert 2 <= mon.refreshes <= 7
+    assert mon.busy_seconds <= 0.25 * elapsed + 0.06
+
+
+def test_max_busy_share_is_validated():
+    from audit.policy import ConfigError, _monitor
+
+    for bad in (0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match="monitor.max_busy_share"):
+            _monitor({"max_busy_share": bad})

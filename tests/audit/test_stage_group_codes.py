@@ -1,4 +1,4 @@
-"""The audit stage codes catalog groups by list lookups (no per-request string coding); its exposure
+"""The audit stage codes catalog groups by one lookup (no per-request string coding); its exposure
 findings must be exactly those of the generic coding (the path the MetricFrame-equality test covers) and of
 the Fairlearn reference, whatever mix of candidates and returned lists."""
 import dataclasses
@@ -34,11 +34,12 @@ def test_catalog_coding_gives_the_generic_and_reference_findings(pipeline, artif
         eligible = rng.permutation(len(idx))[: int(rng.integers(1, len(idx) + 1))].tolist()
         final = (eligible[: 5] if rng.random() < 0.5
                  else rng.permutation(eligible)[: min(5, len(eligible))].tolist())
-        fast = stage._exposure(ctx, eligible, final)
-        assert fast == stage._exposure(_generic(ctx), eligible, final)
+        dropped = len(eligible) < len(idx)
+        fast = stage._exposure(ctx, eligible, final, dropped)
+        assert fast == stage._exposure(_generic(ctx), eligible, final, dropped)
         stage._reference = True
         try:
-            assert fast == stage._exposure(ctx, eligible, final)
+            assert fast == stage._exposure(ctx, eligible, final, dropped)
         finally:
             stage._reference = False
         n_groups = len(set(ctx.groups[eligible].tolist()))
@@ -52,5 +53,5 @@ def test_request_groups_and_unknown_items_use_generic_coding(pipeline, known_ite
                           Candidate("new-1", text="A quiet drama")])
     assert not ctx.groups_from_catalog
     assert ctx.groups[0] == "indie" and ctx.groups[2] == "unknown"
-    findings = _stage(pipeline)._exposure(ctx, [0, 1, 2], [0])
+    findings = _stage(pipeline)._exposure(ctx, [0, 1, 2], [0], False)
     assert {f.group for f in findings if f.code == "INSUFFICIENT_EVIDENCE"} == set(ctx.groups.tolist())
