@@ -6,6 +6,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from recsys.compiled_trees import CompiledTrees
+
 
 class LambdaRanker:
     """Keyword-only parameters, stored as given; learned state ends in `_`."""
@@ -50,9 +52,14 @@ class LambdaRanker:
         self.feature_names_ = list(feature_names)
         self.feature_importance_ = dict(zip(self.feature_names_,
                                             self.booster_.feature_importance("gain").astype(float).tolist()))
+        self.compiled_ = CompiledTrees.from_booster(self.booster_, self.best_iteration_)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """LightGBM's scores; from the compiled trees when the model allows (the same numbers, ~2x faster
+        for a request's 100 rows, and without holding the GIL: recsys/compiled_trees.py)."""
+        if getattr(self, "compiled_", None) is not None:
+            return self.compiled_.predict(X)
         return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=1)
 
     def save(self, path: Path) -> None:
@@ -67,4 +74,5 @@ class LambdaRanker:
         self.feature_names_ = self.booster_.feature_name()
         self.feature_importance_ = dict(zip(self.feature_names_,
                                             self.booster_.feature_importance("gain").astype(float).tolist()))
+        self.compiled_ = CompiledTrees.from_booster(self.booster_, self.best_iteration_)
         return self

@@ -1,0 +1,95 @@
+"""The compiled tree predictor gives exactly LightGBM's scores: NaN and zero handling of every missing
+type, default directions, single-leaf trees, the real ranker on real features; and it steps aside for
+models it does not cover."""
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from recsys.compiled_trees import CompiledTrees
+
+
+def _data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    X[rng.random((n, 6)) < 0.15] = np.nan
+    X[rng.random((n, 6)) < 0.15] = 0.0
+    X[:, 5] = rng.integers(0, 4, n)          # a few distinct values, thresholds between them
+    y = np.nan_to_num(X[:, 0]) + 0.5 * (X[:, 1] > 0) - np.isnan(X[:, 2]) + (X[:, 5] == 0) + rng.normal(0, .1, n)
+    return X, y
+
+
+def _queries(X: np.ndarray, seed: int = 1) -> np.ndarray:
+    """Inputs that hit every branch kind: NaN, exact zeros, tiny values LightGBM reads as zero, +-inf,
+    values equal to thresholds."""
+    rng = np.random.default_rng(seed)
+    Q = X[rng.integers(0, len(X), 4000)].copy()
+    pick = rng.random(Q.shape)
+    Q[pick < 0.05] = np.nan
+    Q[(pick >= 0.05) & (pick < 0.1)] = 1e-40
+    Q[(pick >= 0.1) & (pick < 0.12)] = -1e-36
+    Q[(pick >= 0.12) & (pick < 0.14)] = np.inf
+    Q[(pick >= 0.14) & (pick < 0.15)] = -np.inf
+    return Q
+
+
+@pytest.mark.parametrize("params", [
+    {},                                     # missing type NaN where NaN was seen, None elsewhere
+    {"zero_as_missing": True},              # missing type Zero
+    {"use_missing": False},                 # missing type None: NaN read as 0
+])
+def test_equals_lightgbm_for_each_missing_type(params):
+    X, y = _data()
+    booster = lgb.train({"objective": "regression", "num_leaves": 15, "verbose": -1, "min_data_in_leaf": 5,
+                         **params}, lgb.Dataset(X, y), num_boost_round=40)
+    ct = CompiledTrees.from_booster(booster)
+    assert ct is not None
+    Q = _queries(X)
+    np.testing.assert_array_equal(ct.predict(Q), booster.predict(Q))
+    thresholds = np.unique(ct.threshold)
+    at = np.tile(thresholds[:, None], (1, X.shape[1]))[: 500]   # exactly on thresholds: `<=` goes left
+    np.testing.assert_array_equal(ct.predict(at), booster.predict(at))
+
+
+def test_respects_num_iteration_and_single_leaf_trees():
+    X, y = _data()
+    # min_data_in_leaf larger than the data: every tree is one leaf
+    flat = lgb.train({"objective": "regression", "min_data_in_leaf": 10_000, "verbose": -1},
+                     lgb.Dataset(X, y), num_boost_round=5)
+    ct = CompiledTrees.from_booster(flat)
+    np.testing.assert_array_equal(ct.predict(X[:50]), flat.predict(X[:50]))
+    booster = lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(X, y), num_boost_round=30)
+    part = CompiledTrees.from_booster(booster, num_iteration=12)
+    np.testing.assert_array_equal(part.predict(X[:200]), booster.predict(X[:200], num_iteration=12))
+
+
+def test_the_artifact_ranker_scores_real_features_exactly(artifacts, pipeline, known_items):
+    """LambdaRanker.predict goes through the compiled trees; it must equal the booster's own predict."""
+    from recsys.domain import Candidate, RankRequest, UserContext
+
+    user = next(iter(artifacts.users))
+    ctx = pipeline.run(RankRequest(UserContext(user), tuple(Candidate(i) for i in known_items[:60]), top_k=10))
+    ranker = artifacts.ranker
+    assert ranker.compiled_ is not None
+    want = ranker.booster_.predict(ctx.X, num_iteration=ranker.best_iteration_)
+    np.testing.assert_array_equal(ranker.predict(ctx.X), want)
+    np.testing.assert_array_equal(ctx.ranker_scores, want)
+
+
+def test_shape_is_checked():
+    X, y = _data(500)
+    ct = CompiledTrees.from_booster(lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(X, y),
+                                              num_boost_round=3))
+    with pytest.raises(ValueError, match=r"shape \(n, 6\)"):
+        ct.predict(np.zeros((3, 5)))
+
+
+def test_models_it_does_not_cover_fall_back_to_lightgbm():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 8, 2000), rng.normal(size=2000)])
+    y = (X[:, 0] % 3 == 0) + X[:, 1]
+    cat = lgb.train({"objective": "regression", "verbose": -1, "min_data_per_group": 5, "cat_smooth": 1},
+                    lgb.Dataset(X, y, categorical_feature=[0]), num_boost_round=10)
+    assert CompiledTrees.from_booster(cat) is None
+    linear = lgb.train({"objective": "regression", "verbose": -1, "linear_tree": True}, lgb.Dataset(X[:, 1:], y),
+                       num_boost_round=5)
+    assert CompiledTrees.from_booster(linear) is None
