@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.batch.inputs import BatchInputError, Chunk, Chunker, InputSpec, Rejected, iter_chunks
-from recsys.batch.scoring import UserError, build_requests, chunk_columns
+from recsys.batch.scoring import UserError, build_requests, chunk_columns, plainly_valid
 from recsys.domain import AuditMode
 
 FORMAT = "ethicrec-batch/1"
@@ -229,6 +229,12 @@ def validate_input(spec: InputSpec, catalog_ids: pa.Array, *, chunk_users: int, 
     try:
         for chunk in iter_chunks(spec, chunker):
             cols = chunk_columns(chunk, spec, catalog_ids)
+            if plainly_valid(chunk, cols, spec, top_k=top_k, request_prefix=request_prefix):
+                plan.users += len(chunk.user_ids)
+                plan.rows += chunk.table.num_rows
+                plan.chunks += 1
+                bar.update(chunk.end_row - bar.n if chunk.end_row > bar.n else 0)
+                continue
             results = build_requests(chunk, cols, top_k=top_k, audit_mode=audit_mode,
                                      request_prefix=request_prefix, validate=True)
             for u, res in enumerate(results):
