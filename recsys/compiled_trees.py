@@ -25,6 +25,8 @@ try:  # numba is a dependency; without it (an unusual install) LightGBM's own pr
 except ImportError:  # pragma: no cover - exercised only on installs without numba
     numba = None
 
+# From this many rows (batch chunks), rows are scored on numba's thread pool; fewer (a request) run serially.
+PARALLEL_ROWS = 4096
 # LightGBM's kZeroThreshold (a float constant in its C++ source).
 _ZERO = float(np.float32(1e-35))
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
@@ -32,7 +34,7 @@ _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 
 def _kernel(X, feature, threshold, left, right, default_left, missing, leaf_value, node_start, leaf_start, out):
     n_trees = len(node_start) - 1
-    for i in range(X.shape[0]):
+    for i in _rows(X.shape[0]):
         acc = 0.0
         for t in range(n_trees):
             base = node_start[t]
@@ -59,7 +61,8 @@ def _kernel(X, feature, threshold, left, right, default_left, missing, leaf_valu
         out[i] = acc
 
 
-_compiled = None
+_compiled: dict[bool, object] = {}
+_rows = range
 
 
 def _threshold(value: float) -> float:
@@ -69,12 +72,20 @@ def _threshold(value: float) -> float:
     return np.inf if value >= 1e300 else -np.inf if value <= -1e300 else value
 
 
-def _get_kernel():
-    global _compiled
-    if _compiled is None:
-        # nogil: concurrent requests score in parallel; cache: compiled once per machine, not per process.
-        _compiled = numba.njit(cache=True, nogil=True)(_kernel)
-    return _compiled
+def _get_kernel(parallel: bool):
+    """The serial kernel (a request's rows; nogil, so concurrent requests score in parallel) or the
+    row-parallel one (batch chunks: numba's threads over rows, each row summed exactly as serially).
+    cache=True: compiled once per machine, not per process."""
+    kernel = _compiled.get(parallel)
+    if kernel is None:
+        if parallel:
+            src = _kernel.__code__
+            fn = type(_kernel)(src, {**_kernel.__globals__, "_rows": numba.prange}, "_kernel_parallel")
+            kernel = numba.njit(cache=True, nogil=True, parallel=True)(fn)
+        else:
+            kernel = numba.njit(cache=True, nogil=True)(_kernel)
+        _compiled[parallel] = kernel
+    return kernel
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,6 @@ class CompiledTrees:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
         out = np.empty(len(X), dtype=np.float64)
-        _get_kernel()(X, self.feature, self.threshold, self.left, self.right, self.default_left, self.missing,
+        _get_kernel(len(X) >= PARALLEL_ROWS)(X, self.feature, self.threshold, self.left, self.right, self.default_left, self.missing,
                       self.leaf_value, self.node_start, self.leaf_start, out)
         return out
