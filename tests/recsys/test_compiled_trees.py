@@ -93,3 +93,15 @@ def test_models_it_does_not_cover_fall_back_to_lightgbm():
     linear = lgb.train({"objective": "regression", "verbose": -1, "linear_tree": True}, lgb.Dataset(X[:, 1:], y),
                        num_boost_round=5)
     assert CompiledTrees.from_booster(linear) is None
+
+
+def test_batch_sized_inputs_take_the_parallel_kernel_with_the_same_scores():
+    from recsys import compiled_trees
+
+    X, y = _data()
+    booster = lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(X, y), num_boost_round=25)
+    ct = CompiledTrees.from_booster(booster)
+    big = np.tile(_queries(X), (2, 1))
+    assert len(big) >= compiled_trees.PARALLEL_ROWS
+    np.testing.assert_array_equal(ct.predict(big), booster.predict(big))
+    assert True in compiled_trees._compiled   # the parallel kernel was the one used
