@@ -40,6 +40,7 @@ them, and the first chained row after them starts again from 64 zeros.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -165,6 +166,23 @@ def _checked_values(rec: AuditRecord) -> dict[str, Any]:
     return row
 
 
+def _journal_line(rec: AuditRecord) -> bytes:
+    """The record as one journal line: the same checks as `_checked_values`, then orjson encodes the
+    dataclass itself (no intermediate dict; the request path's only encoding). ts and top_k are coerced
+    and the JSON columns' stored text is made when the line is ingested (`_journal_row`)."""
+    for name in _TEXT_SCALARS:
+        if not isinstance(getattr(rec, name), str):
+            raise TypeError(f"AuditRecord.{name} must be str, got {type(getattr(rec, name)).__name__}")
+    operator.index(rec.top_k)
+    float(rec.ts)
+    cands = rec.candidates
+    if not (isinstance(cands, dict) and len(cands) == len(CANDIDATE_FIELDS)
+            and all(isinstance(cands.get(f), list) for f in CANDIDATE_FIELDS)
+            and len({len(v) for v in cands.values()}) <= 1):
+        rec = dataclasses.replace(rec, candidates=candidate_columns(cands))   # raises on a bad shape
+    return orjson.dumps(rec, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def _encode_json_columns(row: dict[str, Any]) -> dict[str, Any]:
     for name in JSON_COLUMNS:
         row[name] = _json(row[name])
@@ -245,7 +263,7 @@ class AuditLog:
         """Record one decision; returns only once it survives this process being killed (and, under FULL,
         an OS crash). Direct mode commits it to SQLite here; journal mode appends it to the journal."""
         if self._journal is not None:
-            self._journal.append(_checked_values(rec))
+            self._journal.append(_journal_line(rec))
         else:
             self._commit([_stored_values(rec)])
 
@@ -347,7 +365,10 @@ def _journal_row(line: bytes) -> dict[str, Any]:
     direct mode's `_json` of the original objects."""
     obj = orjson.loads(line)
     row = {name: obj[name] for name in COLUMNS}
-    return row if isinstance(row["returned_ids"], str) else _encode_json_columns(row)
+    if isinstance(row["returned_ids"], str):
+        return row
+    row["ts"], row["top_k"] = float(row["ts"]), int(row["top_k"])
+    return _encode_json_columns(row)
 
 
 class _Journal:
@@ -373,10 +394,9 @@ class _Journal:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held for the file's life: recovery leaves live journals alone
         return path, fd
 
-    def append(self, row: dict[str, Any]) -> None:
-        """`row` as `_checked_values` gives it: encoded once, as one line; the ingest thread turns the line
-        into the stored values (`_journal_row`), so the request thread does one orjson call per record."""
-        data = orjson.dumps(row, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+    def append(self, data: bytes) -> None:
+        """`data` as `_journal_line` gives it; the ingest thread turns the line into the stored values
+        (`_journal_row`), so the request thread does one orjson call per record."""
         with self._cond:
             if self._error is not None:
                 raise RuntimeError(f"audit log ingestion failed earlier ({self._error}); records are kept in "

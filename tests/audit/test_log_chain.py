@@ -98,13 +98,19 @@ def test_record_equality_ignores_the_hashes(tmp_path):
     assert next(read_records(tmp_path / "a.db")) == _rec(0)
 
 
-def test_text_fields_must_be_str_so_the_hash_matches_what_is_stored(tmp_path):
-    log = AuditLog(tmp_path / "a.db", salt=b"s")
+@pytest.mark.parametrize("journal", [False, True], ids=["direct", "journal"])
+def test_text_fields_must_be_str_so_the_hash_matches_what_is_stored(tmp_path, journal):
+    log = AuditLog(tmp_path / "a.db", salt=b"s", journal=journal)
     with pytest.raises(TypeError, match="request_id"):
         log.append(AuditRecord("a", 1.0, 7, "m", "p", "h", "E", "PASS", 1, [], [], [], []))
+    with pytest.raises(ValueError, match="candidates"):
+        log.append(AuditRecord("c", 1.0, "r", "m", "p", "h", "E", "PASS", 1, [], [],
+                               {"item_id": ["x"], "group": ["g"], "rank": [1]}, []))
     log.append(AuditRecord("b", 1, "r", "m", "p", "h", "E", "PASS", True, [], [], [], []))  # int ts, bool top_k
     log.close()
     assert verify_log(tmp_path / "a.db").ok
+    rec = next(read_records(tmp_path / "a.db"))
+    assert rec.audit_id == "b" and isinstance(rec.ts, float) and rec.top_k == 1
 
 
 @pytest.mark.parametrize("column,value", [("verdict", "PASS_EDITED"), ("ts", 1.5), ("top_k", 11),
