@@ -25,7 +25,10 @@ class UserContext:
     audit_attributes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, unlike the other domain objects: 100 are built per request and one per batch row, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) costs 4x a plain one here (1.2 vs 0.3 us). Nothing
+# hashes candidates, and no stage writes to one (their dicts were mutable even when frozen).
+@dataclass(slots=True)
 class Candidate:
     item_id: str
     text: str | None = None

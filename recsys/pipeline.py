@@ -22,6 +22,8 @@ from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import FeatureBuilder, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
 from recsys.text import user_text
+
+USER_TEXT_ITEMS = 20   # history items in the user text (recsys.text.user_text's default)
 from recsys.validation import Limits, validate_request
 
 
@@ -84,23 +86,28 @@ class ResolveStage:
         ctx.texts = [c.text for c in req.candidates]
         groups = cat.stats.group[np.maximum(ctx.cand_idx, 0)].astype(object)
         from_catalog = True
-        for i, c in enumerate(req.candidates):
-            if ctx.cand_idx[i] < 0 and not c.text:
+        # Per-candidate checks over plain lists: numpy scalar indexing and a set per candidate cost more
+        # than the checks themselves for 100 candidates.
+        for i, (c, row) in enumerate(zip(req.candidates, ctx.cand_idx.tolist())):
+            if row < 0 and not c.text:
                 raise InvalidRequest(f"candidates[{i}].item_id",
                                      f"item {c.item_id!r} is not in the catalog and has no text")
-            unknown = set(c.features) - self.extra
-            if unknown:
-                accepted = ", ".join(sorted(self.extra)) or "none"
-                raise InvalidRequest(f"candidates[{i}].features",
-                                     f"undeclared feature {sorted(unknown)[0]!r}; accepted: {accepted}")
-            if c.group or ctx.cand_idx[i] < 0:
+            if c.features:
+                unknown = c.features.keys() - self.extra
+                if unknown:
+                    accepted = ", ".join(sorted(self.extra)) or "none"
+                    raise InvalidRequest(f"candidates[{i}].features",
+                                         f"undeclared feature {sorted(unknown)[0]!r}; accepted: {accepted}")
+            if c.group or row < 0:
                 groups[i] = c.group or "unknown"
                 from_catalog = False
         ctx.groups, ctx.groups_from_catalog = groups, from_catalog
         history = list(req.user.history_item_ids) or self.users.get(req.user.user_id, [])
         ctx.history_idx = cat.lookup(history)
         known_hist = ctx.history_idx[ctx.history_idx >= 0]
-        ctx.user_text = user_text([cat.texts[i] for i in known_hist], req.user.history_texts)
+        # user_text keeps the USER_TEXT_ITEMS most recent items: only those texts are looked up.
+        ctx.user_text = user_text([cat.texts[i] for i in known_hist[:USER_TEXT_ITEMS]], req.user.history_texts,
+                                  max_items=USER_TEXT_ITEMS)
 
 
 class InterestStage:
