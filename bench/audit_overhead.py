@@ -29,6 +29,7 @@ from audit.log import AuditLog  # noqa: E402
 from audit.policy import load_policy  # noqa: E402
 from audit.stage import AuditStage  # noqa: E402
 from recsys.artifacts import load_artifacts  # noqa: E402
+from recsys.device import single_threaded_blas  # noqa: E402
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext  # noqa: E402
 from recsys.pipeline import build_pipeline  # noqa: E402
 
@@ -87,6 +88,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=600, help="requests per mode, in blocks of 50")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    single_threaded_blas()   # as the server (service/server.py: load_app) runs
     artifacts = load_artifacts(args.artifacts, device="cpu")
     # The time budget is raised so that a slow MetricFrame call in the reference mode (a GC pause, another
     # thread holding the GIL) is measured rather than failing the run; it does not change what is computed.

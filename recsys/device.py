@@ -29,3 +29,18 @@ def set_cpu_threads(n: int | None) -> None:
     n = n or int(os.environ.get("ETHICREC_TORCH_THREADS", "0") or 0)
     if n > 0:
         torch.set_num_threads(n)
+
+
+def single_threaded_blas() -> None:
+    """numpy's BLAS on one thread, for the whole process (serving, and the benches that time what it runs).
+
+    The pipeline's matrix products are small (100 candidates x 384 dims x <= 20 history vectors): a
+    multi-threaded OpenBLAS spends more time waking its threads than multiplying, and its threads keep
+    spinning after each call, taking the cores from the request threads. On the 2-core dev VM, Pipeline.run
+    for 100 candidates took 2.2-8 ms with OpenBLAS's default 2 threads (the spread depending on what else
+    ran) vs 1.3 ms with one; every stage got faster, not only the BLAS calls. Parallelism comes from
+    concurrent requests (server) or the engine's workers (batch, which limits BLAS per chunk the same way).
+    """
+    from threadpoolctl import threadpool_limits   # scikit-learn's dependency
+
+    threadpool_limits(limits=1, user_api="blas")

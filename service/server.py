@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from audit.log import AuditLog
 from audit.policy import Policy
 from recsys.artifacts import Artifacts
-from recsys.device import set_cpu_threads
+from recsys.device import set_cpu_threads, single_threaded_blas
 from recsys.errors import ConfigError
 from recsys.pipeline import Pipeline
 from service.auth import TokenAuthInterceptor, load_tokens
@@ -107,6 +107,7 @@ class App:
 
 def load_app(config: ServiceConfig) -> App:
     set_cpu_threads(config.torch_threads)
+    single_threaded_blas()
     artifacts, policy = load_models(config)
     audit_log = AuditLog(config.audit_log, synchronous=policy.log.synchronous, journal=policy.log.write == "journal")
     try:
