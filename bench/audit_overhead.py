@@ -30,6 +30,7 @@ from audit.policy import load_policy  # noqa: E402
 from audit.stage import AuditStage  # noqa: E402
 from recsys.artifacts import load_artifacts  # noqa: E402
 from recsys.device import single_threaded_blas  # noqa: E402
+from service.server import freeze_loaded_objects  # noqa: E402
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext  # noqa: E402
 from recsys.pipeline import build_pipeline  # noqa: E402
 
@@ -56,10 +57,11 @@ def _grpc_p50(artifacts_dir: Path, req: RankRequest, n: int, tmp: Path) -> float
     from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
     from service.config import ServiceConfig
-    from service.server import create_server, load_app
+    from service.server import create_server, freeze_loaded_objects, load_app
 
     cfg = ServiceConfig(host="127.0.0.1", port=0, artifacts=artifacts_dir, audit_log=tmp / "grpc.db", device="cpu")
     app = load_app(cfg)
+    freeze_loaded_objects()
     server, port = create_server(cfg, app)
     server.start()
     try:
@@ -101,6 +103,7 @@ def main() -> int:
     logs = {m: AuditLog(tmp / f"{m}.db", salt=b"bench", journal=w == "journal") for m, (_, w) in modes.items()}
     pipes = {m: _pipeline(artifacts, policy, logs[m], metrics) for m, (metrics, _) in modes.items()}
     req = _request(artifacts)
+    freeze_loaded_objects()   # as `python -m service` does once loaded
     for pipe in pipes.values():
         for _ in range(20):
             pipe.run(req)
