@@ -100,7 +100,9 @@ _INSERT = (f"INSERT INTO audit_records ({', '.join(COLUMNS)}, prev_hash, record_
            f" VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per request on the request path, and a frozen dataclass's __init__ (an
+# object.__setattr__ per field, 16 fields) costs several times a plain one. The log never keeps the object.
+@dataclass
 class AuditRecord:
     audit_id: str
     ts: float
@@ -238,6 +240,7 @@ class AuditLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._salt = salt if salt is not None else load_or_create_salt(self.path)
+        self._user_hashes: dict[str, str] = {}
         self._full = synchronous == "FULL"
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
@@ -257,7 +260,14 @@ class AuditLog:
             self._journal = _Journal(self)
 
     def hash_user(self, user_id: str) -> str:
-        return hashlib.sha256(self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
+        # Cached: the same users come back request after request (a bounded dict; cleared when full).
+        digest = self._user_hashes.get(user_id)
+        if digest is None:
+            if len(self._user_hashes) >= 100_000:
+                self._user_hashes.clear()
+            digest = self._user_hashes[user_id] = hashlib.sha256(
+                self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
+        return digest
 
     def append(self, rec: AuditRecord) -> None:
         """Record one decision; returns only once it survives this process being killed (and, under FULL,

@@ -107,7 +107,8 @@ class AuditStage:
         self.harm = HarmScorer(artifacts, threshold=self.harm_threshold)
         self._log_attrs = frozenset(policy.log.audit_attributes)
         self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
-        self._long_tail = artifacts.catalog.stats.group == "long_tail"
+        # Long-tail flag per catalog row, False appended so that row -1 (an unknown item) reads False.
+        self._long_tail = np.append(artifacts.catalog.stats.group == "long_tail", False)
         self._budget_s = policy.time_budget_ms / 1000.0
         self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
         # Catalog groups coded once, so a request of catalog items is coded by one lookup.
@@ -230,13 +231,12 @@ class AuditStage:
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
         if self.monitor is not None and req.user.audit_attributes:
-            # ~10 returned items: plain Python beats numpy's per-call cost here.
-            interest, cand = ctx.interest, ctx.cand_idx
-            long_tail = self._long_tail
+            # Two lookups for the ~10 returned items; the mean is summed in rank order as before.
+            interest = ctx.interest[final].tolist() if final else []
             self.monitor.observe(Observation(
-                req.user.audit_attributes,
-                sum(float(interest[p]) for p in final) / len(final) if final else float("nan"),
-                sum(1 for p in final if cand[p] >= 0 and long_tail[cand[p]]), len(final), bool(removed)))
+                req.user.audit_attributes, sum(interest) / len(interest) if interest else float("nan"),
+                int(np.count_nonzero(self._long_tail[ctx.cand_idx[final]])) if final else 0, len(final),
+                bool(removed)))
 
     def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
         """Fair re-ranking of the top-k (ENFORCE); the original top-k when no disparity exists."""
