@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,11 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.rank_vs_echo import free_port  # noqa: E402
 
 
 def _status_kib(pid: int) -> dict[str, int]:
@@ -97,7 +92,7 @@ def measure(artifacts_root: Path, requests: int, tmp: Path, seed: int = 0) -> di
     art = load_artifacts(artifacts_root, device="cpu", verify=False)
     ids = list(art.catalog.item_ids)
     users = list(art.users)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(artifacts_root), "--port", str(port),
                              "--audit-log", str(tmp / f"audit-{port}.db")], cwd=ROOT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
