@@ -151,10 +151,19 @@ def _json(obj: Any) -> str:
     return orjson.dumps(obj, default=_json_default).decode("utf-8")
 
 
+def _check_scalars(rec: AuditRecord) -> None:
+    """Text columns must already be str (SQLite would silently turn 5 into '5'); ts a number, top_k an int."""
+    for name in _TEXT_SCALARS:
+        if not isinstance(getattr(rec, name), str):
+            raise TypeError(f"AuditRecord.{name} must be str, got {type(getattr(rec, name)).__name__}")
+    operator.index(rec.top_k)
+    float(rec.ts)
+
+
 def _checked_values(rec: AuditRecord) -> dict[str, Any]:
     """The record's column values in COLUMNS order, checked, with the JSON columns still as Python objects
-    (candidates in column form): text columns must already be str (SQLite would silently turn 5 into '5'),
-    ts is a double, top_k an int."""
+    (candidates in column form); ts a double, top_k an int."""
+    _check_scalars(rec)
     row: dict[str, Any] = {
         "audit_id": rec.audit_id, "ts": float(rec.ts), "request_id": rec.request_id,
         "model_version": rec.model_version, "policy_version": rec.policy_version, "user_hash": rec.user_hash,
@@ -162,9 +171,6 @@ def _checked_values(rec: AuditRecord) -> dict[str, Any]:
         "returned_ids": rec.returned_ids, "removed": rec.removed, "candidates": candidate_columns(rec.candidates),
         "findings": rec.findings, "user_attributes": rec.user_attributes,
     }
-    for name in _TEXT_SCALARS:
-        if not isinstance(row[name], str):
-            raise TypeError(f"AuditRecord.{name} must be str, got {type(row[name]).__name__}")
     return row
 
 
@@ -172,11 +178,7 @@ def _journal_line(rec: AuditRecord) -> bytes:
     """The record as one journal line: the same checks as `_checked_values`, then orjson encodes the
     dataclass itself (no intermediate dict; the request path's only encoding). ts and top_k are coerced
     and the JSON columns' stored text is made when the line is ingested (`_journal_row`)."""
-    for name in _TEXT_SCALARS:
-        if not isinstance(getattr(rec, name), str):
-            raise TypeError(f"AuditRecord.{name} must be str, got {type(getattr(rec, name)).__name__}")
-    operator.index(rec.top_k)
-    float(rec.ts)
+    _check_scalars(rec)
     cands = rec.candidates
     if not (isinstance(cands, dict) and len(cands) == len(CANDIDATE_FIELDS)
             and all(isinstance(cands.get(f), list) for f in CANDIDATE_FIELDS)

@@ -156,8 +156,8 @@ class UserGroupMonitor:
             except Exception as exc:  # a monitor bug must not kill serving; it is reported instead
                 self.last_error = f"{type(exc).__name__}: {exc}"
             # A refresh over a full window costs ~0.5 s of GIL-holding pandas work on the 2-core dev VM,
-            # longer than 100 requests take: back to back it would hold the GIL about half the time and
-            # slow every request (measured: it inflated Rank p50 and the audit's own time). Pausing keeps
+            # longer than the 100 requests that trigger it take: under load it ran back to back, competing
+            # for the GIL with every request. Pausing keeps
             # its share of the process's time at most max_busy_share; requests that arrive meanwhile
             # set _wake, so the next refresh follows the pause.
             spent = time.perf_counter() - t0

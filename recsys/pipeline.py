@@ -21,9 +21,7 @@ from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import FeatureBuilder, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
-from recsys.text import user_text
-
-USER_TEXT_ITEMS = 20   # history items in the user text (recsys.text.user_text's default)
+from recsys.text import USER_TEXT_ITEMS, user_text
 from recsys.validation import Limits, validate_request
 
 
@@ -106,8 +104,7 @@ class ResolveStage:
         ctx.history_idx = cat.lookup(history)
         known_hist = ctx.history_idx[ctx.history_idx >= 0]
         # user_text keeps the USER_TEXT_ITEMS most recent items: only those texts are looked up.
-        ctx.user_text = user_text([cat.texts[i] for i in known_hist[:USER_TEXT_ITEMS]], req.user.history_texts,
-                                  max_items=USER_TEXT_ITEMS)
+        ctx.user_text = user_text([cat.texts[i] for i in known_hist[:USER_TEXT_ITEMS]], req.user.history_texts)
 
 
 class InterestStage:

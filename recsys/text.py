@@ -15,8 +15,12 @@ def item_text(title: str, genres: str = "", tags: Sequence[str] = (), descriptio
     return ". ".join(p for p in parts if p)
 
 
+#: History items (most recent first) that make a user's text.
+USER_TEXT_ITEMS = 20
+
+
 def user_text(history_item_texts: Sequence[str], history_texts: Sequence[str] = (),
-              max_items: int = 20) -> str:
+              max_items: int = USER_TEXT_ITEMS) -> str:
     """Most recent first; the tokenizer truncates the tail, so the oldest go first.
 
     Only titles (the part before the first '. ') of history items are kept: a
