@@ -13,10 +13,12 @@
                                         (python -m recsys.train_cross_encoder; safetensors)
     <root>/<version>/harm_bert/         optional: fine-tuned BERT harm classifier, preferred over harm/
                                         (python -m audit.train_harm; safetensors + harm_bert.json)
+    <root>/<version>/user_vectors.npy   known users' vectors, keyed by user_vectors.keys.json (written
+                                        by training; python -m recsys.user_vectors adds them to older ones)
 
 Every file's sha256 is in metadata.json and checked at load; a file inside an optional
 part (cross_encoder/) that metadata.json does not list is rejected too, so an optional
-model cannot be dropped into a published version unverified.
+model (or user vectors) cannot be dropped into a published version unverified.
 
 Nothing is unpickled: numpy loads with allow_pickle=False, models from
 safetensors, LightGBM's text format and JSON.
@@ -41,10 +43,11 @@ from recsys.encoder import TextEncoder
 from recsys.errors import ArtifactError
 from recsys.interest import CrossEncoder
 from recsys.ranker import LambdaRanker
+from recsys.user_vectors import load_user_vectors
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
             "ranker.txt", "harm")
-OPTIONAL = ("cross_encoder", "harm_bert")
+OPTIONAL = ("cross_encoder", "harm_bert", "user_vectors.npy", "user_vectors.keys.json")
 
 
 def sha256_file(path: Path) -> str:
@@ -152,5 +155,9 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
     if ranker.feature_names_ != built:
         raise ArtifactError(f"artifact {meta['version']} was trained on features {ranker.feature_names_}; this version "
                             f"of ethicrec builds {built}: retrain it (python -m recsys.train)")
-    return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors), ranker, harm, users,
-                     cooc, cross)
+    try:
+        known_users = load_user_vectors(vdir, encoder.dim)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"artifact {vdir} has unreadable user vectors: {type(exc).__name__}: {exc}") from None
+    return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors, known_users=known_users),
+                     ranker, harm, users, cooc, cross)

@@ -1,5 +1,6 @@
-"""Item vectors (precomputed, memory-mapped) plus cached on-the-fly encoding
-of texts the catalog does not hold and of user histories."""
+"""Item vectors (precomputed, memory-mapped), the known users' vectors where the artifact has them
+(recsys/user_vectors.py), plus cached on-the-fly encoding of texts the catalog does not hold and of
+other user histories."""
 from __future__ import annotations
 
 import hashlib
@@ -14,15 +15,18 @@ USER_MAX_LENGTH = 128
 ITEM_MAX_LENGTH = 64
 
 
-def _key(text: str) -> str:
+def text_key(text: str) -> str:
+    """What texts are cached and precomputed user vectors are found by."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 class EmbeddingStore:
     def __init__(self, encoder: TextEncoder, item_vectors: np.ndarray, *, text_cache_size: int = 50_000,
-                 user_cache_size: int = 50_000) -> None:
+                 user_cache_size: int = 50_000,
+                 known_users: tuple[dict[str, int], np.ndarray] | None = None) -> None:
         self.encoder = encoder
         self.item_vectors = item_vectors
+        self.known_user_rows, self.known_user_vectors = known_users or ({}, None)
         self.text_cache: LRUCache[str, np.ndarray] = LRUCache(text_cache_size)
         self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
 
@@ -36,7 +40,7 @@ class EmbeddingStore:
 
     def _cached_encode(self, texts: list[str], cache: LRUCache[str, np.ndarray], max_length: int) -> np.ndarray:
         out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
-        keys = [_key(t) for t in texts]
+        keys = [text_key(t) for t in texts]
         missing: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             v = cache.get(k)
@@ -53,7 +57,12 @@ class EmbeddingStore:
         return out
 
     def user_vector(self, text: str) -> np.ndarray:
-        """Cached by a hash of the history text it came from."""
+        """Precomputed for the artifact's known users, else encoded and cached; both found by a hash of
+        the history text it came from."""
+        if self.known_user_rows:
+            row = self.known_user_rows.get(text_key(text))
+            if row is not None:
+                return np.asarray(self.known_user_vectors[row])
         return self._cached_encode([text], self.user_cache, USER_MAX_LENGTH)[0]
 
     def item_vectors_for(self, cand_idx: np.ndarray, texts: list[str | None]) -> np.ndarray:

@@ -21,7 +21,7 @@ from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import FeatureBuilder, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
-from recsys.text import USER_TEXT_ITEMS, user_text
+from recsys.text import history_user_text
 from recsys.validation import Limits, validate_request
 
 
@@ -102,9 +102,7 @@ class ResolveStage:
         ctx.groups, ctx.groups_from_catalog = groups, from_catalog
         history = list(req.user.history_item_ids) or self.users.get(req.user.user_id, [])
         ctx.history_idx = cat.lookup(history)
-        known_hist = ctx.history_idx[ctx.history_idx >= 0]
-        # user_text keeps the USER_TEXT_ITEMS most recent items: only those texts are looked up.
-        ctx.user_text = user_text([cat.texts[i] for i in known_hist[:USER_TEXT_ITEMS]], req.user.history_texts)
+        ctx.user_text = history_user_text(cat.texts, ctx.history_idx, req.user.history_texts)
 
 
 class InterestStage:

@@ -103,6 +103,7 @@ def train(cfg: TrainConfig) -> Path:
     from recsys.encoder import TextEncoder, base_model_path
     from recsys.interest_training import fine_tune, make_pairs, mine_hard_negatives
     from recsys.ranker import LambdaRanker
+    from recsys.user_vectors import write_user_vectors
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t_start = time.perf_counter()
@@ -184,6 +185,8 @@ def train(cfg: TrainConfig) -> Path:
                  .drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=True)["item_id"]
                  .apply(lambda s: list(s.head(50))).to_dict())
         (staging / "users.json").write_text(json.dumps(users))
+        user_vectors = write_user_vectors(staging, encoder, catalog, json.loads((staging / "users.json").read_text()),
+                                          progress=True)
         iso = lambda t: datetime.fromtimestamp(t, tz=timezone.utc).isoformat()  # noqa: E731
         meta = {
             "version": version,
@@ -195,6 +198,7 @@ def train(cfg: TrainConfig) -> Path:
                       "doc": "BERT + ranker-train stats < t_fit; ranker labels [t_fit, t_val); "
                              "eval labels >= t_val; serving stats < t_val"},
             "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "user_vectors": user_vectors["user_vectors"],
             "features": {"names": list(names), "extra": [n for n in names if n not in BASE_FEATURES]},
             "metrics": {
                 "interest_training": {k: v for k, v in interest_summary.items() if k != "loss_curve"},

@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from audit.log import AuditLog
 from audit.policy import Policy
 from recsys.artifacts import Artifacts
-from recsys.device import set_cpu_threads, single_threaded_blas
+from recsys.device import freeze_loaded_objects, set_cpu_threads, single_threaded_blas
 from recsys.errors import ConfigError
 from recsys.pipeline import Pipeline
 from service.auth import TokenAuthInterceptor, load_tokens
@@ -125,17 +125,6 @@ def load_app(config: ServiceConfig) -> App:
     metrics.watch_caches(lambda: current.get().caches())
     metrics.watch_monitor(lambda: current.get().monitor())
     return App(config, current, audit_log, health.HealthServicer(), metrics)
-
-
-def freeze_loaded_objects() -> None:
-    """Move everything allocated so far out of the cyclic collector's reach (`serve` calls it once loaded).
-
-    The loaded models, tokenizers and libraries are ~0.5 M GC-tracked objects that live as long as the
-    process: a full (generation-2) collection walked them all, 0.29 s with the GIL held on the dev VM (0.35 ms
-    once frozen), a pause any request could land in. App.reload unfreezes, so that an old snapshot's
-    reference cycles can still be collected once its last request ends."""
-    gc.collect()
-    gc.freeze()
 
 
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:

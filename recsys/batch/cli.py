@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="local: this process; ray: an actor pool on Ray Data (pip install '.[ray]')")
     ap.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
     ap.add_argument("--workers", type=int, default=None,
-                    help="Ray actors (default: one per CPU, or per GPU when the cluster has GPUs)")
+                    help="local: worker processes, each with its own pipeline (default 1: score in this "
+                         "process); ray: actors (default one per CPU, or per GPU when the cluster has GPUs)")
     ap.add_argument("--chunk-users", type=int, default=DEFAULT_CHUNK_USERS,
                     help=f"users per chunk = per output part (default {DEFAULT_CHUNK_USERS})")
     ap.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.engine != "ray" and (args.address or args.workers):
-        return fail("--address and --workers apply to --engine ray")
+    if args.engine != "ray" and args.address:
+        return fail("--address applies to --engine ray")
 
     from recsys.batch.inputs import BatchInputError
     from recsys.errors import ArtifactError, ConfigError, EthicrecError
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline, artifacts, log = recipe.build()
     except (BatchInputError, ArtifactError, ConfigError) as exc:
         return fail(str(exc))
+    from recsys.device import freeze_loaded_objects
+
+    freeze_loaded_objects()
     try:
         summary = run_batch(pipeline, artifacts.catalog.index, artifacts.extra_features, args.input, args.output,
                             top_k=args.top_k, audit_mode=AuditMode(args.audit_mode), chunk_users=args.chunk_users,

@@ -64,7 +64,10 @@ class RayChunkScorer:
         from recsys.batch.run import catalog_array
         from recsys.batch.scoring import ChunkScorer
 
+        from recsys.device import freeze_loaded_objects
+
         pipeline, artifacts, self.log = recipe.build()
+        freeze_loaded_objects()
         self.scorer = ChunkScorer(pipeline, spec, catalog_array(artifacts.catalog.index), top_k=top_k,
                                   audit_mode=AuditMode(audit_mode), request_prefix=request_prefix,
                                   model_version=artifacts.version)

@@ -69,10 +69,14 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
               chunk_users: int = DEFAULT_CHUNK_USERS, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True,
               skip_invalid: bool = False, rejects_path: Path | None = None, overwrite: bool = False,
               engine: str = "local", recipe: PipelineRecipe | None = None, ray_address: str | None = None,
-              workers: int | None = None, log=_stderr) -> BatchSummary:
+              workers: int | None = None, pool=None, log=_stderr) -> BatchSummary:
     """Validate INPUT, then score it into the directory OUTPUT (parts + manifest), resuming if
-    OUTPUT holds this same job unfinished. `pipeline` scores in-process (engine "local");
-    engine "ray" builds one pipeline per Ray actor from `recipe`."""
+    OUTPUT holds this same job unfinished.
+
+    Engine "local": `pipeline` scores in this process; with `workers` > 1, that many worker
+    processes each build a pipeline from `recipe` (recsys.batch.process_engine), or the open
+    WorkerPool `pool` is used (and left open). Engine "ray" builds one pipeline per Ray actor
+    from `recipe`. Every engine commits the same rows."""
     from tqdm import tqdm
 
     spec = inspect_input(Path(input_path), tuple(declared_features))
@@ -92,8 +96,18 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
     bar = tqdm(total=todo, desc="scoring", unit="row", unit_scale=True, disable=None if progress else True,
                smoothing=0.1)
     request_prefix = f"batch-{job.manifest['job_id']}-row"
+    own_pool = results = None
     try:
-        if engine == "local":
+        if engine == "local" and (pool is not None or (workers or 1) > 1):
+            from recsys.batch.process_engine import WorkerPool, run_in_processes
+
+            if pool is None:
+                if recipe is None:
+                    raise ValueError("engine 'local' with workers > 1 needs a PipelineRecipe")
+                own_pool = pool = WorkerPool(recipe, workers or 1)
+            results = run_in_processes(job, pool, spec, top_k=top_k, audit_mode=audit_mode,
+                                       request_prefix=request_prefix, identity=pipeline_identity(pipeline))
+        elif engine == "local":
             scorer = ChunkScorer(pipeline, spec, catalog_ids, top_k=top_k, audit_mode=audit_mode,
                                  request_prefix=request_prefix, model_version=params.get("model_version", ""))
             results = _local(job, scorer)
@@ -114,6 +128,10 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
         job.finish()
     finally:
         bar.close()
+        if hasattr(results, "close"):
+            results.close()   # a generator stopped early runs its clean-up now, not at garbage collection
+        if own_pool is not None:
+            own_pool.close()
         job.close()
     summary = summary_of(job.manifest, resumed=resumed)
     return dataclasses.replace(summary, seconds={"check": round(job.plan.check_seconds, 3),

@@ -1,0 +1,87 @@
+"""Precomputed interest vectors of the artifact's known users (`user_vectors.npy`, `user_vectors.keys.json`).
+
+Why: a user's vector is one BERT forward pass over up to 128 tokens of history titles, ~70 ms on one
+CPU thread. Without this file every process pays it once per known user: a server on each user's first
+request, a batch job (and each of its workers) for every user it meets — in the bench's 1,000-user job
+that was most of a cold run. Training encodes them once (on the GPU, where there is one).
+
+Rows are keyed by the sha1 of the user *text* (what `EmbeddingStore` caches by), not the user id: a
+request that brings its own history, or a catalog whose item texts changed since (upsert), makes a
+different text that simply is not found and is encoded on the fly as before. So a stale row can never
+be served for a changed history.
+
+    python -m recsys.user_vectors --artifacts artifacts   # add them to an artifact trained without
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from recsys.embedding_store import USER_MAX_LENGTH, EmbeddingStore, text_key
+from recsys.text import history_user_text
+
+VECTORS = "user_vectors.npy"
+KEYS = "user_vectors.keys.json"
+
+
+def known_user_texts(catalog, users: dict[str, list]) -> list[str]:
+    """The text ResolveStage builds for each known user who sends no history of their own, distinct,
+    in user order."""
+    seen: dict[str, None] = {}
+    for uid in users:
+        seen.setdefault(history_user_text(catalog.texts, catalog.lookup(list(users[uid])), ()), None)
+    return list(seen)
+
+
+def write_user_vectors(directory: Path, encoder, catalog, users: dict[str, list], *, progress: bool = False) -> dict:
+    """Encode every known user's text into `directory`; returns details for the metadata."""
+    texts = known_user_texts(catalog, users)
+    vectors = encoder.encode(texts, max_length=USER_MAX_LENGTH, progress=progress) if texts else \
+        np.zeros((0, encoder.dim), np.float32)
+    EmbeddingStore.save_vectors(directory / VECTORS, vectors)
+    (directory / KEYS).write_text(json.dumps([text_key(t) for t in texts]))
+    return {"user_vectors": len(texts)}
+
+
+def load_user_vectors(directory: Path, dim: int) -> tuple[dict[str, int], np.ndarray] | None:
+    """(text key -> row, memory-mapped vectors), or None for an artifact without them."""
+    if not (directory / VECTORS).is_file():
+        return None
+    keys = json.loads((directory / KEYS).read_text())
+    vectors = EmbeddingStore.load_vectors(directory / VECTORS)
+    if vectors.ndim != 2 or vectors.shape != (len(keys), dim):
+        raise ValueError(f"{VECTORS} has shape {vectors.shape}; expected ({len(keys)}, {dim}) from {KEYS}")
+    return {k: i for i, k in enumerate(keys)}, vectors
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m recsys.user_vectors",
+                                 description="Derive a new artifact version holding the known users' vectors.")
+    ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from recsys.artifact_update import base_version_dir, derive_version
+    from recsys.artifacts import load_artifacts
+    from recsys.errors import ArtifactError
+
+    try:
+        art = load_artifacts(base_version_dir(args.artifacts), device=args.device)
+        out = derive_version(args.artifacts, "user_vectors",
+                             lambda staging, meta: write_user_vectors(staging, art.store.encoder, art.catalog,
+                                                                      art.users, progress=True),
+                             device=args.device)
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"published {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""`--engine local --workers N`: worker processes give exactly the in-process engine's rows, one audit
+record per user in one intact hash chain, and refuse to score for a job whose pipeline they do not hold."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from recsys.batch import PipelineRecipe, build_batch_pipeline, run_batch
+from recsys.blend import Blend
+
+
+def _frame(artifacts, known_items) -> pd.DataFrame:
+    users = list(artifacts.users)[:10] + [f"new-{k}" for k in range(6)]
+    rows = []
+    for k, u in enumerate(users):
+        rows += [{"user_id": u, "item_id": i, "text": None, "audit.age_band": "under_18" if k % 5 == 0 else "25-34",
+                  "attr.content_rating": "R" if j == 1 else "PG"}
+                 for j, i in enumerate(known_items[k % 10: k % 10 + 15])]
+        if k % 4 == 0:
+            rows.append({"user_id": u, "item_id": f"ugc-{k}", "text": f"a short film about item {k}",
+                         "audit.age_band": rows[-1]["audit.age_band"], "attr.content_rating": "PG"})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_in_process_rows(artifacts, artifact_root, audit_log, known_items, tmp_path):
+    from audit.log import read_records
+    from audit.policy import load_policy
+    from audit.verify import verify_log
+    from recsys.batch.process_engine import WorkerPool
+
+    df = _frame(artifacts, known_items)
+    src = tmp_path / "in.parquet"
+    df.to_parquet(src)
+    pipeline = build_batch_pipeline(artifacts, load_policy(), audit_log)
+    local = run_batch(pipeline, artifacts.catalog.index, (), src, tmp_path / "local", top_k=6, chunk_users=3,
+                      progress=False)
+    db = tmp_path / "workers-audit.db"
+    recipe = PipelineRecipe(artifacts=str(artifact_root), policy=None, audit_log=str(db), device="cpu")
+    with WorkerPool(recipe, 2) as pool:
+        multi = run_batch(pipeline, artifacts.catalog.index, (), src, tmp_path / "multi", top_k=6, chunk_users=3,
+                          progress=False, pool=pool)
+        # the pool outlives a job; a job whose pipeline differs from the workers' is refused, nothing committed
+        other = build_batch_pipeline(artifacts, load_policy(), audit_log, Blend("linear", 0.3))
+        with pytest.raises(ValueError, match="differs from the job's"):
+            run_batch(other, artifacts.catalog.index, (), src, tmp_path / "other", top_k=6, chunk_users=3,
+                      progress=False, pool=pool)
+    assert multi.parts == local.parts == 6 and multi.rows == local.rows == len(df)
+    assert multi.verdicts == local.verdicts and multi.removed == local.removed > 0
+    a, b = pd.read_parquet(tmp_path / "local"), pd.read_parquet(tmp_path / "multi")
+    pd.testing.assert_frame_equal(a.drop(columns="audit_id"), b.drop(columns="audit_id"), check_exact=True)
+    records = list(read_records(db))
+    assert len(records) == df["user_id"].nunique() and set(b["audit_id"]) == {r.audit_id for r in records}
+    assert verify_log(db).ok
+    assert not list((tmp_path / "other").glob("part-*"))
+
+
+def test_cli_workers_apply_to_the_local_engine_and_address_does_not(artifact_root, tmp_path):
+    pd.DataFrame({"user_id": ["1"], "item_id": ["1"]}).to_parquet(tmp_path / "in.parquet")
+    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.parquet"),
+                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
+                          "--address", "ray://nowhere:1"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip() == "error: --address applies to --engine ray"
+    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.parquet"),
+                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
+                          "--workers", "0"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip() == "error: --workers must be >= 1, got 0"
+    assert not (tmp_path / "out").exists()
