@@ -5,10 +5,14 @@
 Scenarios (100 candidates per user unless said otherwise):
   warm       local engine in-process, catalog candidates (precomputed item vectors), user
              vectors already cached by a warm-up run: the pipeline's own cost per pair
-  cold       the CLI in a fresh process on the same input: adds start-up, loading the
-             artifact and one BERT encode per distinct user history
+  cold       the CLI in a fresh process on the same input: adds start-up and loading the artifact
+             (and one BERT encode per user history the artifact has no precomputed vector for);
+             cold_workers the same with --workers 2 (each worker loads the artifact too)
   texts      local engine in-process, every candidate an unknown item with its own text:
              BERT item encodes and the harm classifier on every row
+  workers    the local engine with --workers 2 (two worker processes, started and warmed once), run
+             alternately with `warm` (one process) on the same input and chunking: the ratio is the
+             figure to quote
   ray        the CLI with --engine ray --workers 2 on the cold input (local Ray cluster)
   memory     peak RSS of the CLI process (local engine) for an input and one 10x larger
 Users in `warm`/`cold`/`ray` are the artifact's known users (real histories) topped up
@@ -91,6 +95,38 @@ def in_process(artifacts_dir: str, src: Path, out: Path, *, warmup: bool, torch_
             "score_rows_per_s": round(s.rows / s.seconds["score"]), "load_avg_1m_before": la}
 
 
+def workers_vs_one(artifacts_dir: str, src: Path, out: Path, *, workers: int, rounds: int, chunk_users: int) -> dict:
+    """Alternating timed runs of one job: in this process, then on a warm WorkerPool."""
+    from recsys.batch import PipelineRecipe, run_batch
+    from recsys.batch.process_engine import WorkerPool
+    from recsys.device import freeze_loaded_objects
+
+    recipe = PipelineRecipe(artifacts=artifacts_dir, policy=None, audit_log=str(out.parent / f"{out.name}-audit.db"),
+                            device="cpu", torch_threads=1)
+    pipeline, artifacts, log = recipe.build()
+    freeze_loaded_objects()   # as the CLI does
+    one, many = [], []
+    with WorkerPool(recipe, workers) as pool:
+        t0 = time.perf_counter()
+        pool.warm_up()
+        start = time.perf_counter() - t0
+        for name, kw in (("warm-one", {}), ("warm-pool", {"pool": pool})):   # caches, numba, first-chunk costs
+            run_batch(pipeline, artifacts.catalog.index, (), src, out / name, progress=False,
+                      chunk_users=chunk_users, **kw)
+        la = load_avg()
+        for r in range(rounds):
+            for runs, kw in ((one, {}), (many, {"pool": pool})):
+                t0 = time.perf_counter()
+                s = run_batch(pipeline, artifacts.catalog.index, (), src, out / f"{len(runs)}-{len(kw)}-{r}",
+                              progress=False, chunk_users=chunk_users, **kw)
+                runs.append(s.rows / (time.perf_counter() - t0))
+    log.close()
+    return {"rows": s.rows, "workers": workers, "chunk_users": chunk_users, "pool_start_seconds": round(start, 1),
+            "one_process_rows_per_s": [round(x) for x in one], "workers_rows_per_s": [round(x) for x in many],
+            "one_process_median": round(float(np.median(one))), "workers_median": round(float(np.median(many))),
+            "ratio_median": round(float(np.median(np.array(many) / np.array(one))), 2), "load_avg_1m_before": la}
+
+
 def cli(artifacts_dir: str, src: Path, out: Path, *extra: str, torch_threads: int) -> dict:
     """Runs the CLI through a small wrapper whose RUSAGE_CHILDREN is exactly the CLI's peak RSS
     (with --engine ray the Ray workers are not counted)."""
@@ -120,7 +156,10 @@ def main() -> int:
     ap.add_argument("--text-users", type=int, default=20)
     ap.add_argument("--memory-users", type=int, default=2000, help="users of the small memory input (x10 for large)")
     ap.add_argument("--torch-threads", type=int, default=1)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["warm", "cold", "texts", "ray", "memory"])
+    ap.add_argument("--workers", type=int, default=2, help="worker processes of the `workers` scenario")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the `workers` scenario")
+    ap.add_argument("--chunk-users", type=int, default=128, help="users per chunk in the `workers` scenario")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["warm", "cold", "texts", "workers", "ray", "memory"])
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from recsys.artifacts import load_artifacts
@@ -136,9 +175,16 @@ def main() -> int:
         if "warm" not in args.skip:
             results["warm"] = in_process(adir, src, tmp / "warm", warmup=True, torch_threads=args.torch_threads)
             print("warm", results["warm"], flush=True)
+        if "workers" not in args.skip:
+            results["workers"] = workers_vs_one(adir, src, tmp / "workers", workers=args.workers, rounds=args.rounds,
+                                                chunk_users=args.chunk_users)
+            print("workers", results["workers"], flush=True)
         if "cold" not in args.skip:
             results["cold"] = cli(adir, src, tmp / "cold", torch_threads=args.torch_threads)
             print("cold", results["cold"], flush=True)
+            results["cold_workers"] = cli(adir, src, tmp / "cold-workers", "--workers", str(args.workers),
+                                          torch_threads=args.torch_threads)
+            print("cold_workers", results["cold_workers"], flush=True)
         if "texts" not in args.skip:
             tsrc = tmp / "texts.parquet"
             make_input(tsrc, art, args.text_users, 100, known_users=False, texts=True)

@@ -3,6 +3,7 @@ shared with the item-vector matrix and the harm scores."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,7 @@ class Catalog:
 
     def lookup(self, item_ids: list[str]) -> np.ndarray:
         """Row of each id, -1 where unknown."""
-        get = self.index.get
-        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return np.fromiter(map(self.index.get, item_ids, repeat(-1)), dtype=np.int64, count=len(item_ids))
 
     @classmethod
     def build(cls, items: pd.DataFrame, tags: pd.DataFrame, stats_inter: pd.DataFrame,

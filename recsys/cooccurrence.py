@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.sparse_gather import gather
+from recsys.sparse_kernels import cooccurrence_scores
 
 
 class CoOccurrence:
@@ -27,6 +27,8 @@ class CoOccurrence:
         self.counts = np.asarray(self.X.sum(axis=0)).ravel().astype(np.float64)
         with np.errstate(divide="ignore"):
             self.inv_sqrt = np.where(self.counts > 0, 1.0 / np.sqrt(self.counts), 0.0)
+        if self.X.shape[1]:   # compile (or load the cached machine code) for these array types now, not mid-request
+            self.score(np.zeros(1, np.int64), np.zeros(1, np.int64))
 
     @classmethod
     def build(cls, inter: pd.DataFrame, item_ids: np.ndarray, ref_time: int) -> "CoOccurrence":
@@ -45,23 +47,14 @@ class CoOccurrence:
     def score(self, cand_idx: np.ndarray, history_idx: np.ndarray) -> np.ndarray:
         """NaN when the history has no known item; 0 for unknown candidates.
 
-        The matrix products X[:, H]·v and X[:, C]ᵀ·w over the CSC arrays directly (recsys/sparse_gather.py):
-        the matrix is binary, so each is a weighted count per user / per candidate.
+        The matrix products X[:, H]·v and X[:, C]ᵀ·w over the CSC arrays directly, in one compiled loop
+        (recsys/sparse_kernels.py): the matrix is binary, so each is a weighted count per user / per candidate.
         """
         hist = np.unique(history_idx[history_idx >= 0])
-        out = np.zeros(len(cand_idx))
         if len(hist) == 0:
             return np.full(len(cand_idx), np.nan)
         X = self.X
-        pos, owner = gather(X.indptr, hist)
-        # per-user weight: sum over the user's history items of 1/sqrt(|U_h|)
-        w = np.bincount(X.indices[pos], weights=self.inv_sqrt[hist][owner], minlength=X.shape[0])
-        known = cand_idx >= 0
-        ki = cand_idx[known]
-        pos, owner = gather(X.indptr, ki)
-        dot = np.bincount(owner, weights=w[X.indices[pos]], minlength=len(ki))
-        out[known] = dot * self.inv_sqrt[ki] / len(hist)
-        return out
+        return cooccurrence_scores(X.indptr, X.indices, self.inv_sqrt, hist, cand_idx, X.shape[0])
 
     def save(self, path: Path) -> None:
         np.savez(path, indptr=self.X.indptr, indices=self.X.indices, shape=np.asarray(self.X.shape))

@@ -25,8 +25,12 @@ class EmbeddingStore:
                  user_cache_size: int = 50_000,
                  known_users: tuple[dict[str, int], np.ndarray] | None = None) -> None:
         self.encoder = encoder
-        self.item_vectors = item_vectors
-        self.known_user_rows, self.known_user_vectors = known_users or ({}, None)
+        # A plain ndarray view of the (memory-mapped) file: indexing a np.memmap builds memmap objects, a
+        # few us each, twice per request.
+        self.item_vectors = np.asarray(item_vectors)
+        rows, vectors = known_users or ({}, None)
+        self.known_user_rows: dict[str, int] = rows
+        self.known_user_vectors = None if vectors is None else np.asarray(vectors)
         self.text_cache: LRUCache[str, np.ndarray] = LRUCache(text_cache_size)
         self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
 
@@ -62,7 +66,7 @@ class EmbeddingStore:
         if self.known_user_rows:
             row = self.known_user_rows.get(text_key(text))
             if row is not None:
-                return np.asarray(self.known_user_vectors[row])
+                return self.known_user_vectors[row]
         return self._cached_encode([text], self.user_cache, USER_MAX_LENGTH)[0]
 
     def item_vectors_for(self, cand_idx: np.ndarray, texts: list[str | None]) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
-from recsys.sparse_gather import gather
+from recsys.sparse_kernels import tag_overlap
 
 MAX_SIM_HISTORY = 20
 # Features that come from the BERT bi-encoder (left out together for the "LightGBM without BERT" baseline).
@@ -43,6 +43,8 @@ class FeatureBuilder:
         self.extra_features = tuple(extra_features)
         self.names = BASE_FEATURES + self.extra_features
         self.ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
+        if len(catalog):   # compile (or load the cached machine code) for these array types now, not mid-request
+            _tag_overlap(catalog.tag_matrix, np.zeros(1, np.int64), np.zeros(1, np.int64))
 
     def build(self, cand_idx: np.ndarray, history_idx: np.ndarray, interest: np.ndarray,
               extra: np.ndarray | None = None, *, interest_max: np.ndarray | None = None) -> np.ndarray:
@@ -81,16 +83,8 @@ class FeatureBuilder:
 
 def _tag_overlap(tags, items: np.ndarray, hist: np.ndarray) -> np.ndarray:
     """Cosine of each item's tag vector with the history's mean tag vector (tags: binary CSR, items x tags),
-    over the CSR arrays directly (recsys/sparse_gather.py) rather than scipy fancy indexing."""
-    pos, owner = gather(tags.indptr, hist)
-    profile = np.bincount(tags.indices[pos], weights=tags.data[pos], minlength=tags.shape[1]) / len(hist)
-    pnorm = float(np.linalg.norm(profile))
-    pos, owner = gather(tags.indptr, items)
-    vals = tags.data[pos]
-    dot = np.bincount(owner, weights=vals * profile[tags.indices[pos]], minlength=len(items))
-    tnorm = np.sqrt(np.bincount(owner, weights=vals * vals, minlength=len(items)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((tnorm > 0) & (pnorm > 0), dot / (tnorm * max(pnorm, 1e-12)), np.nan)
+    over the CSR arrays directly in compiled loops (recsys/sparse_kernels.py) rather than scipy fancy indexing."""
+    return tag_overlap(tags.indptr, tags.indices, tags.data, tags.shape[1], items, hist)
 
 
 def recent_history(history_idx: np.ndarray) -> np.ndarray:
