@@ -20,6 +20,8 @@ import atexit
 import dataclasses
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -40,7 +42,21 @@ if TYPE_CHECKING:
 _WORKER: dict = {}
 
 
-def _init_worker(recipe: PipelineRecipe, cpu_share: int) -> None:
+def _exit_with_driver(driver: int, interval: float = 0.5) -> None:
+    """A worker outlives a driver killed with SIGKILL: the pool's queues never report EOF (each worker
+    holds both ends of its task pipe), so it would wait for tasks forever, holding its memory and the
+    driver's stdout. Poll the parent pid and leave when it changes. Leaving mid-chunk is safe: the audit
+    log's transaction rolls back, and the driver never committed that chunk's part."""
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
+
+
+def _init_worker(recipe: PipelineRecipe, cpu_share: int, driver: int) -> None:
+    _exit_with_driver(driver)
     if recipe.torch_threads is None:   # N workers share the machine: by default each takes its share of cores
         recipe = dataclasses.replace(recipe, torch_threads=cpu_share)
     try:
@@ -90,7 +106,7 @@ class WorkerPool:
         self.workers = workers
         share = max(1, (os.cpu_count() or 1) // workers)
         self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(recipe, share))
+                                             initializer=_init_worker, initargs=(recipe, share, os.getpid()))
 
     def warm_up(self) -> None:
         """Start every worker and build its pipeline now (otherwise the first chunks pay for it)."""

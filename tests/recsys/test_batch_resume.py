@@ -43,21 +43,51 @@ def _parts(out) -> list:
         return []
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-def test_sigkilled_job_resumes_to_the_same_rows(artifacts, artifact_root, known_items, audit_log, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkilled_job_resumes_to_the_same_rows(artifacts, artifact_root, known_items, audit_log, tmp_path, workers):
     df = _frame(artifacts, known_items, n_users=120)
     src = tmp_path / "in.parquet"
     df.to_parquet(src)
     out = tmp_path / "out"
     env = {**os.environ, "ETHICREC_AUDIT_SALT": "salt", "ETHICREC_TORCH_THREADS": "1"}
-    cmd = _cmd(artifact_root, src, out, tmp_path / "job-audit.db", "--chunk-users", "2", "--top-k", "5")
+    cmd = _cmd(artifact_root, src, out, tmp_path / "job-audit.db", "--chunk-users", "2", "--top-k", "5",
+               "--workers", str(workers))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not _parts(out) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    helpers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed mid-way"
+    if workers > 1:   # the worker processes notice their driver is gone and exit; none is left behind
+        assert len(helpers) >= workers
+        deadline = time.monotonic() + 60
+        while any(_alive(p) for p in helpers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in helpers)
     manifest = json.loads((out / "_manifest.json").read_text())
     committed = len(manifest["parts"])
     assert 1 <= committed < manifest["plan"]["chunks"] == 60
@@ -87,7 +117,8 @@ def test_sigkilled_job_resumes_to_the_same_rows(artifacts, artifact_root, known_
 
     logged = {r.audit_id for r in read_records(tmp_path / "job-audit.db")}
     assert set(resumed["audit_id"]) <= logged
-    assert len(logged) - resumed["audit_id"].nunique() <= 2   # at most the 2 users of the chunk being scored
+    # at most the 2 users of each chunk being scored: one in process, 2 per worker in flight with workers
+    assert len(logged) - resumed["audit_id"].nunique() <= 2 * (1 if workers == 1 else 2 * workers)
 
 
 def test_rerun_after_completion_does_nothing(artifacts, known_items, audit_log, tmp_path):
