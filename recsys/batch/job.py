@@ -102,6 +102,42 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+@dataclass(frozen=True)
+class WrittenPart:
+    """A scored chunk already written (and fsynced) to a temporary file in OUTPUT by a batch worker, with what
+    the manifest records about it; `Job.commit` moves it into place. Writing the part where it was scored
+    keeps Parquet encoding off the driver, which would otherwise do it for every worker."""
+
+    tmp: Path
+    rows: int
+    removed: int
+    verdicts: dict
+
+
+def part_tmp_path(output: Path, index: int) -> Path:
+    return output / f".{part_name(index)}.tmp"
+
+
+def write_part(table: pa.Table, output: Path, index: int, starts: list[int]) -> WrittenPart:
+    """Write `table` (the scored chunk `index`, users starting at `starts`) to its temporary part file."""
+    tmp = part_tmp_path(output, index)
+    pq.write_table(table, tmp)
+    _fsync_file(tmp)
+    removed, verdicts = part_counts(table, starts)
+    return WrittenPart(tmp, table.num_rows, removed, verdicts)
+
+
+def part_counts(table: pa.Table, starts: list[int]) -> tuple[int, dict[str, int]]:
+    """(removed rows, verdict -> users) of a scored chunk; one verdict per user, read at its first row."""
+    if not len(table):
+        return 0, {}
+    removed = int(np.count_nonzero(table.column("removed").to_numpy(zero_copy_only=False)))
+    verdicts: dict[str, int] = {}
+    for v in pc.take(table.column("verdict"), pa.array(np.asarray(starts[:-1], dtype=np.int64))).to_pylist():
+        verdicts[v] = verdicts.get(v, 0) + 1
+    return removed, verdicts
+
+
 def fingerprint(path: Path) -> dict:
     st = path.stat()
     h = hashlib.sha256()
@@ -270,18 +306,21 @@ class Job:
     def committed(self) -> dict[int, dict]:
         return {p["part"]: p for p in self.manifest["parts"]}
 
-    def commit(self, chunk_meta: dict, table: pa.Table) -> dict:
-        """Write one part durably, then list it in the manifest."""
+    def commit(self, chunk_meta: dict, scored: pa.Table | WrittenPart) -> dict:
+        """Write one part durably (or move a worker's written part into place), then list it in the manifest."""
         name = part_name(chunk_meta["part"])
-        write_parquet_atomic(table, self.output / name)
-        removed = int(np.count_nonzero(table.column("removed").to_numpy(zero_copy_only=False))) if len(table) else 0
-        verdicts: dict[str, int] = {}
-        if len(table):
-            # one verdict per user: count it at each user's first row
-            firsts = np.asarray(chunk_meta["_starts"][:-1], dtype=np.int64)
-            for v in pc.take(table.column("verdict"), pa.array(firsts)).to_pylist():
-                verdicts[v] = verdicts.get(v, 0) + 1
-        entry = {**{k: v for k, v in chunk_meta.items() if not k.startswith("_")}, "file": name, "rows": table.num_rows, "removed": removed, "verdicts": verdicts,
+        if isinstance(scored, WrittenPart):
+            if scored.tmp != part_tmp_path(self.output, chunk_meta["part"]):
+                raise RuntimeError(f"part {chunk_meta['part']} was written to {scored.tmp}, not this job's output")
+            os.replace(scored.tmp, self.output / name)
+            _fsync_dir(self.output)
+            rows, removed, verdicts = scored.rows, scored.removed, scored.verdicts
+        else:
+            write_parquet_atomic(scored, self.output / name)
+            rows = scored.num_rows
+            removed, verdicts = part_counts(scored, chunk_meta["_starts"])
+        entry = {**{k: v for k, v in chunk_meta.items() if not k.startswith("_")}, "file": name, "rows": rows,
+                 "removed": removed, "verdicts": verdicts,
                  "bytes": (self.output / name).stat().st_size, "committed_at": time.time()}
         self.manifest["parts"].append(entry)
         self.manifest["parts"].sort(key=lambda p: p["part"])

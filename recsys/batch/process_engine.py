@@ -9,7 +9,10 @@ resume point and the rows are the same as with one process.
 
 Each worker writes its chunks' audit records to the shared audit log itself, one
 transaction per chunk (SQLite's BEGIN IMMEDIATE serialises the writers and keeps one hash
-chain), before the driver commits that chunk's part — the order the in-process engine keeps.
+chain), then the chunk's part to a temporary file in OUTPUT (fsynced); the driver only moves
+parts into place and lists them in the manifest, in order — so audit records are durable
+before their part is committed, as with the in-process engine, and Parquet encoding runs on
+the workers.
 
 `WorkerPool` can outlive one job (a caller scoring many inputs pays the workers' start-up
 once); `run_batch(..., pool=...)` uses it and leaves it open.
@@ -25,11 +28,11 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from recsys.batch.inputs import Chunk, InputSpec
+from recsys.batch.job import WrittenPart
 from recsys.device import freeze_loaded_objects
 from recsys.domain import AuditMode
 
@@ -71,8 +74,8 @@ def _init_worker(recipe: PipelineRecipe, cpu_share: int, driver: int) -> None:
     _WORKER.update(pipeline=pipeline, artifacts=artifacts, log=log, scorers=[])
 
 
-def _score(settings: tuple, identity: dict, chunk: Chunk) -> pa.Table:
-    from recsys.batch.job import pipeline_identity
+def _score(settings: tuple, identity: dict, chunk: Chunk, output: Path) -> WrittenPart:
+    from recsys.batch.job import pipeline_identity, write_part
     from recsys.batch.run import catalog_array
     from recsys.batch.scoring import ChunkScorer
 
@@ -89,7 +92,7 @@ def _score(settings: tuple, identity: dict, chunk: Chunk) -> pa.Table:
                              audit_mode=AuditMode(audit_mode), request_prefix=prefix,
                              model_version=artifacts.version)
         _WORKER["scorers"] = [(settings, scorer)]   # one job at a time: keep only the current one's scorer
-    return scorer.score(chunk).combine_chunks()   # see WorkerPool.submit
+    return write_part(scorer.score(chunk), output, chunk.index, chunk.starts.tolist())
 
 
 class WorkerPool:
@@ -114,11 +117,11 @@ class WorkerPool:
         for f in futures:
             f.result()
 
-    def submit(self, settings: tuple, identity: dict, chunk: Chunk) -> Future:
+    def submit(self, settings: tuple, identity: dict, chunk: Chunk, output: Path) -> Future:
         # A chunk's columns are slices of the record batches they were read from, and pickling a slice
         # writes its whole parent buffers: 1 GB for a 51k-row chunk of the bench input vs 1.6 MB compacted.
         compact = dataclasses.replace(chunk, table=chunk.table.combine_chunks())
-        return self._executor.submit(_score, settings, identity, compact)
+        return self._executor.submit(_score, settings, identity, compact, output)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -131,16 +134,16 @@ class WorkerPool:
 
 
 def run_in_processes(job: Job, pool: WorkerPool, spec: InputSpec, *, top_k: int | None, audit_mode: AuditMode,
-                     request_prefix: str, identity: dict) -> Iterator[tuple[dict, pa.Table]]:
-    """(chunk meta, scored table) in chunk order, `2 * workers` chunks in flight at most. `identity` is
-    the job's pipeline_identity: a worker whose pipeline differs refuses to score."""
+                     request_prefix: str, identity: dict) -> Iterator[tuple[dict, WrittenPart]]:
+    """(chunk meta, the part a worker wrote) in chunk order, `2 * workers` chunks in flight at most.
+    `identity` is the job's pipeline_identity: a worker whose pipeline differs refuses to score."""
     from recsys.batch.job import chunk_meta
 
     settings = (spec, top_k, audit_mode.value, request_prefix)
     pending: deque[tuple[dict, Future]] = deque()
     try:
         for chunk in job.chunks_to_score():
-            pending.append((chunk_meta(chunk), pool.submit(settings, identity, chunk)))
+            pending.append((chunk_meta(chunk), pool.submit(settings, identity, chunk, job.output)))
             if len(pending) >= 2 * pool.workers:
                 meta, fut = pending.popleft()
                 yield meta, fut.result()

@@ -120,9 +120,8 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
                                  address=ray_address, workers=workers)
         else:
             raise ValueError(f"unknown engine {engine!r}")
-        for meta, table in results:
-            job.commit(meta, table)
-            bar.update(table.num_rows)
+        for meta, scored in results:
+            bar.update(job.commit(meta, scored)["rows"])
         if len(job.manifest["parts"]) != job.plan.chunks:
             raise RuntimeError(f"{len(job.manifest['parts'])} parts committed; the plan has {job.plan.chunks}")
         job.finish()
