@@ -21,6 +21,10 @@ manifest that makes the job resumable and exactly-once (recsys/batch/job.py).
 The whole input is checked before anything is written: a problem is one line,
 exit 2, nothing created; with --skip-invalid, bad rows go to a rejects file
 instead.
+
+Engines: in this process (default); `--workers N`, N worker processes of this
+machine (recsys/batch/process_engine.py); `--engine ray`, a Ray Data actor pool
+(recsys/batch/ray_engine.py). All commit the same rows.
 """
 from recsys.batch.inputs import BatchInputError
 

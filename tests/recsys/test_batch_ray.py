@@ -11,19 +11,7 @@ import pandas as pd
 import pytest
 
 from recsys.batch import PipelineRecipe, build_batch_pipeline, run_batch
-
-
-def _frame(artifacts, known_items) -> pd.DataFrame:
-    users = list(artifacts.users)[:8] + [f"new-{k}" for k in range(8)]
-    rows = []
-    for k, u in enumerate(users):
-        rows += [{"user_id": u, "item_id": i, "text": None, "audit.age_band": "under_18" if k % 5 == 0 else "25-34",
-                  "attr.content_rating": "R" if j == 1 else "PG"}
-                 for j, i in enumerate(known_items[k % 10: k % 10 + 15])]
-        if k % 4 == 0:
-            rows.append({"user_id": u, "item_id": f"ugc-{k}", "text": f"a short film about item {k}",
-                         "audit.age_band": rows[-1]["audit.age_band"], "attr.content_rating": "PG"})
-    return pd.DataFrame(rows)
+from tests.recsys.batch_frames import mixed_frame
 
 
 @pytest.mark.slow
@@ -32,7 +20,7 @@ def test_ray_engine_gives_the_local_engines_rows(artifacts, artifact_root, audit
     from audit.log import read_records
     from audit.policy import load_policy
 
-    df = _frame(artifacts, known_items)
+    df = mixed_frame(artifacts, known_items)
     src = tmp_path / "in.csv"          # CSV: the Ray engine reads the driver's spool, not the CSV
     df.to_csv(src, index=False)
     pipeline = build_batch_pipeline(artifacts, load_policy(), audit_log)

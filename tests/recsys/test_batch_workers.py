@@ -8,19 +8,7 @@ import pytest
 
 from recsys.batch import PipelineRecipe, build_batch_pipeline, run_batch
 from recsys.blend import Blend
-
-
-def _frame(artifacts, known_items) -> pd.DataFrame:
-    users = list(artifacts.users)[:10] + [f"new-{k}" for k in range(6)]
-    rows = []
-    for k, u in enumerate(users):
-        rows += [{"user_id": u, "item_id": i, "text": None, "audit.age_band": "under_18" if k % 5 == 0 else "25-34",
-                  "attr.content_rating": "R" if j == 1 else "PG"}
-                 for j, i in enumerate(known_items[k % 10: k % 10 + 15])]
-        if k % 4 == 0:
-            rows.append({"user_id": u, "item_id": f"ugc-{k}", "text": f"a short film about item {k}",
-                         "audit.age_band": rows[-1]["audit.age_band"], "attr.content_rating": "PG"})
-    return pd.DataFrame(rows)
+from tests.recsys.batch_frames import mixed_frame
 
 
 @pytest.mark.slow
@@ -30,7 +18,7 @@ def test_worker_processes_give_the_in_process_rows(artifacts, artifact_root, aud
     from audit.verify import verify_log
     from recsys.batch.process_engine import WorkerPool
 
-    df = _frame(artifacts, known_items)
+    df = mixed_frame(artifacts, known_items, n_known=10, n_new=6)
     src = tmp_path / "in.parquet"
     df.to_parquet(src)
     pipeline = build_batch_pipeline(artifacts, load_policy(), audit_log)
