@@ -15,7 +15,9 @@ before their part is committed, as with the in-process engine, and Parquet encod
 the workers.
 
 `WorkerPool` can outlive one job (a caller scoring many inputs pays the workers' start-up
-once); `run_batch(..., pool=...)` uses it and leaves it open.
+once); `run_batch(..., pool=...)` uses it and leaves it open. Workers are spawned, so a script
+that starts a pool must guard its entry point with `if __name__ == "__main__":` (the spawned
+interpreter imports the script's module again).
 """
 from __future__ import annotations
 
