@@ -22,15 +22,13 @@ def text_key(text: str) -> str:
 
 class EmbeddingStore:
     def __init__(self, encoder: TextEncoder, item_vectors: np.ndarray, *, text_cache_size: int = 50_000,
-                 user_cache_size: int = 50_000,
-                 known_users: tuple[dict[str, int], np.ndarray] | None = None) -> None:
+                 user_cache_size: int = 50_000, known_users=None) -> None:
         self.encoder = encoder
         # A plain ndarray view of the (memory-mapped) file: indexing a np.memmap builds memmap objects, a
         # few us each, twice per request.
         self.item_vectors = np.asarray(item_vectors)
-        rows, vectors = known_users or ({}, None)
-        self.known_user_rows: dict[str, int] = rows
-        self.known_user_vectors = None if vectors is None else np.asarray(vectors)
+        # recsys.user_vectors.KnownUserVectors (the artifact's precomputed users), or None
+        self.known_users = known_users
         self.text_cache: LRUCache[str, np.ndarray] = LRUCache(text_cache_size)
         self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
 
@@ -63,10 +61,10 @@ class EmbeddingStore:
     def user_vector(self, text: str) -> np.ndarray:
         """Precomputed for the artifact's known users, else encoded and cached; both found by a hash of
         the history text it came from."""
-        if self.known_user_rows:
-            row = self.known_user_rows.get(text_key(text))
-            if row is not None:
-                return self.known_user_vectors[row]
+        if self.known_users is not None:
+            vector = self.known_users.get(text_key(text))
+            if vector is not None:
+                return vector
         return self._cached_encode([text], self.user_cache, USER_MAX_LENGTH)[0]
 
     def item_vectors_for(self, cand_idx: np.ndarray, texts: list[str | None]) -> np.ndarray:

@@ -48,15 +48,41 @@ def write_user_vectors(directory: Path, encoder, catalog, users: dict[str, list]
     return {"user_vectors": len(texts)}
 
 
-def load_user_vectors(directory: Path, dim: int) -> tuple[dict[str, int], np.ndarray] | None:
-    """(text key -> row, memory-mapped vectors), or None for an artifact without them."""
+class KnownUserVectors:
+    """The precomputed rows, looked up like a cache: `hits`/`misses` feed the same metrics as the LRU caches
+    (`ethicrec_cache_hits_total{cache="known_user_vectors"}`). The counters are bumped without a lock: a
+    lost increment under concurrent requests only blurs a metric, and a lock per request would cost more."""
+
+    def __init__(self, keys: list[str], vectors: np.ndarray) -> None:
+        self.rows = {k: i for i, k in enumerate(keys)}
+        self.vectors = np.asarray(vectors)   # a plain view of the memory map (cheaper to index)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> np.ndarray | None:
+        row = self.rows.get(key)
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return self.vectors[row]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def load_user_vectors(directory: Path, dim: int) -> KnownUserVectors | None:
+    """The artifact's precomputed user vectors (memory-mapped), or None for an artifact without them."""
     if not (directory / VECTORS).is_file():
         return None
     keys = json.loads((directory / KEYS).read_text())
     vectors = EmbeddingStore.load_vectors(directory / VECTORS)
     if vectors.ndim != 2 or vectors.shape != (len(keys), dim):
         raise ValueError(f"{VECTORS} has shape {vectors.shape}; expected ({len(keys)}, {dim}) from {KEYS}")
-    return {k: i for i, k in enumerate(keys)}, vectors
+    return KnownUserVectors(keys, vectors)
 
 
 def main(argv: list[str] | None = None) -> int:

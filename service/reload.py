@@ -61,9 +61,12 @@ class Snapshot:
             self.close()
 
     def caches(self) -> dict[str, LRUCache]:
-        """The LRU caches this snapshot's requests fill, by name, for metrics."""
+        """The LRU caches this snapshot's requests fill (and the precomputed user vectors they are read
+        before), by name, for metrics."""
         out: dict[str, LRUCache] = {"item_text_vectors": self.artifacts.store.text_cache,
                                     "user_vectors": self.artifacts.store.user_cache}
+        if self.artifacts.store.known_users is not None:   # the precomputed users, counted the same way
+            out["known_user_vectors"] = self.artifacts.store.known_users
         for stage in self.pipeline.stages:
             cache = getattr(getattr(stage, "harm", None), "cache", None)
             if isinstance(cache, LRUCache):

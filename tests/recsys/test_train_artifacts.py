@@ -36,8 +36,8 @@ def test_loaded_artifact_ranks_candidates(pipeline, known_items):
 
 
 def test_item_vectors_are_memory_mapped_and_normalised(artifacts):
-    v = artifacts.store.item_vectors
-    assert isinstance(v, np.memmap)
+    v = artifacts.store.item_vectors   # a plain ndarray view of the memory map (cheaper to index)
+    assert isinstance(v.base, np.memmap) and not v.flags.owndata
     norms = np.linalg.norm(np.asarray(v[:50]), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-4)
 

@@ -15,7 +15,7 @@ from recsys.user_vectors import KEYS, VECTORS, known_user_texts
 def test_training_writes_one_vector_per_known_user_text(artifacts):
     texts = known_user_texts(artifacts.catalog, artifacts.users)
     store = artifacts.store
-    assert artifacts.metadata["user_vectors"] == len(texts) == len(store.known_user_rows) > 100
+    assert artifacts.metadata["user_vectors"] == len(texts) == len(store.known_users) > 100
     sample = texts[:16]
     fresh = store.encoder.encode(sample, max_length=USER_MAX_LENGTH)
     stored = np.stack([store.user_vector(t) for t in sample])
@@ -27,12 +27,12 @@ def test_a_known_user_request_encodes_nothing(artifacts, pipeline, known_items):
     user = next(u for u in artifacts.users if artifacts.users[u])
     cached = len(store.user_cache)    # only texts encoded on the fly enter this cache
     ctx = pipeline.run(RankRequest(UserContext(user), tuple(Candidate(i) for i in known_items[:10]), 5))
-    assert ctx.user_text and text_key(ctx.user_text) in store.known_user_rows
+    assert ctx.user_text and text_key(ctx.user_text) in store.known_users
     assert len(store.user_cache) == cached and store.user_cache.get(text_key(ctx.user_text)) is None
     # the same user sending history of their own makes another text: encoded on the fly, not looked up
     ctx = pipeline.run(RankRequest(UserContext(user, history_texts=("a history only this test sends",)),
                                    tuple(Candidate(i) for i in known_items[:10]), 5))
-    assert text_key(ctx.user_text) not in store.known_user_rows
+    assert text_key(ctx.user_text) not in store.known_users
     assert len(store.user_cache) == cached + 1
 
 
@@ -66,8 +66,8 @@ def test_cli_adds_user_vectors_to_an_artifact_without_them(copy_artifacts):
         return {}
 
     old = derive_version(copy_artifacts, "strip", strip)
-    assert load_artifacts(old, device="cpu").store.known_user_rows == {}
+    assert load_artifacts(old, device="cpu").store.known_users is None
     assert main(["--artifacts", str(copy_artifacts), "--device", "cpu"]) == 0
     new = load_artifacts(copy_artifacts, device="cpu")
-    assert new.version != old.name and len(new.store.known_user_rows) > 100
+    assert new.version != old.name and len(new.store.known_users) > 100
     assert new.metadata["derived"][-1]["kind"] == "user_vectors"
