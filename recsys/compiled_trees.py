@@ -61,7 +61,47 @@ def _kernel(X, feature, threshold, left, right, default_left, missing, leaf_valu
         out[i] = acc
 
 
-_compiled: dict[bool, object] = {}
+def _kernel_rowmiss(X, feature_missing, feature, threshold, left, right, default_left, leaf_value, node_start,
+                    leaf_start, out):
+    """`_kernel` for models whose missing type is the same at every split on a feature (LightGBM derives it
+    from the feature's bins, so in practice always): each row's values are cleaned and its missing flags set
+    once per feature instead of at every node, which leaves one flag load and one compare per node."""
+    n_trees = len(node_start) - 1
+    nf = X.shape[1]
+    for i in _rows(X.shape[0]):
+        row = np.empty(nf)
+        miss = np.zeros(nf, np.bool_)
+        for k in range(nf):
+            v = X[i, k]
+            m = feature_missing[k]
+            if v != v:                              # NaN
+                if m != 2:
+                    v = 0.0
+            elif -_ZERO <= v <= _ZERO:
+                v = 0.0
+            row[k] = v
+            miss[k] = (m == 1 and v == 0.0) or (m == 2 and v != v)
+        acc = 0.0
+        for t in range(n_trees):
+            base = node_start[t]
+            if node_start[t + 1] == base:          # a tree that is a single leaf
+                acc += leaf_value[leaf_start[t]]
+                continue
+            node = 0
+            while node >= 0:
+                j = base + node
+                f = feature[j]
+                if miss[f]:
+                    node = left[j] if default_left[j] else right[j]
+                elif row[f] <= threshold[j]:
+                    node = left[j]
+                else:
+                    node = right[j]
+            acc += leaf_value[leaf_start[t] + ~node]
+        out[i] = acc
+
+
+_compiled: dict[tuple[str, bool], object] = {}
 _rows = range
 
 
@@ -72,20 +112,23 @@ def _threshold(value: float) -> float:
     return np.inf if value >= 1e300 else -np.inf if value <= -1e300 else value
 
 
-def _get_kernel(parallel: bool):
+def _get_kernel(parallel: bool, kernel_fn=None):
     """The serial kernel (a request's rows; nogil, so concurrent requests score in parallel) or the
-    row-parallel one (batch chunks: numba's threads over rows, each row summed exactly as serially).
-    cache=True: compiled once per machine, not per process."""
-    kernel = _compiled.get(parallel)
+    row-parallel one (batch chunks: numba's threads over rows, each row summed exactly as serially), of
+    `kernel_fn` (`_kernel` by default, or `_kernel_rowmiss`). cache=True: compiled once per machine, not per
+    process."""
+    fn0 = _kernel if kernel_fn is None else kernel_fn
+    key = (fn0.__name__, parallel)
+    kernel = _compiled.get(key)
     if kernel is None:
         if parallel:
-            src = _kernel.__code__
-            fn = type(_kernel)(src, {**_kernel.__globals__, "_rows": numba.prange}, "_kernel_parallel")
-            fn.__qualname__ = "_kernel_parallel"   # numba's on-disk cache is keyed by it: keep the two apart
+            name = f"{fn0.__name__}_parallel"
+            fn = type(fn0)(fn0.__code__, {**fn0.__globals__, "_rows": numba.prange}, name)
+            fn.__qualname__ = name   # numba's on-disk cache is keyed by it: keep the two apart
             kernel = numba.njit(cache=True, nogil=True, parallel=True)(fn)
         else:
-            kernel = numba.njit(cache=True, nogil=True)(_kernel)
-        _compiled[parallel] = kernel
+            kernel = numba.njit(cache=True, nogil=True)(fn0)
+        _compiled[key] = kernel
     return kernel
 
 
@@ -101,6 +144,7 @@ class CompiledTrees:
     node_start: np.ndarray     # tree t's nodes: node_start[t]:node_start[t+1]
     leaf_start: np.ndarray
     n_features: int
+    feature_missing: np.ndarray | None = None   # missing type per feature when uniform per feature (int8)
 
     @classmethod
     def from_booster(cls, booster, num_iteration: int | None = None) -> "CompiledTrees | None":
@@ -147,7 +191,9 @@ class CompiledTrees:
         self = cls(np.asarray(feature, np.int32), np.asarray(threshold, np.float64), np.asarray(left, np.int32),
                    np.asarray(right, np.int32), np.asarray(default_left, np.bool_), np.asarray(missing, np.int8),
                    np.asarray(leaf_value, np.float64), np.asarray(node_start, np.int64),
-                   np.asarray(leaf_start, np.int64), int(model["max_feature_idx"]) + 1)
+                   np.asarray(leaf_start, np.int64), int(model["max_feature_idx"]) + 1,
+                   _feature_missing(np.asarray(feature, np.int32), np.asarray(missing, np.int8),
+                                    int(model["max_feature_idx"]) + 1))
         self.predict(np.zeros((1, self.n_features)))   # compile (or load the cached machine code) now, not mid-request
         return self
 
@@ -156,6 +202,24 @@ class CompiledTrees:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
         out = np.empty(len(X), dtype=np.float64)
-        _get_kernel(len(X) >= PARALLEL_ROWS)(X, self.feature, self.threshold, self.left, self.right, self.default_left, self.missing,
-                      self.leaf_value, self.node_start, self.leaf_start, out)
+        parallel = len(X) >= PARALLEL_ROWS
+        if self.feature_missing is not None:
+            _get_kernel(parallel, _kernel_rowmiss)(X, self.feature_missing, self.feature, self.threshold, self.left,
+                                                   self.right, self.default_left, self.leaf_value, self.node_start,
+                                                   self.leaf_start, out)
+        else:
+            _get_kernel(parallel)(X, self.feature, self.threshold, self.left, self.right, self.default_left,
+                                  self.missing, self.leaf_value, self.node_start, self.leaf_start, out)
         return out
+
+
+def _feature_missing(feature: np.ndarray, missing: np.ndarray, n_features: int) -> np.ndarray | None:
+    """Each feature's missing type if all its splits share one (features without splits: 0), else None."""
+    out = np.zeros(n_features, np.int8)
+    for f in range(n_features):
+        kinds = np.unique(missing[feature == f])
+        if len(kinds) > 1:
+            return None
+        if len(kinds):
+            out[f] = kinds[0]
+    return out

@@ -104,4 +104,29 @@ def test_batch_sized_inputs_take_the_parallel_kernel_with_the_same_scores():
     big = np.tile(_queries(X), (2, 1))
     assert len(big) >= compiled_trees.PARALLEL_ROWS
     np.testing.assert_array_equal(ct.predict(big), booster.predict(big))
-    assert True in compiled_trees._compiled   # the parallel kernel was the one used
+    assert ("_kernel_rowmiss", True) in compiled_trees._compiled   # the parallel kernel was the one used
+
+
+def test_the_per_node_kernel_serves_models_whose_missing_type_varies_within_a_feature():
+    """LightGBM gives every split on a feature the same missing type, so `from_booster` always gets the
+    per-row kernel; the general per-node kernel stays for a model where that would not hold, and agrees."""
+    import dataclasses
+
+    from recsys.compiled_trees import PARALLEL_ROWS, _feature_missing
+
+    X, y = _data()
+    booster = lgb.train({"objective": "regression", "verbose": -1, "zero_as_missing": True}, lgb.Dataset(X, y),
+                        num_boost_round=25)
+    ct = CompiledTrees.from_booster(booster)
+    assert ct.feature_missing is not None
+    general = dataclasses.replace(ct, feature_missing=None)
+    for rows in (_queries(X), np.tile(_queries(X), (PARALLEL_ROWS // len(_queries(X)) + 1, 1))):
+        np.testing.assert_array_equal(general.predict(rows), booster.predict(rows))
+        np.testing.assert_array_equal(ct.predict(rows), booster.predict(rows))
+    counts = np.bincount(ct.feature, minlength=ct.n_features)
+    f = int(np.argmax(counts))
+    assert counts[f] > 1
+    mixed = ct.missing.copy()
+    first = int(np.flatnonzero(ct.feature == f)[0])
+    mixed[first] = (mixed[first] + 1) % 3
+    assert _feature_missing(ct.feature, mixed, ct.n_features) is None
