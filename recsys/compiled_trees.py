@@ -13,6 +13,11 @@ values of magnitude <= 1e-35 read as 0 as its dense-row reader does, and sums th
 0.0 in double precision as `GBDT::PredictRaw` does. tests/recsys/test_compiled_trees.py checks equality
 with `Booster.predict` on real models. Models it does not cover (categorical splits, linear trees,
 several trees per iteration) make `from_booster` return None and callers keep LightGBM's predict.
+
+Two kernels: LightGBM gives every split on a feature the same missing type (it comes from the feature's
+bins), so `_kernel_rowmiss` cleans each row's values and sets its missing flags once per feature, leaving
+one flag load and one compare per node (1.3-1.4x the per-node kernel on 30k real feature rows, 1.0-1.3x on
+a request's 100; tested equal). The per-node `_kernel` stays for a model where that would not hold.
 """
 from __future__ import annotations
 
