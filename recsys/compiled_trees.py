@@ -70,7 +70,8 @@ def _kernel_rowmiss(X, feature_missing, feature, threshold, left, right, default
                     leaf_start, out):
     """`_kernel` for models whose missing type is the same at every split on a feature (LightGBM derives it
     from the feature's bins, so in practice always): each row's values are cleaned and its missing flags set
-    once per feature instead of at every node, which leaves one flag load and one compare per node."""
+    once per feature instead of at every node, which leaves one flag load and one compare per node. Its tree
+    loop repeats `_kernel`'s on purpose: both are the innermost loop of every prediction, kept flat."""
     n_trees = len(node_start) - 1
     nf = X.shape[1]
     for i in _rows(X.shape[0]):
