@@ -184,9 +184,10 @@ def train(cfg: TrainConfig) -> Path:
         users = (inter.sort_values(["timestamp", "item_id"], ascending=[False, True], kind="mergesort")
                  .drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=True)["item_id"]
                  .apply(lambda s: list(s.head(50))).to_dict())
-        (staging / "users.json").write_text(json.dumps(users))
-        user_vectors = write_user_vectors(staging, encoder, catalog, json.loads((staging / "users.json").read_text()),
-                                          progress=True)
+        users_json = json.dumps(users)
+        (staging / "users.json").write_text(users_json)
+        # From the JSON, as serving reads it (string user and item ids), so the user texts match.
+        user_vectors = write_user_vectors(staging, encoder, catalog, json.loads(users_json), progress=True)
         iso = lambda t: datetime.fromtimestamp(t, tz=timezone.utc).isoformat()  # noqa: E731
         meta = {
             "version": version,

@@ -13,7 +13,6 @@ process exits 0.
 from __future__ import annotations
 
 import gc
-
 import logging
 import signal
 import threading
@@ -79,7 +78,6 @@ class App:
         result = self.current.reload(self.config, self.audit_log)
         if result.ok:
             gc.unfreeze()   # the old snapshot is garbage once its last request ends; let the collector see it
-        if result.ok:
             self.metrics.reloads.labels("ok").inc()
             self.metrics.set_versions(result.model_version, result.policy_version)
             log.info("reloaded: model %s -> %s, policy %s -> %s", result.previous_model_version,

@@ -73,7 +73,7 @@ def _init_worker(recipe: PipelineRecipe, cpu_share: int, driver: int) -> None:
     pipeline, artifacts, log = recipe.build()
     atexit.register(log.close)
     freeze_loaded_objects()
-    _WORKER.update(pipeline=pipeline, artifacts=artifacts, log=log, scorers=[])
+    _WORKER.update(pipeline=pipeline, artifacts=artifacts, log=log, scorer=(None, None))
 
 
 def _score(settings: tuple, identity: dict, chunk: Chunk, output: Path) -> WrittenPart:
@@ -81,10 +81,8 @@ def _score(settings: tuple, identity: dict, chunk: Chunk, output: Path) -> Writt
     from recsys.batch.run import catalog_array
     from recsys.batch.scoring import ChunkScorer
 
-    for known, scorer in _WORKER["scorers"]:
-        if known == settings:
-            break
-    else:
+    known, scorer = _WORKER["scorer"]
+    if known != settings:   # a new job: one job at a time, so only its scorer is kept
         mine = pipeline_identity(_WORKER["pipeline"])
         if mine != identity:   # a pool built from another artifact or policy than the job's pipeline
             raise ValueError(f"worker pipeline {mine} differs from the job's {identity}")
@@ -93,7 +91,7 @@ def _score(settings: tuple, identity: dict, chunk: Chunk, output: Path) -> Writt
         scorer = ChunkScorer(_WORKER["pipeline"], spec, catalog_array(artifacts.catalog.index), top_k=top_k,
                              audit_mode=AuditMode(audit_mode), request_prefix=prefix,
                              model_version=artifacts.version)
-        _WORKER["scorers"] = [(settings, scorer)]   # one job at a time: keep only the current one's scorer
+        _WORKER["scorer"] = (settings, scorer)
     return write_part(scorer.score(chunk), output, chunk.index, chunk.starts.tolist())
 
 
@@ -107,7 +105,6 @@ class WorkerPool:
     def __init__(self, recipe: PipelineRecipe, workers: int) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1; got {workers!r}")
-        self.recipe = recipe
         self.workers = workers
         share = max(1, (os.cpu_count() or 1) // workers)
         self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
