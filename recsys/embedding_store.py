@@ -10,6 +10,7 @@ import numpy as np
 
 from recsys.encoder import TextEncoder
 from recsys.lru import LRUCache
+from recsys.microbatch import MicroBatcher
 
 USER_MAX_LENGTH = 128
 ITEM_MAX_LENGTH = 64
@@ -31,6 +32,25 @@ class EmbeddingStore:
         self.known_users = known_users
         self.text_cache: LRUCache[str, np.ndarray] = LRUCache(text_cache_size)
         self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
+        # max_length -> MicroBatcher once enable_batching() is called (the server); None: encode in the
+        # caller's thread (training, batch jobs: they already encode in bulk).
+        self.batchers: dict[int, MicroBatcher] | None = None
+
+    def enable_batching(self, *, max_batch: int, max_wait_s: float) -> None:
+        """Encode cache misses of concurrent requests together (recsys/microbatch.py): one batcher for
+        item texts and one for user histories, which have different max lengths."""
+        old, self.batchers = self.batchers, {
+            length: MicroBatcher(lambda texts, length=length: self.encoder.encode(texts, max_length=length),
+                                 max_batch=max_batch, max_wait_s=max_wait_s, name=name)
+            for name, length in (("item_texts", ITEM_MAX_LENGTH), ("user_texts", USER_MAX_LENGTH))}
+        for batcher in (old or {}).values():
+            batcher.close()
+
+    def _encode(self, texts: list[str], max_length: int) -> np.ndarray:
+        batcher = None if self.batchers is None else self.batchers.get(max_length)
+        if batcher is None:
+            return self.encoder.encode(texts, max_length=max_length)
+        return np.stack(batcher.run(texts))
 
     @staticmethod
     def save_vectors(path: Path, vectors: np.ndarray) -> None:
@@ -52,7 +72,7 @@ class EmbeddingStore:
                 out[i] = v
         if missing:
             first = [rows[0] for rows in missing.values()]
-            vecs = self.encoder.encode([texts[i] for i in first], max_length=max_length)
+            vecs = self._encode([texts[i] for i in first], max_length)
             for (k, rows), v in zip(missing.items(), vecs):
                 cache.put(k, v)
                 out[rows] = v

@@ -47,6 +47,8 @@ class ServiceConfig:
     grace_seconds: float = 10.0
     blend: str = "lightgbm"               # lightgbm | linear (see recsys/blend.py)
     blend_weight: float = 0.5             # linear mode: share of the BERT interest score
+    encode_batch_max: int = 64            # texts per shared BERT call for cache misses (recsys/microbatch.py); 0 = off
+    encode_batch_wait_ms: float = 0.0     # how long the first request may wait for others to join its batch
     tls_cert: Path | None = None          # PEM server certificate chain; with tls_key turns TLS on
     tls_key: Path | None = None
     tls_client_ca: Path | None = None     # PEM CA bundle; set = mutual TLS (client certificates required)
@@ -75,6 +77,11 @@ class ServiceConfig:
             raise ConfigError(f"config key blend must be lightgbm or linear; got {self.blend!r}")
         if not 0 <= self.blend_weight <= 1:
             raise ConfigError(f"config key blend_weight must be between 0 and 1; got {self.blend_weight}")
+        if self.encode_batch_max < 0:
+            raise ConfigError(f"config key encode_batch_max must be >= 0 (0 = off); got {self.encode_batch_max}")
+        if not 0 <= self.encode_batch_wait_ms <= 1000:
+            raise ConfigError(f"config key encode_batch_wait_ms must be between 0 and 1000; "
+                              f"got {self.encode_batch_wait_ms}")
         if self.grace_seconds < 0:
             raise ConfigError(f"config key grace_seconds must be >= 0; got {self.grace_seconds}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -119,7 +126,7 @@ _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
     "max_queue": int, "max_message_bytes": int,
     "reflection": str, "device": str, "torch_threads": int, "grace_seconds": float,
-    "blend": str, "blend_weight": float,
+    "blend": str, "blend_weight": float, "encode_batch_max": int, "encode_batch_wait_ms": float,
     "tls_cert": Path, "tls_key": Path, "tls_client_ca": Path, "auth_tokens_file": Path,
     "metrics_port": int, "log_format": str, "log_level": str,
 }

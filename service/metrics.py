@@ -45,6 +45,26 @@ class CacheCollector(Collector):
         yield from (hits, misses, ratio, entries)
 
 
+class BatcherCollector(Collector):
+    """The text-encoding micro-batchers' counters at scrape time (recsys/microbatch.py): calls, requests
+    served, texts asked for and texts sent to BERT, by batcher. texts_encoded / batches is the mean batch
+    size; texts / texts_encoded how much concurrent requests shared."""
+
+    def __init__(self, batchers: Callable[[], Mapping[str, Any]]) -> None:
+        self._batchers = batchers
+
+    def collect(self):
+        fams = {attr: CounterMetricFamily(f"ethicrec_encode_batch_{name}", help_, labels=["batcher"])
+                for attr, name, help_ in (("batches", "calls", "BERT calls made by the micro-batcher"),
+                                          ("requests", "requests", "Requests whose cache misses it served"),
+                                          ("texts", "texts", "Texts asked for, duplicates included"),
+                                          ("encoded", "texts_encoded", "Texts sent to BERT"))}
+        for name, batcher in self._batchers().items():
+            for attr, fam in fams.items():
+                fam.add_metric([name], getattr(batcher, attr))
+        yield from fams.values()
+
+
 class MonitorCollector(Collector):
     """The audit's rolling user-group monitor at scrape time: one gauge per active disparity
     (value = the group's ratio to the best group), the window's per-group values, and refreshes."""
@@ -101,6 +121,9 @@ class Metrics:
 
     def watch_caches(self, caches: Callable[[], Mapping[str, LRUCache]]) -> None:
         self.registry.register(CacheCollector(caches))
+
+    def watch_batchers(self, batchers: Callable[[], Mapping[str, Any]]) -> None:
+        self.registry.register(BatcherCollector(batchers))
 
     def watch_monitor(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(MonitorCollector(monitor))

@@ -21,6 +21,7 @@ from recsys.artifacts import Artifacts, load_artifacts, resolve_version_dir
 from recsys.blend import Blend
 from recsys.errors import EthicrecError
 from recsys.lru import LRUCache
+from recsys.microbatch import MicroBatcher
 from recsys.pipeline import Pipeline, build_pipeline
 from service.config import ServiceConfig
 
@@ -73,6 +74,10 @@ class Snapshot:
                 out["harm_scores"] = cache
         return out
 
+    def batchers(self) -> dict[str, MicroBatcher]:
+        """The store's text-encoding micro-batchers by name (none when batching is off), for metrics."""
+        return {b.name: b for b in (self.artifacts.store.batchers or {}).values()}
+
     def monitor(self):
         """The audit stage's rolling user-group monitor (None when the policy turns it off)."""
         for stage in self.pipeline.stages:
@@ -101,7 +106,11 @@ def load_models(config: ServiceConfig, previous: Snapshot | None = None) -> tupl
     vdir = resolve_version_dir(config.artifacts)
     if previous is not None and previous.artifacts.path.resolve() == vdir.resolve():
         return previous.artifacts, policy
-    return load_artifacts(vdir, device=config.device), policy
+    artifacts = load_artifacts(vdir, device=config.device)
+    if config.encode_batch_max:
+        artifacts.store.enable_batching(max_batch=config.encode_batch_max,
+                                        max_wait_s=config.encode_batch_wait_ms / 1000.0)
+    return artifacts, policy
 
 
 def assemble(config: ServiceConfig, artifacts: Artifacts, policy: Policy, audit_log: AuditLog) -> Snapshot:

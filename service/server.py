@@ -121,6 +121,7 @@ def load_app(config: ServiceConfig) -> App:
     metrics = Metrics()
     metrics.set_versions(artifacts.version, policy.version)
     metrics.watch_caches(lambda: current.get().caches())
+    metrics.watch_batchers(lambda: current.get().batchers())
     metrics.watch_monitor(lambda: current.get().monitor())
     return App(config, current, audit_log, health.HealthServicer(), metrics)
 

@@ -43,6 +43,8 @@ def test_missing_file(tmp_path):
     ('tls_cert = "/nonexistent/cert.pem"\ntls_key = "/nonexistent/key.pem"\n', "tls_cert"),
     ('auth_tokens_file = "/nonexistent/tokens"\n', "auth_tokens_file"),
     ("[limits]\nmax_attributes = 0\n", "limits.max_attributes"),
+    ("encode_batch_max = -1\n", "encode_batch_max"),
+    ("encode_batch_wait_ms = 5000\n", "encode_batch_wait_ms"),
 ])
 def test_bad_serving_keys_name_the_key(tmp_path, text, key):
     f = tmp_path / "c.toml"

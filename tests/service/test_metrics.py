@@ -51,6 +51,10 @@ def test_metrics_endpoint(artifact_root, tmp_path, known_items):
     assert _get(m, "ethicrec_cache_entries", cache="known_user_vectors") == app.artifacts.metadata["user_vectors"]
     assert _get(m, "ethicrec_cache_hits_total", cache="user_vectors") == 0
     assert _get(m, "ethicrec_cache_hits_total", cache="harm_scores") >= 1
+    # the one new text went through the item-text micro-batcher once; the repeat was a cache hit
+    for name in ("calls", "requests", "texts", "texts_encoded"):
+        assert _get(m, f"ethicrec_encode_batch_{name}_total", batcher="item_texts") == 1, name
+        assert _get(m, f"ethicrec_encode_batch_{name}_total", batcher="user_texts") == 0, name
 
 
 def test_metrics_off_by_default(artifact_root, tmp_path):
