@@ -44,7 +44,9 @@ METRICS = {
 HIGHER_IS_WORSE = {"harm_removal_rate"}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: two are built per audited request (the stage's, and the monitor's copy with only the
+# monitored attributes), and a frozen dataclass's __init__ costs several times a plain one's.
+@dataclass(slots=True)
 class Observation:
     attributes: dict[str, str]
     interest_mean: float    # mean interest of returned items (nan when none returned)

@@ -72,12 +72,13 @@ class HarmScorer:
         The usual request (catalog items, no request texts) costs one boolean lookup and no per-candidate
         Python; `score` runs only when some candidate brings its own text."""
         if texts.count(None) == len(texts):
-            hits = self._flagged_rows[cand_idx]
-            if not hits.any():
+            # ndarray.nonzero is one C call; `.any()` first went through numpy's Python-level wrapper.
+            hits = self._flagged_rows[cand_idx].nonzero()[0]
+            if not len(hits):
                 return []
             cat = self.catalog
             return [(i, float(cat.harm_score[cand_idx[i]]), cat.harm_category[cand_idx[i]])
-                    for i in np.flatnonzero(hits).tolist()]
+                    for i in hits.tolist()]
         prob, cats = self.score(cand_idx, texts)
         return [(i, float(prob[i]), self.category(i, cand_idx, cats))
                 for i in np.flatnonzero(prob >= self.threshold).tolist()]
@@ -193,13 +194,16 @@ class AuditStage:
         eligible = [p for p in order if p not in drop] if drop else order
         final = eligible[: req.top_k]
         reranked = False
+        if pol.exposure.enabled and eligible and enforce and pol.exposure.action == "ENFORCE":
+            final, rerank_findings = self._rerank(ctx, eligible)
+            reranked = bool(rerank_findings)
+            findings.extend(rerank_findings)
+        # The returned positions as an index array, for the lookups below: a slice of the ranker's order
+        # when nothing was removed or re-ranked (no list -> array conversion per lookup).
+        final_at = ctx.order[: req.top_k] if not drop and not reranked else np.array(final, dtype=np.intp)
 
         if pol.exposure.enabled and eligible:
-            if enforce and pol.exposure.action == "ENFORCE":
-                final, rerank_findings = self._rerank(ctx, eligible)
-                reranked = bool(rerank_findings)
-                findings.extend(rerank_findings)
-            findings.extend(self._exposure(ctx, eligible, final, bool(drop)))
+            findings.extend(self._exposure(ctx, eligible, final, final_at, bool(drop)))
         self._check_budget(t0, "exposure")
 
         if self.monitor is not None:
@@ -219,7 +223,8 @@ class AuditStage:
         self.log.append(AuditRecord(
             audit_id=audit_id, ts=time.time(), request_id=ctx.request_id, model_version=self.model_version,
             policy_version=pol.version, user_hash=self.log.hash_user(req.user.user_id),
-            audit_mode=req.audit_mode.value, verdict=verdict.value, top_k=req.top_k,
+            # `_value_`: the member's value as stored; the `.value` property is a Python-level descriptor call.
+            audit_mode=req.audit_mode._value_, verdict=verdict._value_, top_k=req.top_k,
             returned_ids=[ctx.item_ids[p] for p in final],
             removed=[{"item_id": r.item_id, "reason": r.reason} for r in removed],
             candidates=candidates,
@@ -232,11 +237,10 @@ class AuditStage:
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
         if self.monitor is not None and req.user.audit_attributes:
             # Two lookups for the ~10 returned items; the mean is summed in rank order as before.
-            interest = ctx.interest[final].tolist() if final else []
+            interest = ctx.interest[final_at].tolist()
             self.monitor.observe(Observation(
                 req.user.audit_attributes, sum(interest) / len(interest) if interest else float("nan"),
-                int(np.count_nonzero(self._long_tail[ctx.cand_idx[final]])) if final else 0, len(final),
-                bool(removed)))
+                len(self._long_tail[ctx.cand_idx[final_at]].nonzero()[0]), len(final), bool(removed)))
 
     def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
         """Fair re-ranking of the top-k (ENFORCE); the original top-k when no disparity exists."""
@@ -259,9 +263,11 @@ class AuditStage:
             f"re-ranked for fair exposure (strength {res.strength:g}): {_summary(res.before, pol.min_group_size)}"
             f" -> {_summary(res.after, pol.min_group_size)}; {state}; NDCG loss {loss:.3f} (bound {pol.max_ndcg_loss:g})")]
 
-    def _exposure(self, ctx, eligible: list[int], final: list[int], dropped: bool) -> list[Finding]:
+    def _exposure(self, ctx, eligible: list[int], final: list[int], final_at: np.ndarray,
+                  dropped: bool) -> list[Finding]:
         """Findings on the exposure of item groups among the eligible candidates (`final` is their
-        returned subset, best first; `dropped`: some candidates were removed, so eligible is not all)."""
+        returned subset, best first, `final_at` the same as an array; `dropped`: some candidates were
+        removed, so eligible is not all)."""
         pol = self.policy.exposure
         out: list[Finding] = []
         if self._reference:
@@ -283,7 +289,7 @@ class AuditStage:
                 names = lab.tolist()
             counts = np.bincount(coded[eligible] if dropped else coded, minlength=len(names)).tolist()
             present, sizes, rate, _, _, exposure_ratio = exposure_selected(
-                counts, coded[final].tolist() if final else [], range(1, len(final) + 1))
+                counts, coded[final_at].tolist(), range(1, len(final) + 1))
             labels = [str(names[c]) for c in present]
         for j, size in enumerate(sizes):
             if size < pol.min_group_size:

@@ -35,11 +35,12 @@ def test_catalog_coding_gives_the_generic_and_reference_findings(pipeline, artif
         final = (eligible[: 5] if rng.random() < 0.5
                  else rng.permutation(eligible)[: min(5, len(eligible))].tolist())
         dropped = len(eligible) < len(idx)
-        fast = stage._exposure(ctx, eligible, final, dropped)
-        assert fast == stage._exposure(_generic(ctx), eligible, final, dropped)
+        at = np.array(final, dtype=np.intp)
+        fast = stage._exposure(ctx, eligible, final, at, dropped)
+        assert fast == stage._exposure(_generic(ctx), eligible, final, at, dropped)
         stage._reference = True
         try:
-            assert fast == stage._exposure(ctx, eligible, final, dropped)
+            assert fast == stage._exposure(ctx, eligible, final, at, dropped)
         finally:
             stage._reference = False
         n_groups = len(set(ctx.groups[eligible].tolist()))
@@ -53,5 +54,5 @@ def test_request_groups_and_unknown_items_use_generic_coding(pipeline, known_ite
                           Candidate("new-1", text="A quiet drama")])
     assert not ctx.groups_from_catalog
     assert ctx.groups[0] == "indie" and ctx.groups[2] == "unknown"
-    findings = _stage(pipeline)._exposure(ctx, [0, 1, 2], [0], False)
+    findings = _stage(pipeline)._exposure(ctx, [0, 1, 2], [0], np.array([0]), False)
     assert {f.group for f in findings if f.code == "INSUFFICIENT_EVIDENCE"} == set(ctx.groups.tolist())
