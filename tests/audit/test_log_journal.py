@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 import audit.log as audit_log
-from audit.log import JOURNAL_SUFFIX, AuditLog, AuditRecord, _stored_values, candidate_entries, read_records
+from audit.log import (JOURNAL_SUFFIX, AuditLog, AuditRecord, _journal_rows, _stored_values, candidate_entries,
+                       read_records)
 from audit.verify import verify_log
 
 
@@ -164,3 +165,21 @@ def test_a_dead_process_journal_in_the_current_format_is_recovered(tmp_path):
     assert [r.audit_id for r in recs] == ["a0", "a1", "a2"]
     assert recs[1] == dataclasses.replace(expected, candidates=candidate_entries(expected.candidates))
     assert verify_log(path).ok
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_the_journal_file_holds_every_record_past_its_mapping_too(tmp_path, monkeypatch, synchronous):
+    """NORMAL copies records into a memory-mapped file and writes one that would run past the mapping with
+    pwrite(2); FULL always writes. Either way the file, as a recovering process reads it (zero-filled
+    tail and all), holds exactly the appended records in order."""
+    monkeypatch.setattr(audit_log, "JOURNAL_MAP_BYTES", 4096)
+    path = tmp_path / "a.db"
+    log = AuditLog(path, salt=b"s", journal=True, synchronous=synchronous)
+    for i in range(40):          # ~10 KB of lines: most of them past the 4 KB mapping
+        log.append(_rec(i))
+    (journal,) = _journals(path)
+    rows = _journal_rows(journal.read_bytes())
+    assert [r["audit_id"] for r in rows] == [f"a{i}" for i in range(40)]
+    assert rows[7] == _stored_values(_rec(7))
+    log.close()
+    assert [r.audit_id for r in read_records(path)] == [f"a{i}" for i in range(40)]
