@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
             "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "metrics_port",
             "log_format", "grace_seconds")})
-        configure_logging(config.log_format, config.log_level)
+        configure_logging(config.log_format, config.log_level, background=True)
         return serve(config)
     except (EthicrecError, OSError) as exc:
         print(f"ethicrec: cannot start: {exc}", file=sys.stderr)

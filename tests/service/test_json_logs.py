@@ -5,7 +5,9 @@ import logging
 
 import grpc
 
-from service.logging_json import JsonFormatter, configure_logging
+import pytest
+
+from service.logging_json import JsonFormatter, configure_logging, stop_background_logging
 from tests.service.support import config, rank_request, running, stub
 
 
@@ -33,21 +35,31 @@ def test_rank_log_line_carries_request_and_audit_ids(artifact_root, tmp_path, kn
     assert line["returned"] == 10 and line["duration_ms"] > 0
 
 
-def test_configure_logging_json_includes_exceptions():
+@pytest.mark.parametrize("background", [False, True])
+def test_configure_logging_json_includes_exceptions(background):
+    """Written by the caller, or queued and written by the listener thread (`python -m service`): the
+    same one JSON object per record, traceback included, arguments as they were when logged."""
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    saved = root.handlers[:], root.level, logging._srcfile, logging.logThreads, logging.logMultiprocessing
     buf = io.StringIO()
     try:
-        configure_logging("auto", "INFO", stream=buf)   # not a terminal -> JSON
+        configure_logging("auto", "INFO", stream=buf, background=background)   # not a terminal -> JSON
+        items = ["a"]
+        logging.getLogger("ethicrec.test").info("items %s", items, extra={"request_id": "r0"})
+        items.append("b")        # after the call: must not show in the line
         try:
             raise ValueError("boom\nsecond line")
         except ValueError:
             logging.getLogger("ethicrec.test").exception("failed", extra={"request_id": "r1"})
+        stop_background_logging()
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        logging._srcfile, logging.logThreads, logging.logMultiprocessing = saved[2:]
         logging.captureWarnings(False)
     lines = buf.getvalue().splitlines()
-    assert len(lines) == 1      # the traceback stays inside the one object
-    rec = json.loads(lines[0])
+    assert len(lines) == 2      # the traceback stays inside its one object
+    first, rec = json.loads(lines[0]), json.loads(lines[1])
+    assert first["msg"] == "items ['a']" and first["request_id"] == "r0"
     assert rec["msg"] == "failed" and rec["request_id"] == "r1" and "ValueError: boom" in rec["exc"]
+    assert rec["level"] == "ERROR" and rec["logger"] == "ethicrec.test"
