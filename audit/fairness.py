@@ -133,24 +133,58 @@ def exposure_lists(codes: list[int], ranks: list[float], n_codes: int) -> tuple[
     return exposure_selected(n, [c for c, _ in sel], [r for _, r in sel])
 
 
-def exposure_selected(n: list[int], selected: list[int], ranks: Iterable[float]) -> tuple[
+def exposure_selected(n: list[int], selected: list[int], ranks: Iterable[float] | None = None) -> tuple[
         list[int], list[int], list[float], list[float], list[float], list[float]]:
     """`exposure_lists` from the candidate count of each group code (`n`) and the codes of the returned
-    items with their ranks (>= 1): the audit stage knows both without a pass over every candidate."""
+    items with their ranks (>= 1): the audit stage knows both without a pass over every candidate.
+    `ranks` None: the returned list in order, ranks 1, 2, ... (discounts from a table, the same doubles)."""
     n_codes = len(n)
     sel = [0] * n_codes
     exp = [0.0] * n_codes
-    for c, r in zip(selected, ranks):
-        sel[c] += 1
-        exp[c] += 1.0 / math.log2(1.0 + r)
-    present = [c for c in range(n_codes) if n[c]]
+    if ranks is None:
+        for c, d in zip(selected, _discounts(len(selected))):
+            sel[c] += 1
+            exp[c] += d
+    else:
+        for c, r in zip(selected, ranks):
+            sel[c] += 1
+            exp[c] += 1.0 / math.log2(1.0 + r)
     total = math.fsum(exp)
     size = sum(n)
-    nn = [n[c] for c in present]
-    rate = [sel[c] / n[c] for c in present]
-    exp_share = [exp[c] / total for c in present] if total > 0 else [0.0] * len(present)
-    cand_share = [m / size for m in nn]
-    return present, nn, rate, exp_share, cand_share, [e / c for e, c in zip(exp_share, cand_share)]
+    # One loop rather than a comprehension per list: this runs mid-request with cold caches, where each
+    # comprehension (its own code object and frame in Python 3.11) costs far more than its few items.
+    present: list[int] = []
+    nn: list[int] = []
+    rate: list[float] = []
+    exp_share: list[float] = []
+    cand_share: list[float] = []
+    ratio: list[float] = []
+    for c in range(n_codes):
+        m = n[c]
+        if m:
+            es = exp[c] / total if total > 0 else 0.0
+            cs = m / size
+            present.append(c)
+            nn.append(m)
+            rate.append(sel[c] / m)
+            exp_share.append(es)
+            cand_share.append(cs)
+            ratio.append(es / cs)
+    return present, nn, rate, exp_share, cand_share, ratio
+
+
+_DISCOUNTS: list[float] = []
+
+
+def _discounts(k: int) -> list[float]:
+    """1 / log2(1 + r) for ranks r = 1, 2, ... (at least k of them), computed once: a request's top-k is
+    the same few ranks every time."""
+    global _DISCOUNTS
+    table = _DISCOUNTS
+    if len(table) < k:
+        # Rebound, not extended in place: a concurrent reader never sees a half-built list.
+        table = _DISCOUNTS = [1.0 / math.log2(1.0 + r) for r in range(1, max(k, 64) + 1)]
+    return table
 
 
 def exposure_by_group_reference(groups: np.ndarray | list[str], ranks: np.ndarray) -> GroupExposure:

@@ -116,12 +116,16 @@ class UserGroupMonitor:
     # -- request path -----------------------------------------------------------------
     def observe(self, obs: Observation) -> None:
         """Record one request; cheap. Requests without any monitored attribute are skipped."""
-        attrs = {k: v for k, v in obs.attributes.items() if k in self._keys}
+        self.record(obs.attributes, obs.interest_mean, obs.long_tail, obs.returned, obs.removed_harm)
+
+    def record(self, attributes: dict[str, str], interest_mean: float, long_tail: int, returned: int,
+               removed_harm: bool) -> None:
+        """`observe` from the values (the audit stage's call: one Observation built per request, not two)."""
+        attrs = {k: v for k, v in attributes.items() if k in self._keys}
         if not attrs:
             return
         with self._lock:
-            self._window.append(Observation(attrs, obs.interest_mean, obs.long_tail, obs.returned,
-                                            obs.removed_harm))
+            self._window.append(Observation(attrs, interest_mean, long_tail, returned, removed_harm))
             self._since_refresh += 1
             due = self._since_refresh >= self.policy.refresh_every
             if due:

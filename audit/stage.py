@@ -21,8 +21,8 @@ import numpy as np
 
 from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_selected, group_codes
 from audit.harm import normalise
-from audit.log import AuditLog, AuditRecord
-from audit.monitor import Observation, UserGroupMonitor
+from audit.log import AuditLog, AuditRecord, CandidateCodes
+from audit.monitor import UserGroupMonitor
 from audit.policy import Policy
 from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
@@ -120,6 +120,7 @@ class AuditStage:
         # point) per request.
         self._id_prefix = os.urandom(8).hex()
         self._id_counter = itertools.count()
+        self._insufficient: dict[tuple[str, int], Finding] = {}
 
     def __call__(self, ctx) -> None:
         try:
@@ -148,7 +149,7 @@ class AuditStage:
         enforce = req.audit_mode is AuditMode.ENFORCE
         findings: list[Finding] = []
         removed: list[RemovedItem] = []
-        drop: set[int] = set()
+        drop: dict[int, str] = {}   # position -> reason of each removed candidate
 
         if pol.harm.enabled:
             for i, p, category in self.harm.flagged(ctx.cand_idx, ctx.texts):
@@ -156,7 +157,7 @@ class AuditStage:
                 msg = f"item text classified {category} (P(harmful)={p:.3f})"
                 findings.append(Finding("HARMFUL_TEXT", "harm_probability", p, self.harm_threshold, iid, msg))
                 if enforce and pol.harm.action == "ENFORCE":
-                    drop.add(i)
+                    drop[i] = "HARMFUL_TEXT"
                     removed.append(RemovedItem(iid, "HARMFUL_TEXT", msg))
             if self._block:
                 for i in range(len(ctx.item_ids)):
@@ -169,7 +170,7 @@ class AuditStage:
                             msg = f"item text contains a blocklisted {term.category} term"
                             findings.append(Finding("BLOCKLISTED_TERM", "blocklist_match", 1.0, 1.0, iid, msg))
                             if enforce and pol.harm.action == "ENFORCE":
-                                drop.add(i)
+                                drop[i] = "BLOCKLISTED_TERM"
                                 removed.append(RemovedItem(iid, "BLOCKLISTED_TERM", msg))
                             break
             self._check_budget(t0, "harm")
@@ -187,7 +188,7 @@ class AuditStage:
                         findings.append(Finding("AUDIENCE_RESTRICTED", rule.item_attribute, 1.0, 1.0,
                                                 cand.item_id, msg))
                         if enforce and pol.audience.action == "ENFORCE":
-                            drop.add(i)
+                            drop[i] = "AUDIENCE_RESTRICTED"
                             removed.append(RemovedItem(cand.item_id, "AUDIENCE_RESTRICTED", msg))
 
         order = ctx.order.tolist()
@@ -202,8 +203,9 @@ class AuditStage:
         # when nothing was removed or re-ranked (no list -> array conversion per lookup).
         final_at = ctx.order[: req.top_k] if not drop and not reranked else np.array(final, dtype=np.intp)
 
+        names, coded = self._group_coding(ctx)
         if pol.exposure.enabled and eligible:
-            findings.extend(self._exposure(ctx, eligible, final, final_at, bool(drop)))
+            findings.extend(self._exposure(ctx, names, coded, eligible, final, final_at, bool(drop)))
         self._check_budget(t0, "exposure")
 
         if self.monitor is not None:
@@ -212,22 +214,16 @@ class AuditStage:
         verdict = Verdict.ENFORCED if removed or reranked else (Verdict.FLAGGED if findings else Verdict.PASS)
         t_log = time.perf_counter()
         audit_id = f"{self._id_prefix}{next(self._id_counter):016x}"
-        n = len(ctx.item_ids)
-        ranks = [0] * n
-        for r, p in enumerate(final, start=1):
-            ranks[p] = r
-        reasons = {r.item_id: r.reason for r in removed}
-        # Column-wise (audit/log.py CANDIDATE_FIELDS): no per-candidate dicts on the request path.
-        candidates = {"item_id": list(ctx.item_ids), "group": ctx.groups.tolist(), "rank": ranks,
-                      "removed": [reasons.get(iid, "") for iid in ctx.item_ids] if reasons else [""] * n}
         self.log.append(AuditRecord(
             audit_id=audit_id, ts=time.time(), request_id=ctx.request_id, model_version=self.model_version,
             policy_version=pol.version, user_hash=self.log.hash_user(req.user.user_id),
             # `_value_`: the member's value as stored; the `.value` property is a Python-level descriptor call.
             audit_mode=req.audit_mode._value_, verdict=verdict._value_, top_k=req.top_k,
-            returned_ids=[ctx.item_ids[p] for p in final],
-            removed=[{"item_id": r.item_id, "reason": r.reason} for r in removed],
-            candidates=candidates,
+            returned_ids=list(map(ctx.item_ids.__getitem__, final)),
+            removed=[{"item_id": r.item_id, "reason": r.reason} for r in removed] if removed else [],
+            # What the stage already holds (ids, group codes, returned positions, reasons by position); the log
+            # stores it as its per-candidate columns (audit/log.py CandidateCodes).
+            candidates=CandidateCodes(ctx.item_ids, names, coded, final, drop),
             findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
                        "group": f.group, "message": f.message} for f in findings],
             user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},
@@ -238,9 +234,9 @@ class AuditStage:
         if self.monitor is not None and req.user.audit_attributes:
             # Two lookups for the ~10 returned items; the mean is summed in rank order as before.
             interest = ctx.interest[final_at].tolist()
-            self.monitor.observe(Observation(
+            self.monitor.record(
                 req.user.audit_attributes, sum(interest) / len(interest) if interest else float("nan"),
-                len(self._long_tail[ctx.cand_idx[final_at]].nonzero()[0]), len(final), bool(removed)))
+                len(self._long_tail[ctx.cand_idx[final_at]].nonzero()[0]), len(final), bool(removed))
 
     def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
         """Fair re-ranking of the top-k (ENFORCE); the original top-k when no disparity exists."""
@@ -263,11 +259,19 @@ class AuditStage:
             f"re-ranked for fair exposure (strength {res.strength:g}): {_summary(res.before, pol.min_group_size)}"
             f" -> {_summary(res.after, pol.min_group_size)}; {state}; NDCG loss {loss:.3f} (bound {pol.max_ndcg_loss:g})")]
 
-    def _exposure(self, ctx, eligible: list[int], final: list[int], final_at: np.ndarray,
-                  dropped: bool) -> list[Finding]:
-        """Findings on the exposure of item groups among the eligible candidates (`final` is their
-        returned subset, best first, `final_at` the same as an array; `dropped`: some candidates were
-        removed, so eligible is not all)."""
+    def _group_coding(self, ctx) -> tuple[list[str], np.ndarray]:
+        """Each candidate's group as an index into the distinct labels (sorted), for the exposure check and
+        the audit record: a request of catalog items in their catalog groups is coded by one lookup."""
+        if ctx.groups_from_catalog:
+            return self._cat_label_list, self._cat_codes[ctx.cand_idx]
+        lab, coded = group_codes(ctx.groups)
+        return lab.tolist(), coded
+
+    def _exposure(self, ctx, names: list[str], coded: np.ndarray, eligible: list[int], final: list[int],
+                  final_at: np.ndarray, dropped: bool) -> list[Finding]:
+        """Findings on the exposure of item groups among the eligible candidates (`names`/`coded`: each
+        candidate's group as an index into the labels; `final` is their returned subset, best first,
+        `final_at` the same as an array; `dropped`: some candidates were removed, so eligible is not all)."""
         pol = self.policy.exposure
         out: list[Finding] = []
         if self._reference:
@@ -277,40 +281,54 @@ class AuditStage:
             for r, p in enumerate(final, start=1):
                 ranks[where[p]] = r
             st = exposure_by_group_reference(ctx.groups[eligible], np.asarray(ranks, dtype=np.float64))
-            labels, sizes = [str(g) for g in st.groups], st.n.tolist()
+            names, sizes = [str(g) for g in st.groups], st.n.tolist()
+            present = range(len(names))
             rate, exposure_ratio = st.selection_rate.tolist(), st.exposure_ratio.tolist()
         else:
             # Group sizes by one bincount and the returned items' groups by one lookup: no Python pass over
             # every candidate (the per-group arithmetic is `exposure_selected`, plain Python over ~10 items).
-            if ctx.groups_from_catalog:
-                names, coded = self._cat_label_list, self._cat_codes[ctx.cand_idx]
-            else:
-                lab, coded = group_codes(ctx.groups)
-                names = lab.tolist()
             counts = np.bincount(coded[eligible] if dropped else coded, minlength=len(names)).tolist()
-            present, sizes, rate, _, _, exposure_ratio = exposure_selected(
-                counts, coded[final_at].tolist(), range(1, len(final) + 1))
-            labels = [str(names[c]) for c in present]
+            present, sizes, rate, _, _, exposure_ratio = exposure_selected(counts, coded[final_at].tolist())
+        # One pass over the groups (2-3 of them): insufficient-evidence findings, and the lowest/highest
+        # selection rate and the lowest exposure ratio among the groups large enough to judge (the first
+        # such group on ties, as min/max would pick). Group labels are str (group_codes, the catalog's).
+        min_size = pol.min_group_size
+        lo = hi = worst = -1
+        judged = 0
         for j, size in enumerate(sizes):
-            if size < pol.min_group_size:
-                g = labels[j]
-                out.append(Finding("INSUFFICIENT_EVIDENCE", "group_size", float(size), float(pol.min_group_size),
-                                   g, f"group {g!r} has {size} candidates; at least {pol.min_group_size} "
-                                   "are needed to judge its exposure"))
-        big = [j for j, size in enumerate(sizes) if size >= pol.min_group_size]
-        if len(big) >= 2:
-            lo = min(big, key=rate.__getitem__)
-            hi = max(big, key=rate.__getitem__)
+            if size < min_size:
+                g = names[present[j]]
+                # The same (group, size) always gives the same finding (immutable): made once, kept in a
+                # small table that is emptied when it grows past its bound (request groups are client text).
+                f = self._insufficient.get((g, size))
+                if f is None:
+                    if len(self._insufficient) >= 4096:
+                        self._insufficient = {}
+                    f = self._insufficient[(g, size)] = Finding(
+                        "INSUFFICIENT_EVIDENCE", "group_size", float(size), float(min_size), g,
+                        f"group {g!r} has {size} candidates; at least {min_size} are needed to judge its exposure")
+                out.append(f)
+                continue
+            judged += 1
+            if lo < 0:
+                lo = hi = worst = j
+                continue
+            if rate[j] < rate[lo]:
+                lo = j
+            if rate[j] > rate[hi]:
+                hi = j
+            if exposure_ratio[j] < exposure_ratio[worst]:
+                worst = j
+        if judged >= 2:
             ratio = rate[lo] / rate[hi] if rate[hi] > 0 else 1.0
             if ratio < pol.min_selection_rate_ratio:
-                g = labels[lo]
+                g = names[present[lo]]
                 out.append(Finding("EXPOSURE_DISPARITY", "selection_rate_ratio", ratio, pol.min_selection_rate_ratio,
                                    g, f"group {g!r} is selected into the top {len(final)} at {ratio:.2f}x the rate "
-                                   f"of group {labels[hi]!r}"))
-            worst = min(big, key=exposure_ratio.__getitem__)
+                                   f"of group {names[present[hi]]!r}"))
             er = exposure_ratio[worst]
             if er < pol.min_exposure_ratio:
-                g = labels[worst]
+                g = names[present[worst]]
                 out.append(Finding("EXPOSURE_DISPARITY", "exposure_ratio", er, pol.min_exposure_ratio, g,
                                    f"group {g!r} gets {er:.2f}x the position-weighted exposure its share "
                                    "of candidates would give"))

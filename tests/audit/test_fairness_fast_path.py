@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio
 
-from audit.fairness import exposure_by_group, exposure_by_group_fast, exposure_by_group_reference
+from audit.fairness import (exposure_by_group, exposure_by_group_fast, exposure_by_group_reference, exposure_selected,
+                             group_codes)
 
 
 @st.composite
@@ -69,3 +70,23 @@ def test_known_values():
     exp_b = 1 / np.log2(5)
     total = 1 + 1 / np.log2(3) + 0.5 + exp_b
     np.testing.assert_allclose(r.table.loc["b", "exposure_share"], exp_b / total)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ranked_lists())
+def test_audit_stage_form_equals_metricframe(data):
+    """The audit stage's own call: group counts, then the returned items' codes in rank order (ranks implied,
+    discounts from the table)."""
+    groups, ranks = data
+    labels, codes = group_codes(groups)
+    n = np.bincount(codes, minlength=len(labels)).tolist()
+    returned = np.argsort(np.where(ranks >= 1, ranks, np.inf), kind="stable")[:int((ranks >= 1).sum())]
+    present, sizes, rate, exp_share, cand_share, ratio = exposure_selected(n, codes[returned].tolist())
+    a = exposure_by_group(groups, ranks).table.sort_index()
+    assert [labels[c] for c in present] == list(a.index) and sizes == list(a["n"])
+    for col, got in (("selection_rate", rate), ("exposure_share", exp_share), ("candidate_share", cand_share),
+                     ("exposure_ratio", ratio)):
+        np.testing.assert_allclose(got, a[col].to_numpy(float), rtol=0, atol=1e-9)
+    # The same doubles as passing the ranks explicitly.
+    assert exposure_selected(n, codes[returned].tolist(), range(1, len(returned) + 1)) == (
+        present, sizes, rate, exp_share, cand_share, ratio)

@@ -103,6 +103,17 @@ def test_text_fields_must_be_str_so_the_hash_matches_what_is_stored(tmp_path, jo
     log = AuditLog(tmp_path / "a.db", salt=b"s", journal=journal)
     with pytest.raises(TypeError, match="request_id"):
         log.append(AuditRecord("a", 1.0, 7, "m", "p", "h", "E", "PASS", 1, [], [], [], []))
+    text_fields = ("audit_id", "request_id", "model_version", "policy_version", "user_hash", "audit_mode", "verdict")
+    for name in text_fields:   # each one, past the all-str fast check, is refused by name
+        good = AuditRecord("a", 1.0, "r", "m", "p", "h", "E", "PASS", 1, [], [], [], [])
+        setattr(good, name, 5)
+        with pytest.raises(TypeError, match=f"AuditRecord.{name} must be str"):
+            log.append(good)
+    for name, bad in (("ts", None), ("top_k", 1.5)):
+        rec = AuditRecord("a", 1.0, "r", "m", "p", "h", "E", "PASS", 1, [], [], [], [])
+        setattr(rec, name, bad)
+        with pytest.raises(TypeError):
+            log.append(rec)
     with pytest.raises(ValueError, match="candidates"):
         log.append(AuditRecord("c", 1.0, "r", "m", "p", "h", "E", "PASS", 1, [], [],
                                {"item_id": ["x"], "group": ["g"], "rank": [1]}, []))

@@ -5,17 +5,26 @@ import dataclasses
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 
 import audit.log as audit_log
-from audit.log import (JOURNAL_SUFFIX, AuditLog, AuditRecord, _journal_rows, _stored_values, candidate_entries,
-                       read_records)
+from audit.log import (JOURNAL_SUFFIX, AuditLog, AuditRecord, CandidateCodes, _journal_rows, _stored_values,
+                       candidate_entries, read_records)
 from audit.verify import verify_log
 
 
 def _rec(i: int) -> AuditRecord:
     return AuditRecord(f"a{i}", 1000.0 + i, f"r{i}", "m1", "p1", "h", "ENFORCE", "PASS", 10, [f"x{i}"], [],
                        {"item_id": [f"x{i}", "y"], "group": ["g", "h"], "rank": [1, 0], "removed": ["", ""]},
+                       [{"code": "X", "value": 0.5}], {"age_band": "25-34"})
+
+
+def _compact_rec(i: int) -> AuditRecord:
+    """The audit stage's form: candidates as group codes and returned positions (a compact journal line)."""
+    return AuditRecord(f"a{i}", 1000.0 + i, f"r{i}", "m1", "p1", "h", "ENFORCE", "ENFORCED", 10, [f"x{i}"],
+                       [{"item_id": "z", "reason": "HARMFUL_TEXT"}],
+                       CandidateCodes([f"x{i}", "y", "z"], ["g", "h"], np.array([1, 0, 1]), [0], {2: "HARMFUL_TEXT"}),
                        [{"code": "X", "value": 0.5}], {"age_band": "25-34"})
 
 
@@ -137,8 +146,10 @@ def test_journal_and_direct_mode_store_the_same_text_and_hashes(tmp_path):
     assert verify_log(journal).ok
 
 
-def test_a_dead_process_journal_in_the_current_format_is_recovered(tmp_path):
-    """The journal line is what the request path wrote (JSON columns as JSON values, not as stored text)."""
+@pytest.mark.parametrize("make", ["_rec", "_compact_rec"])
+def test_a_dead_process_journal_in_the_current_format_is_recovered(tmp_path, make):
+    """The journal line is what the request path wrote (JSON columns as JSON values, not as stored text;
+    the audit stage's records as compact positional lines)."""
     import os
     import subprocess
     import sys
@@ -149,7 +160,7 @@ def test_a_dead_process_journal_in_the_current_format_is_recovered(tmp_path):
     script.write_text(
         "import os, threading\n"
         "import audit.log as L\n"
-        "from tests.audit.test_log_journal import _rec\n"
+        f"from tests.audit.test_log_journal import {make} as _rec\n"
         "L._Journal._run = lambda self: None   # no ingestion: the records stay in the journal only\n"
         f"log = L.AuditLog({str(path)!r}, salt=b's', journal=True)\n"
         "for i in range(3):\n"
@@ -161,9 +172,10 @@ def test_a_dead_process_journal_in_the_current_format_is_recovered(tmp_path):
     assert log.recovered == 3 and _journals(path) == []
     log.close()
     recs = list(read_records(path))
-    expected = _rec(1)
+    expected = globals()[make](1)
     assert [r.audit_id for r in recs] == ["a0", "a1", "a2"]
-    assert recs[1] == dataclasses.replace(expected, candidates=candidate_entries(expected.candidates))
+    assert recs[1] == dataclasses.replace(expected, candidates=candidate_entries(
+        audit_log.candidate_columns(expected.candidates)))
     assert verify_log(path).ok
 
 
@@ -183,3 +195,55 @@ def test_the_journal_file_holds_every_record_past_its_mapping_too(tmp_path, monk
     assert rows[7] == _stored_values(_rec(7))
     log.close()
     assert [r.audit_id for r in read_records(path)] == [f"a{i}" for i in range(40)]
+
+
+def test_compact_candidates_store_the_same_text_and_hashes_as_columns(tmp_path):
+    """The audit stage's CandidateCodes (a compact journal line, expanded by the ingest thread) must store
+    byte for byte what the equivalent columns store in direct mode: same text, same chain."""
+    def compact(i: int) -> AuditRecord:
+        codes = [np.array([1, 0, 2, 0]), np.array([1, 0, 2, 0], dtype=np.int8), [1, 0, 2, 0],
+                 np.array([1, 9, 0, 9, 2, 9, 0, 9])[::2]][i % 4]   # the last one not contiguous
+        return AuditRecord(f"a{i}", 1000.1 + i / 3, f"r{i}", "m1", "p1", "h", "ENFORCE", "ENFORCED", 2,
+                           ["é", "x"], [{"item_id": "w", "reason": "AUDIENCE_RESTRICTED"}],
+                           CandidateCodes(["é", "x", "y", "w"], ["head", "long_tail", "ünï"], codes, [0, 1],
+                                          {3: "AUDIENCE_RESTRICTED"} if i % 2 else {}),
+                           [{"code": "X", "value": 0.1 + 0.2}], {"age_band": "25-34"})
+
+    def columns(i: int) -> AuditRecord:
+        rec = compact(i)
+        return dataclasses.replace(rec, candidates=rec.candidates.columns())
+
+    compact_j, compact_d, cols_d = tmp_path / "cj.db", tmp_path / "cd.db", tmp_path / "d.db"
+    for path, make, mode in ((compact_j, compact, True), (compact_d, compact, False), (cols_d, columns, False)):
+        log = AuditLog(path, salt=b"s", journal=mode)
+        for i in range(8):
+            log.append(make(i))
+        log.close()
+    assert _stored_rows(compact_j) == _stored_rows(compact_d) == _stored_rows(cols_d)
+    assert verify_log(compact_j).ok
+    rec = list(read_records(compact_j))[1]
+    assert rec.candidates == [{"item_id": "é", "group": "long_tail", "rank": 1, "removed": ""},
+                              {"item_id": "x", "group": "head", "rank": 2, "removed": ""},
+                              {"item_id": "y", "group": "ünï", "rank": 0, "removed": ""},
+                              {"item_id": "w", "group": "head", "rank": 0, "removed": "AUDIENCE_RESTRICTED"}]
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["direct", "journal"])
+@pytest.mark.parametrize("bad", [
+    CandidateCodes(["a", "b"], ["g"], np.array([0, 1]), [], {}),          # code past the labels
+    CandidateCodes(["a", "b"], ["g"], np.array([0, -1]), [], {}),         # negative code
+    CandidateCodes(["a", "b"], ["g"], np.array([0]), [], {}),             # one code short
+    CandidateCodes(["a", "b"], ["g"], np.array([0.0, 0.0]), [], {}),      # not integers
+    CandidateCodes(["a", "b"], ["g"], [0, 3], [], {}),
+    CandidateCodes(["a", "b"], ["g"], [0, 0], [2], {}),                   # returned position past the candidates
+    CandidateCodes(["a", "b"], ["g"], [0, 0], [], {-1: "HARMFUL_TEXT"}),  # removed position before them
+], ids=["code-high", "code-negative", "short", "float", "list-code-high", "returned", "removed"])
+def test_bad_compact_candidates_fail_their_own_append_only(tmp_path, journal, bad):
+    """Refused when appended, so in journal mode a bad record cannot reach (and stop) the ingest thread."""
+    log = AuditLog(tmp_path / "a.db", salt=b"s", journal=journal)
+    with pytest.raises(ValueError, match="CandidateCodes"):
+        log.append(dataclasses.replace(_compact_rec(0), candidates=bad))
+    log.append(_compact_rec(1))
+    log.flush()
+    assert [r.audit_id for r in read_records(log.path)] == ["a1"]
+    log.close()

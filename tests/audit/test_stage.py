@@ -107,3 +107,29 @@ def test_only_policy_allowed_audit_attributes_are_logged(pipeline, known_items, 
     pipeline.rank(_req(known_items[:5], attrs={"age_band": "25-34", "religion": "x", "gender": "F"}))
     rec = list(read_records(audit_log.path))[-1]
     assert rec.user_attributes == {"age_band": "25-34", "gender": "F"}
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["direct", "journal"])
+def test_the_record_lists_every_candidate_with_its_group_rank_and_removal(artifacts, known_items, tmp_path,
+                                                                          journal):
+    """The stage hands the log its group codes and returned positions; what is stored must still be one
+    entry per candidate, in request order, with its group label, returned rank (0 = not returned) and reason."""
+    from audit.log import AuditLog, candidate_entries
+
+    log = AuditLog(tmp_path / "a.db", salt=b"s", journal=journal)
+    try:
+        pipe = build_pipeline(artifacts, policy=load_policy(), audit_log=log)
+        extra = [Candidate("ugc", text=ABUSE), Candidate("new-1", text="A quiet drama", group="indie")]
+        resp = pipe.rank(_req(known_items[:8], extra, top_k=4))
+        log.flush()
+        rec = list(read_records(log.path))[-1]
+    finally:
+        log.close()
+    groups = dict(zip(artifacts.catalog.item_ids, artifacts.catalog.stats.group.tolist()))
+    want = [{"item_id": i, "group": groups[i], "rank": 0, "removed": ""} for i in known_items[:8]]
+    want += [{"item_id": "ugc", "group": "unknown", "rank": 0, "removed": "HARMFUL_TEXT"},
+             {"item_id": "new-1", "group": "indie", "rank": 0, "removed": ""}]
+    for item in resp.items:
+        want[[w["item_id"] for w in want].index(item.item_id)]["rank"] = item.rank
+    assert candidate_entries(rec.candidates) == want
+    assert rec.returned_ids == [i.item_id for i in resp.items] and len(resp.items) == 4
