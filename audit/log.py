@@ -475,7 +475,9 @@ def _journal_rows(data: bytes) -> list[dict[str, Any]]:
 
 def _journal_row(line: bytes) -> dict[str, Any]:
     """One journal line as the values SQLite stores. Lines hold the JSON columns as JSON values, encoded
-    once on the request path; journals written before 2026-11-29 hold them as their stored text already.
+    once on the request path: the audit stage's records as a positional array (`_compact_line`, the
+    candidates as `CandidateCodes`, expanded here), other writers' as an object; journals written before
+    2026-11-29 hold the columns as their stored text already.
     orjson reads back exactly what it wrote (floats round-trip), so the stored text is the same as
     direct mode's `_json` of the original objects."""
     obj = orjson.loads(line)
