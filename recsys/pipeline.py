@@ -7,8 +7,9 @@ by an earlier stage. The gRPC servicer and the batch job both call
 """
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -73,11 +74,15 @@ class ResolveStage:
         self.users = artifacts.users
         self.extra = set(artifacts.extra_features)
         self.limits = limits
+        # Generated request ids: a random per-stage prefix and a counter (32 hex digits, like uuid4().hex),
+        # unique without an os.urandom call per request (a system call and a GIL release point).
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count()
 
     def __call__(self, ctx: RankContext) -> None:
         req = ctx.request
         validate_request(req, self.limits)
-        ctx.request_id = req.request_id or uuid.uuid4().hex
+        ctx.request_id = req.request_id or f"{self._id_prefix}{next(self._id_counter):016x}"
         cat = self.catalog
         ctx.item_ids = [c.item_id for c in req.candidates]
         ctx.cand_idx = cat.lookup(ctx.item_ids)

@@ -18,6 +18,8 @@ import sys
 from datetime import datetime, timezone
 from typing import IO
 
+import orjson
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -37,7 +39,12 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:          # formatted before it was queued (_Enqueue)
             out["exc"] = record.exc_text
-        return json.dumps(out, default=str, ensure_ascii=False)
+        try:
+            # orjson: ~0.5 us for a Rank line against json.dumps's ~5.5 us (the listener thread holds the GIL
+            # while it formats, so this is time the request threads wait for). Same JSON object, compact.
+            return orjson.dumps(out, default=str).decode()
+        except TypeError:   # what orjson refuses even with default= (e.g. an int past 64 bits)
+            return json.dumps(out, default=str, ensure_ascii=False)
 
 
 class _Enqueue(logging.handlers.QueueHandler):

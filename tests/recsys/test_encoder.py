@@ -41,6 +41,21 @@ def test_store_cache_equals_fresh_computation(artifacts):
     np.testing.assert_allclose(first, fresh, atol=1e-6)
 
 
+def test_item_vectors_are_catalog_rows_unless_a_text_overrides(artifacts):
+    """All-catalog requests take one gather; a text override or an unknown item takes the encoder, and
+    either way each row is what that candidate alone would get."""
+    store = artifacts.store
+    idx = np.array([5, 0, 7, 5])
+    plain = store.item_vectors_for(idx, [None] * 4)
+    assert plain.dtype == np.float32 and plain.shape == (4, store.item_vectors.shape[1])
+    np.testing.assert_array_equal(plain, store.item_vectors[idx])
+    mixed = store.item_vectors_for(np.array([5, -1, 7, 0]), [None, "A new film about bees", None, "Override"])
+    np.testing.assert_array_equal(mixed[[0, 2]], store.item_vectors[[5, 7]])
+    np.testing.assert_allclose(mixed[[1, 3]], store.encoder.encode(["A new film about bees", "Override"],
+                                                                   max_length=64), atol=1e-6)
+    assert store.item_vectors_for(np.array([], dtype=np.intp), []).shape == (0, store.item_vectors.shape[1])
+
+
 def test_length_buckets_cover_every_text_once_in_length_order():
     from recsys.encoder import length_buckets
 

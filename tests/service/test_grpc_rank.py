@@ -27,7 +27,9 @@ def test_rank_returns_audited_top_k(stub, server, known_items):
 def test_default_top_k_and_generated_request_id(stub, known_items):
     resp = stub.Rank(_request(known_items[:30]), timeout=30)
     assert len(resp.items) == 10
-    assert len(resp.request_id) == 32
+    assert len(resp.request_id) == 32 and int(resp.request_id, 16) >= 0
+    again = stub.Rank(_request(known_items[:30]), timeout=30)
+    assert again.request_id != resp.request_id and len(again.request_id) == 32
 
 
 def test_enforce_removes_and_flag_only_keeps(stub, known_items):

@@ -63,3 +63,18 @@ def test_configure_logging_json_includes_exceptions(background):
     assert first["msg"] == "items ['a']" and first["request_id"] == "r0"
     assert rec["msg"] == "failed" and rec["request_id"] == "r1" and "ValueError: boom" in rec["exc"]
     assert rec["level"] == "ERROR" and rec["logger"] == "ethicrec.test"
+
+
+def test_odd_extra_values_still_make_one_json_line():
+    """Values orjson cannot take as they are (a set, a path, an int past 64 bits) are written as text; the
+    line stays one JSON object, non-ASCII text as it is."""
+    from pathlib import Path
+
+    rec = logging.LogRecord("ethicrec.test", logging.INFO, "x.py", 1, "ok %s", ("é",), None)
+    rec.tags, rec.where, rec.n = {"a"}, Path("/tmp/x"), 7
+    line = JsonFormatter().format(rec)
+    assert "\n" not in line and "é" in line
+    got = json.loads(line)
+    assert got["msg"] == "ok é" and got["tags"] == "{'a'}" and got["where"] == "/tmp/x" and got["n"] == 7
+    rec.n = 2 ** 70
+    assert json.loads(JsonFormatter().format(rec))["n"] == 2 ** 70
