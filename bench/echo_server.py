@@ -16,9 +16,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 class Echo(pb_grpc.RecommenderServicer):
     def Rank(self, request, context):
         k = request.top_k if request.HasField("top_k") else 10
+        ids = [c.item_id for c in request.candidates[:k]]
+        if len(ids) < k:   # then the id-only candidates, as Rank orders them
+            ids += request.candidate_ids[: k - len(ids)]
         return pb.RankResponse(
-            items=[pb.RankedItem(item_id=c.item_id, score=1.0, interest_score=1.0, ranker_score=1.0, rank=r)
-                   for r, c in enumerate(request.candidates[:k], start=1)],
+            items=[pb.RankedItem(item_id=i, score=1.0, interest_score=1.0, ranker_score=1.0, rank=r)
+                   for r, i in enumerate(ids, start=1)],
             audit=pb.Audit(audit_id="0" * 32, verdict=pb.VERDICT_PASS, policy_version="echo"),
             model_version="echo", request_id=request.request_id or "0" * 32)
 

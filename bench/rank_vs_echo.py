@@ -5,7 +5,7 @@ client alternates between them in blocks so machine noise hits both alike.
 Reports p50/p99 latency (1 client) and throughput (1 and 16 concurrent
 clients), and the ratios ethicrec / echo.
 
-    python bench/rank_vs_echo.py --artifacts artifacts [--requests 400] [--seconds 10]
+    python bench/rank_vs_echo.py --artifacts artifacts [--requests 400] [--seconds 10] [--payload messages|ids]
 """
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=400, help="sequential requests per server (in 4 blocks)")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--payload", choices=("messages", "ids"), default="messages",
+                    help="candidates as Candidate messages (default) or as the packed candidate_ids field")
     args = ap.parse_args()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     tmp = tempfile.mkdtemp(prefix="ethicrec-bench-")
@@ -91,6 +93,10 @@ def main() -> int:
         # 100 catalog candidates only: drop the demo's two extra (harmful / adult) items.
         del req.candidates[100:]
         req.user.audit_attributes.clear()
+        if args.payload == "ids":
+            ids = [c.item_id for c in req.candidates]
+            del req.candidates[:]
+            req.candidate_ids.extend(ids)
         lat: dict[str, list[float]] = {"ethicrec": [], "echo": []}
         chans = {k: grpc.insecure_channel(v) for k, v in targets.items()}
         stubs = {k: pb_grpc.RecommenderStub(c) for k, c in chans.items()}
@@ -101,7 +107,8 @@ def main() -> int:
             for name in ("ethicrec", "echo"):
                 lat[name] += latency(stubs[name], req, block)
         tput = {name: {c: throughput(targets[name], req, c, args.seconds) for c in (1, 16)} for name in targets}
-        res = {"payload_bytes": req.ByteSize(), "candidates": len(req.candidates), "requests": block * 4}
+        res = {"payload_bytes": req.ByteSize(), "payload": args.payload,
+               "candidates": len(req.candidates) + len(req.candidate_ids), "requests": block * 4}
         for name in targets:
             a = np.array(lat[name]) * 1000
             res[name] = {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
@@ -112,7 +119,7 @@ def main() -> int:
             "rps_1": res["ethicrec"]["rps_1"] / res["echo"]["rps_1"],
             "rps_16": res["ethicrec"]["rps_16"] / res["echo"]["rps_16"],
         }
-        print(f"payload {res['payload_bytes']} bytes, {res['candidates']} candidates, "
+        print(f"payload {res['payload_bytes']} bytes ({args.payload}), {res['candidates']} candidates, "
               f"{res['requests']} sequential requests per server")
         print(f"{'server':<10} {'p50 ms':>8} {'p99 ms':>8} {'rps@1':>8} {'rps@16':>8}")
         for name in ("ethicrec", "echo"):

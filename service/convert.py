@@ -1,6 +1,8 @@
 """proto <-> domain translation. Nothing else: validation and logic live in the core."""
 from __future__ import annotations
 
+import re
+
 from ethicrec.v1 import recommender_pb2 as pb
 
 from recsys.domain import (DEFAULT_TOP_K, AuditMode, Candidate, RankRequest, RankResponse, UserContext,
@@ -24,8 +26,34 @@ def request_from_proto(msg: pb.RankRequest) -> RankRequest:
         Candidate(c.item_id, c.text if c.HasField("text") else None, dict(c.features) if len(c.features) else {},
                   c.group if c.HasField("group") else None, dict(c.attributes) if len(c.attributes) else {})
         for c in msg.candidates)
+    if msg.candidate_ids:
+        # Ids alone: one C call for the whole list, no per-candidate field reads (each a ~0.1 us C call).
+        cands += tuple(map(Candidate, msg.candidate_ids))
     return RankRequest(user, cands, msg.top_k if msg.HasField("top_k") else DEFAULT_TOP_K,
                        _MODES[msg.audit_mode], msg.request_id)
+
+
+_FIELD_REF = re.compile(r"^candidates\[(\d+)\](?:\.item_id)?")
+_FIRST_AT = re.compile(r"\(first at candidates\[(\d+)\]\)$")
+
+
+def wire_field_error(exc: InvalidRequest, msg: pb.RankRequest) -> InvalidRequest:
+    """`exc` with its candidate positions named as on the wire: the core numbers `candidates` and then
+    `candidate_ids` as one list, so position i >= len(candidates) is `candidate_ids[i - len(candidates)]`."""
+    n = len(msg.candidates)
+
+    def field(m: re.Match) -> str:
+        i = int(m.group(1))
+        return m.group(0) if i < n else f"candidate_ids[{i - n}]"
+
+    def first(m: re.Match) -> str:
+        i = int(m.group(1))
+        return m.group(0) if i < n else f"(first at candidate_ids[{i - n}])"
+
+    path, description = _FIELD_REF.sub(field, exc.field), _FIRST_AT.sub(first, exc.description)
+    if (path, description) == (exc.field, exc.description):
+        return exc
+    return InvalidRequest(path, description)
 
 
 def response_to_proto(resp: RankResponse) -> pb.RankResponse:

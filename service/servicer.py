@@ -16,7 +16,7 @@ from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
 from recsys.errors import InvalidRequest
 from recsys.pipeline import RankContext, RequestStopped
-from service.convert import request_from_proto, response_to_proto
+from service.convert import request_from_proto, response_to_proto, wire_field_error
 from service.metrics import Metrics
 from service.reload import Current
 
@@ -47,6 +47,10 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         with self.current.use() as snap:
             try:
                 ctx: RankContext = snap.pipeline.run(request_from_proto(request), should_stop=stop_check(context))
+            except InvalidRequest as exc:
+                if request.candidate_ids:
+                    raise wire_field_error(exc, request) from None
+                raise
             except RequestStopped as exc:
                 if self.metrics is not None:
                     self.metrics.stopped.labels(exc.stage).inc()
@@ -64,7 +68,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                  audit.verdict.value, extra={
                      "request_id": resp.request_id, "audit_id": audit.audit_id, "verdict": audit.verdict.value,
                      "model_version": resp.model_version, "policy_version": audit.policy_version,
-                     "candidates": len(request.candidates), "returned": len(resp.items),
+                     "candidates": len(request.candidates) + len(request.candidate_ids),
+                     "returned": len(resp.items),
                      "removed": len(resp.removed), "duration_ms": round((time.perf_counter() - t0) * 1000, 2)})
         return response_to_proto(resp)
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65thicrec/v1/recommender.proto\x12\x0b\x65thicrec.v1\"\xc2\x01\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\x15\n\rhistory_texts\x18\x03 \x03(\t\x12@\n\x10\x61udit_attributes\x18\x04 \x03(\x0b\x32&.ethicrec.v1.User.AuditAttributesEntry\x1a\x36\n\x14\x41uditAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xae\x02\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x36\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32$.ethicrec.v1.Candidate.FeaturesEntry\x12\x12\n\x05group\x18\x04 \x01(\tH\x01\x88\x01\x01\x12:\n\nattributes\x18\x05 \x03(\x0b\x32&.ethicrec.v1.Candidate.AttributesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_textB\x08\n\x06_group\"\xb8\x01\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.ethicrec.v1.User\x12*\n\ncandidates\x18\x03 \x03(\x0b\x32\x16.ethicrec.v1.Candidate\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12*\n\naudit_mode\x18\x05 \x01(\x0e\x32\x16.ethicrec.v1.AuditModeB\x08\n\x06_top_k\"h\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\x0einterest_score\x18\x03 \x01(\x01\x12\x14\n\x0cranker_score\x18\x04 \x01(\x01\x12\x0c\n\x04rank\x18\x05 \x01(\x05\"?\n\x0bRemovedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"i\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\r\n\x05group\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x80\x01\n\x05\x41udit\x12\x10\n\x08\x61udit_id\x18\x01 \x01(\t\x12%\n\x07verdict\x18\x02 \x01(\x0e\x32\x14.ethicrec.v1.Verdict\x12&\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x14.ethicrec.v1.Finding\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\"\xaf\x01\n\x0cRankResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.ethicrec.v1.RankedItem\x12)\n\x07removed\x18\x02 \x03(\x0b\x32\x18.ethicrec.v1.RemovedItem\x12!\n\x05\x61udit\x18\x03 \x01(\x0b\x32\x12.ethicrec.v1.Audit\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t*Y\n\tAuditMode\x12\x1a\n\x16\x41UDIT_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UDIT_MODE_ENFORCE\x10\x01\x12\x18\n\x14\x41UDIT_MODE_FLAG_ONLY\x10\x02*_\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x13\n\x0fVERDICT_FLAGGED\x10\x02\x12\x14\n\x10VERDICT_ENFORCED\x10\x03\x32\x91\x01\n\x0bRecommender\x12;\n\x04Rank\x12\x18.ethicrec.v1.RankRequest\x1a\x19.ethicrec.v1.RankResponse\x12\x45\n\nRankStream\x12\x18.ethicrec.v1.RankRequest\x1a\x19.ethicrec.v1.RankResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65thicrec/v1/recommender.proto\x12\x0b\x65thicrec.v1\"\xc2\x01\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\x15\n\rhistory_texts\x18\x03 \x03(\t\x12@\n\x10\x61udit_attributes\x18\x04 \x03(\x0b\x32&.ethicrec.v1.User.AuditAttributesEntry\x1a\x36\n\x14\x41uditAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xae\x02\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x36\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32$.ethicrec.v1.Candidate.FeaturesEntry\x12\x12\n\x05group\x18\x04 \x01(\tH\x01\x88\x01\x01\x12:\n\nattributes\x18\x05 \x03(\x0b\x32&.ethicrec.v1.Candidate.AttributesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_textB\x08\n\x06_group\"\xcf\x01\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.ethicrec.v1.User\x12*\n\ncandidates\x18\x03 \x03(\x0b\x32\x16.ethicrec.v1.Candidate\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12*\n\naudit_mode\x18\x05 \x01(\x0e\x32\x16.ethicrec.v1.AuditMode\x12\x15\n\rcandidate_ids\x18\x06 \x03(\tB\x08\n\x06_top_k\"h\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\x0einterest_score\x18\x03 \x01(\x01\x12\x14\n\x0cranker_score\x18\x04 \x01(\x01\x12\x0c\n\x04rank\x18\x05 \x01(\x05\"?\n\x0bRemovedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"i\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\r\n\x05group\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x80\x01\n\x05\x41udit\x12\x10\n\x08\x61udit_id\x18\x01 \x01(\t\x12%\n\x07verdict\x18\x02 \x01(\x0e\x32\x14.ethicrec.v1.Verdict\x12&\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x14.ethicrec.v1.Finding\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\"\xaf\x01\n\x0cRankResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.ethicrec.v1.RankedItem\x12)\n\x07removed\x18\x02 \x03(\x0b\x32\x18.ethicrec.v1.RemovedItem\x12!\n\x05\x61udit\x18\x03 \x01(\x0b\x32\x12.ethicrec.v1.Audit\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t*Y\n\tAuditMode\x12\x1a\n\x16\x41UDIT_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UDIT_MODE_ENFORCE\x10\x01\x12\x18\n\x14\x41UDIT_MODE_FLAG_ONLY\x10\x02*_\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x13\n\x0fVERDICT_FLAGGED\x10\x02\x12\x14\n\x10VERDICT_ENFORCED\x10\x03\x32\x91\x01\n\x0bRecommender\x12;\n\x04Rank\x12\x18.ethicrec.v1.RankRequest\x1a\x19.ethicrec.v1.RankResponse\x12\x45\n\nRankStream\x12\x18.ethicrec.v1.RankRequest\x1a\x19.ethicrec.v1.RankResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATE_FEATURESENTRY']._serialized_options = b'8\001'
   _globals['_CANDIDATE_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_CANDIDATE_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_AUDITMODE']._serialized_start=1322
-  _globals['_AUDITMODE']._serialized_end=1411
-  _globals['_VERDICT']._serialized_start=1413
-  _globals['_VERDICT']._serialized_end=1508
+  _globals['_AUDITMODE']._serialized_start=1345
+  _globals['_AUDITMODE']._serialized_end=1434
+  _globals['_VERDICT']._serialized_start=1436
+  _globals['_VERDICT']._serialized_end=1531
   _globals['_USER']._serialized_start=47
   _globals['_USER']._serialized_end=241
   _globals['_USER_AUDITATTRIBUTESENTRY']._serialized_start=187
@@ -52,17 +52,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATE_ATTRIBUTESENTRY']._serialized_start=478
   _globals['_CANDIDATE_ATTRIBUTESENTRY']._serialized_end=527
   _globals['_RANKREQUEST']._serialized_start=549
-  _globals['_RANKREQUEST']._serialized_end=733
-  _globals['_RANKEDITEM']._serialized_start=735
-  _globals['_RANKEDITEM']._serialized_end=839
-  _globals['_REMOVEDITEM']._serialized_start=841
-  _globals['_REMOVEDITEM']._serialized_end=904
-  _globals['_FINDING']._serialized_start=906
-  _globals['_FINDING']._serialized_end=1011
-  _globals['_AUDIT']._serialized_start=1014
-  _globals['_AUDIT']._serialized_end=1142
-  _globals['_RANKRESPONSE']._serialized_start=1145
-  _globals['_RANKRESPONSE']._serialized_end=1320
-  _globals['_RECOMMENDER']._serialized_start=1511
-  _globals['_RECOMMENDER']._serialized_end=1656
+  _globals['_RANKREQUEST']._serialized_end=756
+  _globals['_RANKEDITEM']._serialized_start=758
+  _globals['_RANKEDITEM']._serialized_end=862
+  _globals['_REMOVEDITEM']._serialized_start=864
+  _globals['_REMOVEDITEM']._serialized_end=927
+  _globals['_FINDING']._serialized_start=929
+  _globals['_FINDING']._serialized_end=1034
+  _globals['_AUDIT']._serialized_start=1037
+  _globals['_AUDIT']._serialized_end=1165
+  _globals['_RANKRESPONSE']._serialized_start=1168
+  _globals['_RANKRESPONSE']._serialized_end=1343
+  _globals['_RECOMMENDER']._serialized_start=1534
+  _globals['_RECOMMENDER']._serialized_end=1679
 # @@protoc_insertion_point(module_scope)

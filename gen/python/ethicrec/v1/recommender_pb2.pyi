@@ -75,18 +75,20 @@ class Candidate(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., text: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., group: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "user", "candidates", "top_k", "audit_mode")
+    __slots__ = ("request_id", "user", "candidates", "top_k", "audit_mode", "candidate_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     AUDIT_MODE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user: User
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     top_k: int
     audit_mode: AuditMode
-    def __init__(self, request_id: _Optional[str] = ..., user: _Optional[_Union[User, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., audit_mode: _Optional[_Union[AuditMode, str]] = ...) -> None: ...
+    candidate_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., user: _Optional[_Union[User, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., top_k: _Optional[int] = ..., audit_mode: _Optional[_Union[AuditMode, str]] = ..., candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankedItem(_message.Message):
     __slots__ = ("item_id", "score", "interest_score", "ranker_score", "rank")
