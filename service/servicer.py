@@ -26,13 +26,21 @@ log = logging.getLogger("ethicrec.service")
 def stop_check(context: grpc.ServicerContext) -> Callable[[], bool]:
     """True once the call is cancelled or its deadline has passed (whichever the
     server notices first: the deadline is checked directly, not only via the
-    cancellation event the transport delivers)."""
+    cancellation event the transport delivers).
+
+    Polled before every stage, so it is made cheap: the call's end is learnt from one
+    termination callback and the deadline is a monotonic-clock time taken once, instead
+    of two locked calls into the context per poll. Make one per call (a stream shares one).
+    """
+    ended: list[bool] = []
+    if not context.add_callback(lambda: ended.append(True)):
+        return lambda: True   # the call has already ended
+    remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
+    monotonic = time.monotonic
 
     def should_stop() -> bool:
-        if not context.is_active():
-            return True
-        remaining = context.time_remaining()
-        return remaining is not None and remaining <= 0
+        return bool(ended) or (deadline is not None and monotonic() >= deadline)
 
     return should_stop
 
@@ -42,11 +50,12 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.current = current
         self.metrics = metrics
 
-    def _rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
+    def _rank(self, request: pb.RankRequest, context: grpc.ServicerContext,
+              should_stop: Callable[[], bool]) -> pb.RankResponse:
         t0 = time.perf_counter()
         with self.current.use() as snap:
             try:
-                ctx: RankContext = snap.pipeline.run(request_from_proto(request), should_stop=stop_check(context))
+                ctx: RankContext = snap.pipeline.run(request_from_proto(request), should_stop=should_stop)
             except InvalidRequest as exc:
                 if request.candidate_ids:
                     raise wire_field_error(exc, request) from None
@@ -74,12 +83,13 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return response_to_proto(resp)
 
     def Rank(self, request: pb.RankRequest, context: grpc.ServicerContext) -> pb.RankResponse:
-        return self._rank(request, context)
+        return self._rank(request, context, stop_check(context))
 
     def RankStream(self, request_iterator: Iterator[pb.RankRequest],
                    context: grpc.ServicerContext) -> Iterator[pb.RankResponse]:
+        should_stop = stop_check(context)
         for i, request in enumerate(request_iterator):
             try:
-                yield self._rank(request, context)
+                yield self._rank(request, context, should_stop)
             except InvalidRequest as exc:
                 raise InvalidRequest(f"requests[{i}].{exc.field}", exc.description) from None

@@ -104,3 +104,29 @@ def test_call_whose_deadline_passes_in_the_queue_is_never_computed(artifact_root
 def test_generous_deadline_is_answered(stub, known_items):
     resp = stub.Rank(rank_request(known_items[:10]), timeout=30)
     assert len(resp.items) == 10
+
+
+def test_cancelled_call_stops_at_the_next_stage(artifact_root, tmp_path):
+    """The client cancels while BERT encodes never-seen texts: the server learns it from the call's
+    termination callback and skips the remaining stages (no audit record for an answer nobody reads)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "no-budget"\ntime_budget_ms = 600000\n')
+    with running(config(artifact_root, tmp_path, policy=policy)) as (app, target), \
+            grpc.insecure_channel(target) as ch:
+        s, sample = stub(ch), app.metrics.registry.get_sample_value
+        s.Rank(pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000)), timeout=120)
+        interest_s = sample("ethicrec_stage_duration_seconds_sum", {"stage": "interest"})
+        if interest_s < 0.2:
+            pytest.skip(f"the BERT stage took only {interest_s:.3f}s: too fast to cancel a call inside it")
+        req = pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000), request_id="cancelled")
+        call = s.Rank.future(req, timeout=120)
+        time.sleep(interest_s / 2)
+        assert call.cancel()
+
+        def stopped() -> float:
+            return sum(x.value for m in app.metrics.registry.collect() if m.name == "ethicrec_rank_stopped"
+                       for x in m.samples if x.name.endswith("_total"))
+
+        assert _wait_for(lambda: stopped() == 1)
+        app.audit_log.flush()
+        assert "cancelled" not in [r.request_id for r in read_records(app.audit_log.path)]
