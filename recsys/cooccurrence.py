@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.sparse_kernels import cooccurrence_scores
+from recsys.sparse_kernels import cooccurrence_scores, distinct_known
 
 
 class CoOccurrence:
@@ -50,7 +50,7 @@ class CoOccurrence:
         The matrix products X[:, H]·v and X[:, C]ᵀ·w over the CSC arrays directly, in one compiled loop
         (recsys/sparse_kernels.py): the matrix is binary, so each is a weighted count per user / per candidate.
         """
-        hist = np.unique(history_idx[history_idx >= 0])
+        hist = distinct_known(history_idx)
         if len(hist) == 0:
             return np.full(len(cand_idx), np.nan)
         X = self.X

@@ -72,8 +72,10 @@ class FeatureBuilder:
             pnorm = float(np.linalg.norm(profile))
             g = cat.genre_matrix[ki].astype(np.float64)
             gnorm = np.linalg.norm(g, axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                X[known, 6] = np.where(gnorm > 0, g @ profile / (gnorm * max(pnorm, 1e-12)), np.nan)
+            # Divided only where the item has genres, NaN elsewhere (np.where over a full division gave the
+            # same numbers, plus an errstate context manager per request).
+            X[known, 6] = np.divide(g @ profile, gnorm * max(pnorm, 1e-12), out=np.full(len(g), np.nan),
+                                    where=gnorm > 0)
             X[known, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
         X[:, 8] = self.cooccurrence.score(cand_idx, history_idx)
         if self.extra_features and extra is not None:

@@ -35,6 +35,17 @@ def _cooccurrence(indptr, indices, inv_sqrt, hist, cand, n_users):   # pragma: n
     return out
 
 
+@njit(cache=True, nogil=True)
+def _distinct_known(history_idx):   # pragma: no cover - compiled
+    """np.unique(history_idx[history_idx >= 0]) (sorted distinct known rows), in one compiled call."""
+    return np.unique(history_idx[history_idx >= 0])
+
+
+def distinct_known(history_idx: np.ndarray) -> np.ndarray:
+    """The sorted distinct non-negative entries of `history_idx` (catalog rows of known history items)."""
+    return _distinct_known(np.asarray(history_idx, np.int64))
+
+
 def cooccurrence_scores(indptr: np.ndarray, indices: np.ndarray, inv_sqrt: np.ndarray, hist: np.ndarray,
                         cand_idx: np.ndarray, n_users: int) -> np.ndarray:
     """For distinct known history columns `hist` (non-empty): per candidate (-1 unknown -> 0.0),
@@ -91,8 +102,10 @@ def tag_overlap(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n_tag
     profile = _tag_profile(indptr, indices, data, np.asarray(hist, np.int64), n_tags)
     pnorm = float(np.linalg.norm(profile))
     dot, tnorm = _tag_dot_norm(indptr, indices, data, profile, np.asarray(items, np.int64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((tnorm > 0) & (pnorm > 0), dot / (tnorm * max(pnorm, 1e-12)), np.nan)
+    # Divided only where both norms are positive, NaN elsewhere: the same numbers as np.where over a full
+    # division, without the errstate context manager (a Python-level call pair per request).
+    return np.divide(dot, tnorm * max(pnorm, 1e-12), out=np.full(len(dot), np.nan),
+                     where=(tnorm > 0) & (pnorm > 0))
 
 
 def tag_overlap_numpy(indptr, indices, data, n_tags, items, hist) -> np.ndarray:

@@ -100,3 +100,26 @@ def test_catalog_tags_survive_save_and_load(tmp_path):
     cat = Catalog.build(items, tags, _inter(), REF)
     cat.save(tmp_path / "c.parquet")
     assert list(Catalog.load(tmp_path / "c.parquet").tags) == ["noir", ""]
+
+
+def test_genre_overlap_is_the_masked_cosine_on_the_artifact(artifacts):
+    """Column genre_overlap equals the plain formula (cosine of the item's genres with the history's mean
+    genres, NaN for an item without genres or unknown), bit for bit, on the real catalog."""
+    from recsys.features import FeatureBuilder
+
+    cat = artifacts.catalog
+    fb = FeatureBuilder(cat, artifacts.cooccurrence, artifacts.extra_features)
+    col = list(fb.names).index("genre_overlap")
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        cand = rng.choice(len(cat.item_ids), size=40, replace=False).astype(np.int64)
+        cand[:3] = -1
+        hist = rng.choice(len(cat.item_ids), size=int(rng.integers(1, 30)), replace=False).astype(np.int64)
+        X = fb.build(cand, hist, np.zeros(40), None, interest_max=np.zeros(40))
+        profile = cat.genre_matrix[hist].astype(np.float64).mean(axis=0)
+        g = cat.genre_matrix[cand[3:]].astype(np.float64)
+        gnorm = np.linalg.norm(g, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = np.where(gnorm > 0, g @ profile / (gnorm * max(float(np.linalg.norm(profile)), 1e-12)), np.nan)
+        assert np.isnan(X[:3, col]).all()
+        assert np.array_equal(X[3:, col], want, equal_nan=True)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.sparse_kernels import cooccurrence_scores, cooccurrence_scores_numpy, tag_overlap, tag_overlap_numpy
+from recsys.sparse_kernels import (cooccurrence_scores, cooccurrence_scores_numpy, distinct_known, tag_overlap,
+                                   tag_overlap_numpy)
 
 
 def _cases(rng, n_items, n=60):
@@ -51,3 +52,11 @@ def test_kernels_match_on_random_weighted_matrices(seed):
     for hist, cand in _cases(rng, n_rows, n=30):
         _same(cooccurrence_scores(C.indptr, C.indices, inv, hist, cand, C.shape[0]),
               cooccurrence_scores_numpy(C.indptr, C.indices, inv, hist, cand, C.shape[0]))
+
+
+def test_distinct_known_is_numpys_unique_of_the_known_rows():
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        h = rng.integers(-3, 50, size=int(rng.integers(0, 40)))
+        got = distinct_known(h)
+        assert got.dtype == np.int64 and np.array_equal(got, np.unique(h[h >= 0]))
