@@ -128,6 +128,9 @@ class AuditRecord:
     record_hash: str | None = field(default=None, compare=False)
 
 
+_INT = frozenset((int,))
+
+
 @dataclass(slots=True)
 class CandidateCodes:
     """A record's candidates as the audit stage already holds them, for `AuditRecord.candidates`: the ids,
@@ -154,10 +157,15 @@ class CandidateCodes:
             codes = codes.tolist()
         else:
             codes = list(codes)
-            ok = all(type(x) is int for x in codes)
+            ok = set(map(type, codes)) <= _INT
         ok = ok and len(codes) == n and (n == 0 or (min(codes) >= 0 and max(codes) < n_labels))
+        # Positions must be ints too: a float would pass min/max here and fail only when ingested.
         ret, gone = self.returned, self.removed
-        if not ok or (ret and (min(ret) < 0 or max(ret) >= n)) or (gone and (min(gone) < 0 or max(gone) >= n)):
+        if ret:
+            ok = ok and set(map(type, ret)) <= _INT and min(ret) >= 0 and max(ret) < n
+        if gone:
+            ok = ok and set(map(type, gone)) <= _INT and min(gone) >= 0 and max(gone) < n
+        if not ok:
             raise ValueError("AuditRecord.candidates: CandidateCodes needs one group code per candidate, each an "
                              "index into group_labels, and returned/removed positions that index item_id")
         return codes

@@ -237,7 +237,11 @@ def test_compact_candidates_store_the_same_text_and_hashes_as_columns(tmp_path):
     CandidateCodes(["a", "b"], ["g"], [0, 3], [], {}),
     CandidateCodes(["a", "b"], ["g"], [0, 0], [2], {}),                   # returned position past the candidates
     CandidateCodes(["a", "b"], ["g"], [0, 0], [], {-1: "HARMFUL_TEXT"}),  # removed position before them
-], ids=["code-high", "code-negative", "short", "float", "list-code-high", "returned", "removed"])
+    CandidateCodes(["a", "b"], ["g"], [0, 0], [0.0], {}),                 # positions must be ints
+    CandidateCodes(["a", "b"], ["g"], [0, 0], [], {1.0: "HARMFUL_TEXT"}),
+    CandidateCodes(["a", "b"], ["g"], [0, True], [], {}),                 # bools are not codes
+], ids=["code-high", "code-negative", "short", "float", "list-code-high", "returned", "removed", "returned-float",
+        "removed-float", "list-code-bool"])
 def test_bad_compact_candidates_fail_their_own_append_only(tmp_path, journal, bad):
     """Refused when appended, so in journal mode a bad record cannot reach (and stop) the ingest thread."""
     log = AuditLog(tmp_path / "a.db", salt=b"s", journal=journal)
