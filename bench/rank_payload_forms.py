@@ -71,7 +71,8 @@ def main() -> int:
     res["p50_ratio_ids_over_messages"] = res["ids"]["p50_ms"] / res["messages"]["p50_ms"]
     for name in forms:
         r = res[name]
-        print(f"{name:<9} {r['bytes']:4d} bytes  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['calls']} calls)")
+        print(f"{name:<9} {r['bytes']:4d} bytes  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+              f"({r['calls']} calls)")
     print(f"p50 ids / messages: {res['p50_ratio_ids_over_messages']:.3f}")
     if args.out:
         args.out.write_text(json.dumps(res, indent=2))

@@ -76,7 +76,8 @@ def test_exposure_findings_follow_the_metricframe_table(pipeline, known_items):
                               for i, g in enumerate(groups)])
         eligible = rng.permutation(n)[: int(rng.integers(2, n + 1))].tolist()
         final = eligible[: int(rng.integers(1, min(6, len(eligible)) + 1))]
-        got = stage._exposure(ctx, *stage._group_coding(ctx), eligible, final, np.array(final, dtype=np.intp), len(eligible) < n)
+        got = stage._exposure(ctx, *stage._group_coding(ctx), eligible, final, np.array(final, dtype=np.intp),
+                              len(eligible) < n)
         ranks = np.zeros(len(eligible))
         for r, p in enumerate(final, start=1):
             ranks[eligible.index(p)] = r

@@ -1,5 +1,6 @@
 """Deadlines and cancellation: abandoned calls stop between pipeline stages and
 answer DEADLINE_EXCEEDED; nothing is audited for an answer nobody receives."""
+import contextlib
 import threading
 import time
 import uuid
@@ -46,19 +47,28 @@ def _unseen_texts(n: int) -> list[pb.Candidate]:
             for i in range(n)]
 
 
+@contextlib.contextmanager
+def _slow_bert_server(artifact_root, tmp_path):
+    """A running server that only the caller can stop (no audit time budget), its stub, and how long its BERT
+    stage took on 1,000 never-seen texts in a first call; skips the test when too fast to interrupt."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "no-budget"\ntime_budget_ms = 600000\n')
+    with running(config(artifact_root, tmp_path, policy=policy)) as (app, target), \
+            grpc.insecure_channel(target) as ch:
+        s = stub(ch)
+        s.Rank(pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000)), timeout=120)
+        interest_s = app.metrics.registry.get_sample_value("ethicrec_stage_duration_seconds_sum", {"stage": "interest"})
+        if interest_s < 0.2:
+            pytest.skip(f"the BERT stage took only {interest_s:.3f}s: too fast to interrupt a call inside it")
+        yield app, s, interest_s
+
+
 def test_call_past_its_deadline_stops_mid_pipeline(artifact_root, tmp_path):
     """Never-seen texts make the BERT stage slow. A first call measures how slow;
     a second one, with a deadline half that long, must stop at the next stage
     boundary: DEADLINE_EXCEEDED, and the audit never runs (no record written)."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text('version = "no-budget"\ntime_budget_ms = 600000\n')   # only the deadline may stop it
-    with running(config(artifact_root, tmp_path, policy=policy)) as (app, target), \
-            grpc.insecure_channel(target) as ch:
-        s, sample = stub(ch), app.metrics.registry.get_sample_value
-        s.Rank(pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000)), timeout=120)
-        interest_s = sample("ethicrec_stage_duration_seconds_sum", {"stage": "interest"})
-        if interest_s < 0.2:
-            pytest.skip(f"the BERT stage took only {interest_s:.3f}s: too fast to stop a call inside it")
+    with _slow_bert_server(artifact_root, tmp_path) as (app, s, interest_s):
+        sample = app.metrics.registry.get_sample_value
         deadline = min(interest_s / 2, 2.0)
         req = pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000), request_id="too-slow")
         with pytest.raises(grpc.RpcError) as info:
@@ -109,15 +119,7 @@ def test_generous_deadline_is_answered(stub, known_items):
 def test_cancelled_call_stops_at_the_next_stage(artifact_root, tmp_path):
     """The client cancels while BERT encodes never-seen texts: the server learns it from the call's
     termination callback and skips the remaining stages (no audit record for an answer nobody reads)."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text('version = "no-budget"\ntime_budget_ms = 600000\n')
-    with running(config(artifact_root, tmp_path, policy=policy)) as (app, target), \
-            grpc.insecure_channel(target) as ch:
-        s, sample = stub(ch), app.metrics.registry.get_sample_value
-        s.Rank(pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000)), timeout=120)
-        interest_s = sample("ethicrec_stage_duration_seconds_sum", {"stage": "interest"})
-        if interest_s < 0.2:
-            pytest.skip(f"the BERT stage took only {interest_s:.3f}s: too fast to cancel a call inside it")
+    with _slow_bert_server(artifact_root, tmp_path) as (app, s, interest_s):
         req = pb.RankRequest(user=pb.User(user_id="1"), candidates=_unseen_texts(1000), request_id="cancelled")
         call = s.Rank.future(req, timeout=120)
         time.sleep(interest_s / 2)
