@@ -202,8 +202,6 @@ def record_digest(row: dict[str, Any], prev_hash: str) -> str:
 
 
 def _json_default(obj: Any) -> Any:
-    if type(obj) is np.ndarray:       # what OPT_SERIALIZE_NUMPY leaves out (non-contiguous, other byte order)
-        return obj.tolist()
     if hasattr(obj, "item"):          # numpy scalars
         return obj.item()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
