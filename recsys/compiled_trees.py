@@ -1,9 +1,9 @@
 """LightGBM's trees as flat arrays, scored by a numba-compiled loop: the same numbers as
 `Booster.predict`, faster for request-sized inputs.
 
-Measured on the demo ranker (158 trees of 31 leaves) for a request's 100 rows: LightGBM's predict 0.66-0.97
-ms, this walk 0.50-0.60 ms (1.3-1.9x, bench/README.md), and the walk releases the GIL. Why not lleaves or
-treelite (the compiled predictors the field uses): lleaves pins llvmlite < 0.44 and compiles for ~16 s per
+Measured on the demo ranker (158 trees of 31 leaves) for a request's 100 rows: LightGBM's predict 0.60-0.97
+ms, the node walk below 0.40-0.60 ms, QuickScorer 0.22 ms (bench/tree_walk.py); every kernel releases the
+GIL. Why not lleaves or treelite (the compiled predictors the field uses): lleaves pins llvmlite < 0.44 and compiles for ~16 s per
 model load; treelite compiles generated C, so it needs a C compiler at run time. numba compiles this one
 generic loop once (cached on disk), and the model is data.
 
@@ -14,7 +14,9 @@ values of magnitude <= 1e-35 read as 0 as its dense-row reader does, and sums th
 with `Booster.predict` on real models. Models it does not cover (categorical splits, linear trees,
 several trees per iteration) make `from_booster` return None and callers keep LightGBM's predict.
 
-Two kernels: LightGBM gives every split on a feature the same missing type (it comes from the feature's
+Three kernels. QuickScorer (recsys/quickscorer.py: splits scanned per feature in threshold order, a bit
+vector per tree) serves trees of at most 32 leaves, 1.8-1.9x the node walk's speed. The node walks serve
+larger trees. LightGBM gives every split on a feature the same missing type (it comes from the feature's
 bins), so `_kernel_rowmiss` cleans each row's values and sets its missing flags once per feature, leaving
 one flag load and one compare per node (1.3-1.4x the per-node kernel on 30k real feature rows, 1.0-1.3x on
 a request's 100; tested equal). The per-node `_kernel` stays for a model where that would not hold.
@@ -24,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from recsys.quickscorer import QuickScorerTables, _kernel_quickscorer, quickscorer_tables
 
 try:  # numba is a dependency; without it (an unusual install) LightGBM's own predict is used
     import numba
@@ -151,6 +155,7 @@ class CompiledTrees:
     leaf_start: np.ndarray
     n_features: int
     feature_missing: np.ndarray | None = None   # missing type per feature when uniform per feature (int8)
+    quickscorer: QuickScorerTables | None = None  # when feature_missing is set and trees have <= 32 leaves
 
     @classmethod
     def from_booster(cls, booster, num_iteration: int | None = None) -> "CompiledTrees | None":
@@ -194,12 +199,17 @@ class CompiledTrees:
             leaf_value.extend(leaves)
             node_start.append(size)
             leaf_start.append(len(leaf_value))
-        self = cls(np.asarray(feature, np.int32), np.asarray(threshold, np.float64), np.asarray(left, np.int32),
-                   np.asarray(right, np.int32), np.asarray(default_left, np.bool_), np.asarray(missing, np.int8),
-                   np.asarray(leaf_value, np.float64), np.asarray(node_start, np.int64),
-                   np.asarray(leaf_start, np.int64), int(model["max_feature_idx"]) + 1,
-                   _feature_missing(np.asarray(feature, np.int32), np.asarray(missing, np.int8),
-                                    int(model["max_feature_idx"]) + 1))
+        arrays = (np.asarray(feature, np.int32), np.asarray(threshold, np.float64), np.asarray(left, np.int32),
+                  np.asarray(right, np.int32), np.asarray(default_left, np.bool_), np.asarray(missing, np.int8),
+                  np.asarray(leaf_value, np.float64), np.asarray(node_start, np.int64),
+                  np.asarray(leaf_start, np.int64))
+        n_features = int(model["max_feature_idx"]) + 1
+        feature_missing = _feature_missing(arrays[0], arrays[5], n_features)
+        tables = None
+        if feature_missing is not None:
+            f, th, le, ri, dl, _, lv, ns, ls = arrays
+            tables = quickscorer_tables(f, th, le, ri, dl, lv, ns, ls, n_features)
+        self = cls(*arrays, n_features, feature_missing, tables)
         self.predict(np.zeros((1, self.n_features)))   # compile (or load the cached machine code) now, not mid-request
         return self
 
@@ -209,7 +219,12 @@ class CompiledTrees:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
         out = np.empty(len(X), dtype=np.float64)
         parallel = len(X) >= PARALLEL_ROWS
-        if self.feature_missing is not None:
+        qs = self.quickscorer
+        if qs is not None:
+            _get_kernel(parallel, _kernel_quickscorer)(X, self.feature_missing, qs.threshold, qs.split,
+                                                       qs.feature_start, qs.default_right, qs.default_start,
+                                                       qs.leaf_value, qs.leaf_start, out)
+        elif self.feature_missing is not None:
             _get_kernel(parallel, _kernel_rowmiss)(X, self.feature_missing, self.feature, self.threshold, self.left,
                                                    self.right, self.default_left, self.leaf_value, self.node_start,
                                                    self.leaf_start, out)

@@ -56,7 +56,7 @@ class LambdaRanker:
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """LightGBM's scores; from the compiled trees when the model allows (the same numbers, ~2x faster
+        """LightGBM's scores; from the compiled trees when the model allows (the same numbers, ~2.7x faster
         for a request's 100 rows, and without holding the GIL: recsys/compiled_trees.py)."""
         if getattr(self, "compiled_", None) is not None:
             return self.compiled_.predict(X)

@@ -69,7 +69,7 @@ def test_the_artifact_ranker_scores_real_features_exactly(artifacts, pipeline, k
     user = next(iter(artifacts.users))
     ctx = pipeline.run(RankRequest(UserContext(user), tuple(Candidate(i) for i in known_items[:60]), top_k=10))
     ranker = artifacts.ranker
-    assert ranker.compiled_ is not None
+    assert ranker.compiled_ is not None and ranker.compiled_.quickscorer is not None
     want = ranker.booster_.predict(ctx.X, num_iteration=ranker.best_iteration_)
     np.testing.assert_array_equal(ranker.predict(ctx.X), want)
     np.testing.assert_array_equal(ctx.ranker_scores, want)
@@ -96,6 +96,8 @@ def test_models_it_does_not_cover_fall_back_to_lightgbm():
 
 
 def test_batch_sized_inputs_take_the_parallel_kernel_with_the_same_scores():
+    import dataclasses
+
     from recsys import compiled_trees
 
     X, y = _data()
@@ -104,7 +106,10 @@ def test_batch_sized_inputs_take_the_parallel_kernel_with_the_same_scores():
     big = np.tile(_queries(X), (2, 1))
     assert len(big) >= compiled_trees.PARALLEL_ROWS
     np.testing.assert_array_equal(ct.predict(big), booster.predict(big))
-    assert ("_kernel_rowmiss", True) in compiled_trees._compiled   # the parallel kernel was the one used
+    assert ("_kernel_quickscorer", True) in compiled_trees._compiled   # the parallel kernel was the one used
+    node_walk = dataclasses.replace(ct, quickscorer=None)
+    np.testing.assert_array_equal(node_walk.predict(big), booster.predict(big))
+    assert ("_kernel_rowmiss", True) in compiled_trees._compiled
 
 
 def test_the_per_node_kernel_serves_models_whose_missing_type_varies_within_a_feature():
@@ -119,7 +124,7 @@ def test_the_per_node_kernel_serves_models_whose_missing_type_varies_within_a_fe
                         num_boost_round=25)
     ct = CompiledTrees.from_booster(booster)
     assert ct.feature_missing is not None
-    general = dataclasses.replace(ct, feature_missing=None)
+    general = dataclasses.replace(ct, feature_missing=None, quickscorer=None)
     for rows in (_queries(X), np.tile(_queries(X), (PARALLEL_ROWS // len(_queries(X)) + 1, 1))):
         np.testing.assert_array_equal(general.predict(rows), booster.predict(rows))
         np.testing.assert_array_equal(ct.predict(rows), booster.predict(rows))
@@ -130,3 +135,30 @@ def test_the_per_node_kernel_serves_models_whose_missing_type_varies_within_a_fe
     first = int(np.flatnonzero(ct.feature == f)[0])
     mixed[first] = (mixed[first] + 1) % 3
     assert _feature_missing(ct.feature, mixed, ct.n_features) is None
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"zero_as_missing": True},
+    {"use_missing": False},
+])
+def test_quickscorer_and_the_node_walk_agree_with_lightgbm(params):
+    """Trees of up to 32 leaves take QuickScorer (recsys/quickscorer.py), larger ones the node walk; each is
+    checked against LightGBM on inputs that hit every missing-value and threshold case, and QuickScorer's tables
+    hold each split exactly once."""
+    import dataclasses
+
+    X, y = _data()
+    Q = np.vstack([_queries(X), np.tile(np.unique(X[~np.isnan(X)])[:300, None], (1, X.shape[1]))])
+    for leaves, uses_quickscorer in ((32, True), (33, False)):
+        booster = lgb.train({"objective": "regression", "num_leaves": leaves, "verbose": -1, "min_data_in_leaf": 3,
+                             **params}, lgb.Dataset(X, y), num_boost_round=30)
+        ct = CompiledTrees.from_booster(booster)
+        assert (ct.quickscorer is not None) is uses_quickscorer
+        np.testing.assert_array_equal(ct.predict(Q), booster.predict(Q))
+        if uses_quickscorer:
+            assert max(np.diff(ct.leaf_start)) == 32     # the widest bit vector is used
+            qs = ct.quickscorer
+            assert len(qs.threshold) == len(ct.feature) and qs.feature_start[-1] == len(ct.feature)
+            assert len(qs.default_right) == int((~ct.default_left).sum())
+            np.testing.assert_array_equal(dataclasses.replace(ct, quickscorer=None).predict(Q), booster.predict(Q))
