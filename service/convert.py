@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from ethicrec.v1 import recommender_pb2 as pb
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from recsys.domain import (DEFAULT_TOP_K, AuditMode, Candidate, RankRequest, RankResponse, UserContext,
                            Verdict)
@@ -20,17 +21,58 @@ def request_from_proto(msg: pb.RankRequest) -> RankRequest:
         raise InvalidRequest("audit_mode", f"unknown audit mode {msg.audit_mode}")
     u = msg.user
     user = UserContext(u.user_id, tuple(u.history_item_ids), tuple(u.history_texts), dict(u.audit_attributes))
-    # dict() of a protobuf map goes through the Mapping protocol (~2 us even when empty); most candidates
-    # have no features or attributes, and len() is cheap: 0.67 -> 0.27 ms for 100 candidates.
-    cands = tuple(
-        Candidate(c.item_id, c.text if c.HasField("text") else None, dict(c.features) if len(c.features) else {},
-                  c.group if c.HasField("group") else None, dict(c.attributes) if len(c.attributes) else {})
-        for c in msg.candidates)
+    cands = _candidates(msg) if len(msg.candidates) >= _VIEW_FROM else tuple(map(_candidate, msg.candidates))
     if msg.candidate_ids:
         # Ids alone: one C call for the whole list, no per-candidate field reads (each a ~0.1 us C call).
         cands += tuple(map(Candidate, msg.candidate_ids))
     return RankRequest(user, cands, msg.top_k if msg.HasField("top_k") else DEFAULT_TOP_K,
                        _MODES[msg.audit_mode], msg.request_id)
+
+
+def _candidate(c: pb.Candidate) -> Candidate:
+    # dict() of a protobuf map goes through the Mapping protocol (~2 us even when empty); most candidates
+    # have no features or attributes, and len() is cheap: 0.67 -> 0.27 ms for 100 candidates.
+    return Candidate(c.item_id, c.text if c.HasField("text") else None, dict(c.features) if len(c.features) else {},
+                     c.group if c.HasField("group") else None, dict(c.attributes) if len(c.attributes) else {})
+
+
+def _candidates_view() -> type:
+    """A message with only RankRequest's `candidates` field, declared as `repeated bytes`: parsing a
+    RankRequest's bytes with it yields each candidate's own encoding (the wire format makes an embedded
+    message and `bytes` interchangeable). Built from the generated descriptor, so the field number cannot
+    drift from the contract; internal, never on the wire."""
+    field_number = pb.RankRequest.DESCRIPTOR.fields_by_name["candidates"].number
+    proto = descriptor_pb2.FileDescriptorProto(name="ethicrec_internal/candidates_view.proto",
+                                               package="ethicrec_internal", syntax="proto3")
+    proto.message_type.add(name="CandidatesView").field.add(
+        name="candidates", number=field_number, type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("ethicrec_internal.CandidatesView"))
+
+
+_CandidatesView = _candidates_view()
+_VIEW_FROM = 16   # candidates; below this the fixed cost (serialise + parse, ~9 us) is not repaid
+_ITEM_ID_TAG = (pb.Candidate.DESCRIPTOR.fields_by_name["item_id"].number << 3) | 2   # length-delimited
+
+
+def _candidates(msg: pb.RankRequest) -> tuple[Candidate, ...]:
+    """`msg.candidates` as domain objects, without the per-candidate field reads: with upb each is a C call
+    (~0.1-0.15 us), five per candidate even when only `item_id` is set, the common case. The request is
+    re-encoded and parsed as `_CandidatesView` (~9 us for 100), and a candidate whose whole encoding is
+    `item_id` alone (its tag, a one-byte length, the id: nothing else set, no unknown fields) takes the id
+    from its bytes; any other candidate is parsed as a `Candidate`. 100 plain candidates: 135 -> 73 us in a
+    tight loop. The bytes were UTF-8-checked when the request was first parsed."""
+    out = []
+    append = out.append
+    for raw in _CandidatesView.FromString(msg.SerializeToString()).candidates:
+        n = len(raw)
+        if n > 2 and raw[0] == _ITEM_ID_TAG and raw[1] == n - 2:   # n - 2 < 128: a one-byte length
+            append(Candidate(raw[2:].decode()))
+        else:
+            append(_candidate(pb.Candidate.FromString(raw)))
+    return tuple(out)
 
 
 _FIELD_REF = re.compile(r"^candidates\[(\d+)\](?:\.item_id)?")
