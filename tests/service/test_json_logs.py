@@ -78,3 +78,47 @@ def test_odd_extra_values_still_make_one_json_line():
     assert got["msg"] == "ok é" and got["tags"] == "{'a'}" and got["where"] == "/tmp/x" and got["n"] == 7
     rec.n = 2 ** 70
     assert json.loads(JsonFormatter().format(rec))["n"] == 2 ** 70
+
+
+def test_background_listener_writes_bursts_in_order_promptly_and_all_at_stop():
+    """The listener wakes once per burst (service/logging_json.py): every record still comes out, in
+    order, a few tens of milliseconds later at most, and stop() writes out what is queued; the handler's
+    own level still filters."""
+    import queue
+    import time
+
+    from service.logging_json import LOG_BATCH_S, _BatchingListener
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.INFO)
+    wakes = []
+
+    class CountingQueue(queue.SimpleQueue):
+        def get(self, block=True, timeout=None):
+            if block:
+                wakes.append(time.monotonic())   # a blocking get is one wake-up of the listener
+            return super().get(block, timeout)
+
+    q = CountingQueue()
+    listener = _BatchingListener(q, handler)
+    listener.start()
+
+    def record(i: int, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("ethicrec.test", level, "x.py", 1, "line %d", (i,), None)
+
+    q.put(record(0))
+    deadline = time.monotonic() + 5
+    while not buf.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert json.loads(buf.getvalue())["msg"] == "line 0"          # written without a stop
+    records = [record(i, logging.DEBUG if i == 7 else logging.INFO) for i in range(1, 501)]
+    before = len(wakes)
+    for r in records:
+        q.put(r)
+    time.sleep(10 * LOG_BATCH_S)
+    assert len(wakes) - before <= 3    # a burst of 500 is a few wake-ups (a plain QueueListener: 500)
+    listener.stop()
+    msgs = [json.loads(x)["msg"] for x in buf.getvalue().splitlines()]
+    assert msgs == [f"line {i}" for i in range(501) if i != 7]      # all, in order, DEBUG filtered
