@@ -2,8 +2,8 @@
 `Booster.predict`, faster for request-sized inputs.
 
 Measured on the demo ranker (158 trees of 31 leaves) for a request's 100 rows: LightGBM's predict 0.60-0.97
-ms, the node walk below 0.40-0.60 ms, QuickScorer 0.22 ms (bench/tree_walk.py); every kernel releases the
-GIL. Why not lleaves or treelite (the compiled predictors the field uses): lleaves pins llvmlite < 0.44 and compiles for ~16 s per
+ms, the node walk below 0.40-0.60 ms, QuickScorer 0.21 ms, QuickScorer with the rank stage's per-item memo
+0.10 ms (bench/tree_walk.py); every kernel releases the GIL. Why not lleaves or treelite (the compiled predictors the field uses): lleaves pins llvmlite < 0.44 and compiles for ~16 s per
 model load; treelite compiles generated C, so it needs a C compiler at run time. numba compiles this one
 generic loop once (cached on disk), and the model is data.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.quickscorer import QuickScorerTables, _kernel_quickscorer, quickscorer_tables
+from recsys.quickscorer import QuickScorerTables, SplitMemo, _kernel_memo, _kernel_quickscorer, quickscorer_tables
 
 try:  # numba is a dependency; without it (an unusual install) LightGBM's own predict is used
     import numba
@@ -213,7 +213,28 @@ class CompiledTrees:
         self.predict(np.zeros((1, self.n_features)))   # compile (or load the cached machine code) now, not mid-request
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def memo(self, columns: list[int], values: np.ndarray) -> SplitMemo | None:
+        """Precomputed QuickScorer bits for rows known in advance (catalog items) over some of their
+        features; `predict(X, keys=..., memo=...)` uses them for a row whose values in `columns` equal
+        `values[key]` exactly. None when the model does not take QuickScorer."""
+        qs = self.quickscorer
+        if qs is None:
+            return None
+        cols = np.asarray(columns, np.int64)
+        if cols.ndim != 1 or not len(cols) or cols.min() < 0 or cols.max() >= self.n_features:
+            raise ValueError(f"columns must be feature indices in [0, {self.n_features}); got {columns!r}")
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(cols):
+            raise ValueError(f"values must have shape (n, {len(cols)}); got {values.shape}")
+        n_trees = len(qs.leaf_start) - 1
+        bits = np.empty((len(values), n_trees), np.uint32)
+        _get_kernel(False, _kernel_memo)(values, cols, self.feature_missing, qs.threshold, qs.split,
+                                         qs.feature_start, qs.default_right, qs.default_start, n_trees, bits)
+        return SplitMemo(cols, values, bits)
+
+    def predict(self, X: np.ndarray, *, keys: np.ndarray | None = None, memo: SplitMemo | None = None) -> np.ndarray:
+        """Scores of the rows of X. `keys` (one per row, -1 for none) index `memo` (from `memo()`); the
+        numbers are the same with or without them, only faster for rows they cover."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
@@ -221,9 +242,16 @@ class CompiledTrees:
         parallel = len(X) >= PARALLEL_ROWS
         qs = self.quickscorer
         if qs is not None:
+            if memo is None or keys is None:
+                keys, memo = _NO_KEYS, _NO_MEMO
+            else:
+                keys = np.ascontiguousarray(keys, dtype=np.int64)
+                if keys.shape != (len(X),) or (len(keys) and int(keys.max()) >= len(memo.values)):
+                    raise ValueError(f"keys must be {len(X)} memo rows (-1 for none), below {len(memo.values)}")
             _get_kernel(parallel, _kernel_quickscorer)(X, self.feature_missing, qs.threshold, qs.split,
                                                        qs.feature_start, qs.default_right, qs.default_start,
-                                                       qs.leaf_value, qs.leaf_start, out)
+                                                       qs.leaf_value, qs.leaf_start, keys, memo.columns,
+                                                       memo.values, memo.bits, out)
         elif self.feature_missing is not None:
             _get_kernel(parallel, _kernel_rowmiss)(X, self.feature_missing, self.feature, self.threshold, self.left,
                                                    self.right, self.default_left, self.leaf_value, self.node_start,
@@ -232,6 +260,10 @@ class CompiledTrees:
             _get_kernel(parallel)(X, self.feature, self.threshold, self.left, self.right, self.default_left,
                                   self.missing, self.leaf_value, self.node_start, self.leaf_start, out)
         return out
+
+
+_NO_KEYS = np.empty(0, np.int64)
+_NO_MEMO = SplitMemo(np.empty(0, np.int64), np.empty((0, 0), np.float64), np.empty((0, 0), np.uint32))
 
 
 def _feature_missing(feature: np.ndarray, missing: np.ndarray, n_features: int) -> np.ndarray | None:

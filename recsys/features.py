@@ -34,6 +34,21 @@ MAX_SIM_HISTORY = 20
 BERT_FEATURES = ("interest", "interest_max")
 BASE_FEATURES = ("interest", "interest_max", "item_log_pop", "item_mean_rating", "item_age_years",
                  "user_log_activity", "genre_overlap", "tag_overlap", "cooccurrence")
+# A catalog item's own features: the same in every request (the ranker precomputes their splits per item).
+ITEM_FEATURES = ("item_log_pop", "item_mean_rating", "item_age_years")
+_ITEM_COLUMNS = slice(BASE_FEATURES.index(ITEM_FEATURES[0]), BASE_FEATURES.index(ITEM_FEATURES[0]) + len(ITEM_FEATURES))
+assert BASE_FEATURES[_ITEM_COLUMNS] == ITEM_FEATURES
+
+
+def item_features(catalog: Catalog) -> np.ndarray:
+    """(n_items, len(ITEM_FEATURES)) float64: every catalog row's ITEM_FEATURES, exactly the values `build`
+    gives a known candidate (it gathers its rows from this table)."""
+    ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
+    out = np.empty((len(catalog), len(ITEM_FEATURES)), dtype=np.float64)
+    out[:, 0] = catalog.stats.log_pop
+    out[:, 1] = catalog.stats.mean_rating
+    out[:, 2] = ref_year - catalog.years
+    return out
 
 
 class FeatureBuilder:
@@ -43,6 +58,7 @@ class FeatureBuilder:
         self.extra_features = tuple(extra_features)
         self.names = BASE_FEATURES + self.extra_features
         self.ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
+        self.item_features = item_features(catalog)
         if len(catalog):   # compile (or load the cached machine code) for these array types now, not mid-request
             _tag_overlap(catalog.tag_matrix, np.zeros(1, np.int64), np.zeros(1, np.int64))
 
@@ -62,9 +78,7 @@ class FeatureBuilder:
         known = cand_idx >= 0
         ki = cand_idx[known]
         X[:, 2] = 0.0
-        X[known, 2] = cat.stats.log_pop[ki]
-        X[known, 3] = cat.stats.mean_rating[ki]
-        X[known, 4] = self.ref_year - cat.years[ki]
+        X[known, _ITEM_COLUMNS] = self.item_features[ki]
         hist = history_idx[history_idx >= 0]
         X[:, 5] = np.log1p(len(history_idx))
         if len(hist):

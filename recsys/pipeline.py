@@ -20,7 +20,7 @@ from recsys.artifacts import Artifacts
 from recsys.blend import Blend
 from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
-from recsys.features import FeatureBuilder, max_similarity, recent_history
+from recsys.features import ITEM_FEATURES, FeatureBuilder, item_features, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
 from recsys.text import history_user_text
 from recsys.validation import Limits, validate_request
@@ -148,15 +148,18 @@ class RankStage:
     """LightGBM LambdaRank over the features (the BERT score is one of them), then the blend."""
 
     name = "rank"
-    inputs = ("X", "interest")
+    inputs = ("X", "interest", "cand_idx")
     outputs = ("ranker_scores", "scores", "order")
 
     def __init__(self, artifacts: Artifacts, blend: Blend) -> None:
         self.ranker = artifacts.ranker
         self.blend = blend
+        # Each catalog item's own features are the same in every request: their splits are resolved once
+        # here (recsys/quickscorer.py; 4 bytes per tree and item), and a request scans only the others.
+        self.item_memo = self.ranker.item_memo(ITEM_FEATURES, item_features(artifacts.catalog))
 
     def __call__(self, ctx: RankContext) -> None:
-        ctx.ranker_scores = self.ranker.predict(ctx.X)
+        ctx.ranker_scores = self.ranker.predict(ctx.X, keys=ctx.cand_idx, memo=self.item_memo)
         ctx.scores = self.blend.combine(ctx.interest, ctx.ranker_scores)
         ctx.order = np.argsort(-ctx.scores, kind="stable")
 

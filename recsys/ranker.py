@@ -7,6 +7,7 @@ import lightgbm as lgb
 import numpy as np
 
 from recsys.compiled_trees import CompiledTrees
+from recsys.quickscorer import SplitMemo
 
 
 class LambdaRanker:
@@ -55,12 +56,22 @@ class LambdaRanker:
         self.compiled_ = CompiledTrees.from_booster(self.booster_, self.best_iteration_)
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, *, keys: np.ndarray | None = None, memo: SplitMemo | None = None) -> np.ndarray:
         """LightGBM's scores; from the compiled trees when the model allows (the same numbers, ~2.7x faster
-        for a request's 100 rows, and without holding the GIL: recsys/compiled_trees.py)."""
+        for a request's 100 rows, and without holding the GIL: recsys/compiled_trees.py). `keys`/`memo`
+        (`item_memo`) only make it faster for the rows they cover."""
         if getattr(self, "compiled_", None) is not None:
-            return self.compiled_.predict(X)
+            return self.compiled_.predict(X, keys=keys, memo=memo)
         return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=1)
+
+    def item_memo(self, names: tuple[str, ...], values: np.ndarray) -> SplitMemo | None:
+        """Precomputed splits for known rows (catalog items) over the features `names` (their `values`, one
+        row per item), for `predict(X, keys=rows, memo=...)`; None when the compiled trees cannot use one or
+        the model lacks one of the features."""
+        compiled = getattr(self, "compiled_", None)
+        if compiled is None or not set(names) <= set(self.feature_names_):
+            return None
+        return compiled.memo([self.feature_names_.index(n) for n in names], values)
 
     def save(self, path: Path) -> None:
         """LightGBM's own text format: no pickle, readable, diffable."""

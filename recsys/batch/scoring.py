@@ -261,13 +261,13 @@ class _BatchedRanker:
     def __getattr__(self, name):
         return getattr(self.real, name)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, **kw) -> np.ndarray:
         if self._queue:
             pred = self._queue.pop(0)
             if len(pred) != len(X):
                 raise RuntimeError("batched ranker out of step with the rank stage")
             return pred
-        return self.real.predict(X)
+        return self.real.predict(X, **kw)
 
 
 class ChunkAuditLog:
@@ -363,7 +363,9 @@ class ChunkScorer:
                 continue   # builds the RPC response object only; batch reads the context
             if isinstance(stage, RankStage) and isinstance(stage.ranker, _BatchedRanker) and ctxs:
                 sizes = [len(c.X) for c in ctxs]
-                pred = stage.ranker.real.predict(np.vstack([c.X for c in ctxs]))
+                pred = stage.ranker.real.predict(np.vstack([c.X for c in ctxs]),
+                                                 keys=np.concatenate([c.cand_idx for c in ctxs]),
+                                                 memo=stage.item_memo)
                 stage.ranker._queue = np.split(pred, np.cumsum(sizes)[:-1])
                 try:
                     for c in ctxs:

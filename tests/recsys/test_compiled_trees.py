@@ -162,3 +162,59 @@ def test_quickscorer_and_the_node_walk_agree_with_lightgbm(params):
             assert len(qs.threshold) == len(ct.feature) and qs.feature_start[-1] == len(ct.feature)
             assert len(qs.default_right) == int((~ct.default_left).sum())
             np.testing.assert_array_equal(dataclasses.replace(ct, quickscorer=None).predict(Q), booster.predict(Q))
+
+
+def test_item_memo_gives_the_same_scores_whatever_it_covers():
+    """Precomputed splits for known rows (the rank stage's per-item memo): used only where a row's values
+    equal the memo's exactly, otherwise the row is scanned in full; columns equal in every row are resolved
+    once. Checked against LightGBM with hits, stale memo values, NaN, keys of -1, constant columns, one row,
+    and batch-sized (parallel) inputs."""
+    X, y = _data()
+    booster = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": 31}, lgb.Dataset(X, y),
+                        num_boost_round=40)
+    ct = CompiledTrees.from_booster(booster)
+    rng = np.random.default_rng(3)
+    items = _queries(X)[:500]                       # the "catalog": rows whose columns 1, 3 and 5 are known
+    cols = [1, 3, 5]
+    memo = ct.memo(cols, items[:, cols])
+    keys = rng.integers(-1, len(items), 3000)
+    Q = _queries(X, seed=4)[:3000]
+    hit = keys >= 0
+    Q[np.ix_(np.flatnonzero(hit), cols)] = items[keys[hit]][:, cols]
+    stale = rng.random(len(Q)) < 0.1                # memo values that no longer match the row: not used
+    Q[stale & hit, 3] += 0.5
+    Q[:, 4] = 0.25                                  # a column equal in every row
+    want = booster.predict(Q)
+    np.testing.assert_array_equal(ct.predict(Q, keys=keys, memo=memo), want)
+    np.testing.assert_array_equal(ct.predict(Q), want)
+    for i in (0, 1, 2):                             # single rows: every column is "constant"
+        np.testing.assert_array_equal(ct.predict(Q[i:i + 1], keys=keys[i:i + 1], memo=memo), want[i:i + 1])
+    big = np.tile(Q, (2, 1))
+    np.testing.assert_array_equal(ct.predict(big, keys=np.tile(keys, 2), memo=memo), np.tile(want, 2))
+    with pytest.raises(ValueError, match="keys must be"):
+        ct.predict(Q, keys=keys[:10], memo=memo)
+    with pytest.raises(ValueError, match="keys must be"):
+        ct.predict(Q[:1], keys=np.array([len(items)]), memo=memo)
+    with pytest.raises(ValueError, match="columns must be"):
+        ct.memo([9], items[:, :1])
+    with pytest.raises(ValueError, match="values must have shape"):
+        ct.memo(cols, items[:, :2])
+
+
+def test_the_rank_stage_memo_covers_every_catalog_candidate(artifacts, pipeline, known_items):
+    """The rank stage's memo holds each catalog item's own features exactly as the feature stage builds
+    them, so every catalog candidate takes it (and its scores are LightGBM's: the test above)."""
+    from recsys.domain import Candidate, RankRequest, UserContext
+    from recsys.features import ITEM_FEATURES
+
+    stage = next(s for s in pipeline.stages if s.name == "rank")
+    memo = stage.item_memo
+    n_trees = len(artifacts.ranker.compiled_.node_start) - 1
+    assert memo is not None and memo.bits.shape == (len(artifacts.catalog), n_trees)
+    assert [artifacts.ranker.feature_names_[c] for c in memo.columns] == list(ITEM_FEATURES)
+    user = next(iter(artifacts.users))
+    ctx = pipeline.run(RankRequest(UserContext(user), tuple(Candidate(i) for i in known_items[:60]), top_k=10))
+    assert (ctx.cand_idx >= 0).all()
+    np.testing.assert_array_equal(ctx.X[:, memo.columns], memo.values[ctx.cand_idx])
+    ranker = artifacts.ranker
+    np.testing.assert_array_equal(ctx.ranker_scores, ranker.booster_.predict(ctx.X, num_iteration=ranker.best_iteration_))

@@ -123,3 +123,24 @@ def test_genre_overlap_is_the_masked_cosine_on_the_artifact(artifacts):
             want = np.where(gnorm > 0, g @ profile / (gnorm * max(float(np.linalg.norm(profile)), 1e-12)), np.nan)
         assert np.isnan(X[:3, col]).all()
         assert np.array_equal(X[3:, col], want, equal_nan=True)
+
+
+def test_item_columns_are_the_catalog_statistics_bit_for_bit(artifacts):
+    """item_log_pop, item_mean_rating and item_age_years come from one precomputed per-item table (which the
+    rank stage's split memo is also built from): the values are the catalog's statistics as before, an
+    unknown item gets popularity 0 and NaN for the rest."""
+    from datetime import datetime, timezone
+
+    from recsys.features import ITEM_FEATURES, FeatureBuilder
+
+    cat = artifacts.catalog
+    fb = FeatureBuilder(cat, artifacts.cooccurrence, artifacts.extra_features)
+    cols = [list(fb.names).index(n) for n in ITEM_FEATURES]
+    cand = np.random.default_rng(5).choice(len(cat.item_ids), size=60, replace=False).astype(np.int64)
+    cand[:4] = -1
+    X = fb.build(cand, cand[10:20], np.zeros(60), None, interest_max=np.zeros(60))
+    ki = cand[4:]
+    year = datetime.fromtimestamp(cat.stats.ref_time, tz=timezone.utc).year
+    want = np.column_stack([cat.stats.log_pop[ki], cat.stats.mean_rating[ki], year - cat.years[ki]])
+    assert np.array_equal(X[4:][:, cols], want, equal_nan=True)
+    assert (X[:4, cols[0]] == 0).all() and np.isnan(X[:4][:, cols[1:]]).all()
