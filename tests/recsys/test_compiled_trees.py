@@ -217,4 +217,5 @@ def test_the_rank_stage_memo_covers_every_catalog_candidate(artifacts, pipeline,
     assert (ctx.cand_idx >= 0).all()
     np.testing.assert_array_equal(ctx.X[:, memo.columns], memo.values[ctx.cand_idx])
     ranker = artifacts.ranker
-    np.testing.assert_array_equal(ctx.ranker_scores, ranker.booster_.predict(ctx.X, num_iteration=ranker.best_iteration_))
+    want = ranker.booster_.predict(ctx.X, num_iteration=ranker.best_iteration_)
+    np.testing.assert_array_equal(ctx.ranker_scores, want)
