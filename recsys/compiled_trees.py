@@ -2,7 +2,7 @@
 `Booster.predict`, faster for request-sized inputs.
 
 Measured on the demo ranker (158 trees of 31 leaves) for a request's 100 rows: LightGBM's predict 0.59 ms,
-the node walk below 0.40 ms, QuickScorer 0.21 ms, QuickScorer with the rank stage's per-item memo 0.095 ms
+the node walk in this module 0.40 ms, QuickScorer 0.21 ms, QuickScorer with the rank stage's per-item memo 0.095 ms
 (bench/tree_walk.py); every kernel releases the GIL. Why not lleaves or treelite (the compiled predictors the
 field uses): lleaves pins llvmlite < 0.44 and compiles for ~16 s per model load; treelite compiles generated C,
 so it needs a C compiler at run time. numba compiles these generic loops once (cached on disk), and the model
