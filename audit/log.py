@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import mmap
@@ -131,6 +132,20 @@ class AuditRecord:
 _INT = frozenset((int,))
 
 
+@functools.lru_cache(maxsize=32)
+def _index_set(n: int) -> frozenset[int]:
+    return frozenset(range(n))
+
+
+def _all_indices(values: list[int], n: int) -> bool:
+    """Every value (already known to be an int) indexes a list of n. For up to 4096 (a request's candidates or
+    group labels) a subset test against {0, ..., n - 1}: one C pass, 1.2 vs 3.7 us for min() and max() over 100
+    values (a float or bool equal to a valid index would pass it: callers check the types first)."""
+    if n <= 4096:
+        return _index_set(n).issuperset(values)
+    return not values or (min(values) >= 0 and max(values) < n)
+
+
 @dataclass(slots=True)
 class CandidateCodes:
     """A record's candidates as the audit stage already holds them, for `AuditRecord.candidates`: the ids,
@@ -148,8 +163,8 @@ class CandidateCodes:
 
     def checked_codes(self) -> list[int]:
         """The group codes as a list, after checking that every code indexes the labels and every position
-        the candidates (ValueError otherwise). Plain list min/max: numpy's reductions cost ~13 us of a ~90 us
-        audit mid-request (their machinery is cold by then), list conversion and builtins far less."""
+        the candidates (ValueError otherwise). Plain lists and builtins: numpy's reductions cost ~13 us of a
+        ~90 us audit mid-request (their machinery is cold by then), list conversion and set tests far less."""
         ids, codes, n_labels = self.item_id, self.group_codes, len(self.group_labels)
         n = len(ids)
         if type(codes) is np.ndarray:
@@ -158,13 +173,13 @@ class CandidateCodes:
         else:
             codes = list(codes)
             ok = set(map(type, codes)) <= _INT
-        ok = ok and len(codes) == n and (n == 0 or (min(codes) >= 0 and max(codes) < n_labels))
-        # Positions must be ints too: a float would pass min/max here and fail only when ingested.
+        ok = ok and len(codes) == n and _all_indices(codes, n_labels)
+        # Positions must be ints too: a float would pass the range check and fail only when ingested.
         ret, gone = self.returned, self.removed
         if ret:
-            ok = ok and set(map(type, ret)) <= _INT and min(ret) >= 0 and max(ret) < n
+            ok = ok and set(map(type, ret)) <= _INT and _all_indices(ret, n)
         if gone:
-            ok = ok and set(map(type, gone)) <= _INT and min(gone) >= 0 and max(gone) < n
+            ok = ok and set(map(type, gone)) <= _INT and _all_indices(list(gone), n)
         if not ok:
             raise ValueError("AuditRecord.candidates: CandidateCodes needs one group code per candidate, each an "
                              "index into group_labels, and returned/removed positions that index item_id")

@@ -240,8 +240,11 @@ def test_compact_candidates_store_the_same_text_and_hashes_as_columns(tmp_path):
     CandidateCodes(["a", "b"], ["g"], [0, 0], [0.0], {}),                 # positions must be ints
     CandidateCodes(["a", "b"], ["g"], [0, 0], [], {1.0: "HARMFUL_TEXT"}),
     CandidateCodes(["a", "b"], ["g"], [0, True], [], {}),                 # bools are not codes
+    # More labels than the subset test's bound (4096): the min/max path
+    CandidateCodes(["a", "b"], [f"g{i}" for i in range(5000)], np.array([0, 5000]), [], {}),
+    CandidateCodes(["a", "b"], [f"g{i}" for i in range(5000)], np.array([-1, 4999]), [], {}),
 ], ids=["code-high", "code-negative", "short", "float", "list-code-high", "returned", "removed", "returned-float",
-        "removed-float", "list-code-bool"])
+        "removed-float", "list-code-bool", "many-labels-high", "many-labels-negative"])
 def test_bad_compact_candidates_fail_their_own_append_only(tmp_path, journal, bad):
     """Refused when appended, so in journal mode a bad record cannot reach (and stop) the ingest thread."""
     log = AuditLog(tmp_path / "a.db", salt=b"s", journal=journal)
