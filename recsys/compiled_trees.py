@@ -234,8 +234,9 @@ class CompiledTrees:
         return SplitMemo(cols, values, bits)
 
     def predict(self, X: np.ndarray, *, keys: np.ndarray | None = None, memo: SplitMemo | None = None) -> np.ndarray:
-        """Scores of the rows of X. `keys` (one per row, -1 for none) index `memo` (from `memo()`); the
-        numbers are the same with or without them, only faster for rows they cover."""
+        """Scores of the rows of X. `keys` (one per row) index `memo` (from `memo()`); a key outside it (-1
+        for none) or whose memo values differ from the row's is a miss. The numbers are the same with or
+        without them, only faster for rows they cover."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
@@ -247,8 +248,8 @@ class CompiledTrees:
                 keys, memo = _NO_KEYS, _NO_MEMO
             else:
                 keys = np.ascontiguousarray(keys, dtype=np.int64)
-                if keys.shape != (len(X),) or (len(keys) and int(keys.max()) >= len(memo.values)):
-                    raise ValueError(f"keys must be {len(X)} memo rows (-1 for none), below {len(memo.values)}")
+                if keys.shape != (len(X),):
+                    raise ValueError(f"keys must be one memo row per row of X ({len(X)}); got shape {keys.shape}")
             _get_kernel(parallel, _kernel_quickscorer)(X, self.feature_missing, qs.threshold, qs.split,
                                                        qs.feature_start, qs.default_right, qs.default_start,
                                                        qs.leaf_value, qs.leaf_start, keys, memo.columns,

@@ -143,8 +143,8 @@ if numba is not None:
 def _kernel_quickscorer(X, feature_missing, threshold, split, feature_start, default_right, default_start,
                         leaf_value, leaf_start, keys, memo_columns, memo_values, memo_bits, out):
     """Every row's bits start as all ones ANDed with (a) the masks of the features whose value is the same in
-    every row, computed once (a request's user features), and (b) when keys[i] >= 0 and the row's values in
-    memo_columns equal memo_values[keys[i]] exactly, memo_bits[keys[i]] (the catalog item's own features,
+    every row, computed once (a request's user features), and (b) when keys[i] is a memo row and the row's values
+    in memo_columns equal memo_values[keys[i]] exactly, memo_bits[keys[i]] (the catalog item's own features,
     computed at load); only the other features are scanned per row. ANDing a mask twice changes nothing and
     the order of ANDs does not matter, so the exit leaves are exactly those of the plain scan."""
     n_trees = len(leaf_start) - 1
@@ -167,11 +167,12 @@ def _kernel_quickscorer(X, feature_missing, threshold, split, feature_start, def
     for j in range(len(memo_columns)):
         memoised[memo_columns[j]] = True
     n_memo = len(memo_columns)
+    n_keys = memo_values.shape[0]
     for c in _rows((n_rows + _CHUNK - 1) // _CHUNK):
         bits = np.empty(n_trees, np.uint32)
         for i in range(c * _CHUNK, min(n_rows, (c + 1) * _CHUNK)):
             key = keys[i] if len(keys) else -1
-            hit = key >= 0
+            hit = 0 <= key < n_keys
             for j in range(n_memo if hit else 0):
                 if X[i, memo_columns[j]] != memo_values[key, j]:
                     hit = False
