@@ -10,8 +10,8 @@ is data.
 
 Exactness: the walk follows LightGBM's `Tree::NumericalDecision` (a NaN feature is 0 unless the node's
 missing type is NaN; missing values take the node's default side; `value <= threshold` goes left), with
-values of magnitude <= 1e-35 read as 0 as its dense-row reader does, and sums the trees in order from
-0.0 in double precision as `GBDT::PredictRaw` does. tests/recsys/test_compiled_trees.py checks equality
+values of magnitude <= 1e-35 read as 0 as its dense-row reader does (the rule is recsys/tree_values.py,
+shared by every kernel), and sums the trees in order from 0.0 in double precision as `GBDT::PredictRaw` does. tests/recsys/test_compiled_trees.py checks equality
 with `Booster.predict` on real models. Models it does not cover (categorical splits, linear trees,
 several trees per iteration) make `from_booster` return None and callers keep LightGBM's predict.
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.quickscorer import QuickScorerTables, SplitMemo, _kernel_memo, _kernel_quickscorer, quickscorer_tables
+from recsys.tree_values import MISSING_TYPES, read_value
 
 try:  # numba is a dependency; without it (an unusual install) LightGBM's own predict is used
     import numba
@@ -37,9 +38,6 @@ except ImportError:  # pragma: no cover - exercised only on installs without num
 
 # From this many rows (batch chunks), rows are scored on numba's thread pool; fewer (a request) run serially.
 PARALLEL_ROWS = 4096
-# LightGBM's kZeroThreshold (a float constant in its C++ source).
-_ZERO = float(np.float32(1e-35))
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 
 
 def _kernel(X, feature, threshold, left, right, default_left, missing, leaf_value, node_start, leaf_start, out):
@@ -54,14 +52,8 @@ def _kernel(X, feature, threshold, left, right, default_left, missing, leaf_valu
             node = 0
             while node >= 0:
                 j = base + node
-                f = X[i, feature[j]]
-                m = missing[j]
-                if f != f:                          # NaN
-                    if m != 2:
-                        f = 0.0
-                elif -_ZERO <= f <= _ZERO:
-                    f = 0.0
-                if (m == 1 and f == 0.0) or (m == 2 and f != f):
+                f, is_missing = read_value(X[i, feature[j]], missing[j])
+                if is_missing:
                     node = left[j] if default_left[j] else right[j]
                 elif f <= threshold[j]:
                     node = left[j]
@@ -83,15 +75,7 @@ def _kernel_rowmiss(X, feature_missing, feature, threshold, left, right, default
         row = np.empty(nf)
         miss = np.zeros(nf, np.bool_)
         for k in range(nf):
-            v = X[i, k]
-            m = feature_missing[k]
-            if v != v:                              # NaN
-                if m != 2:
-                    v = 0.0
-            elif -_ZERO <= v <= _ZERO:
-                v = 0.0
-            row[k] = v
-            miss[k] = (m == 1 and v == 0.0) or (m == 2 and v != v)
+            row[k], miss[k] = read_value(X[i, k], feature_missing[k])
         acc = 0.0
         for t in range(n_trees):
             base = node_start[t]
@@ -191,7 +175,7 @@ class CompiledTrees:
                 feature[j] = node["split_feature"]
                 threshold[j] = _threshold(node["threshold"])
                 default_left[j] = bool(node["default_left"])
-                missing[j] = _MISSING[node["missing_type"]]
+                missing[j] = MISSING_TYPES[node["missing_type"]]
                 for side, out in (("left_child", left), ("right_child", right)):
                     child = node[side]
                     out[j] = child["split_index"] if "split_index" in child else ~child["leaf_index"]

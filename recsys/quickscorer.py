@@ -17,11 +17,11 @@ features (popularity, rating, age: 57 % of the false nodes) are scanned once per
 4 bytes per tree and item) and used for a row whose values equal the memo's exactly. With both, a request's 100
 rows take about 0.45x the plain QuickScorer's time.
 
-Exactness is LightGBM's, as in the node walk: values are cleaned per feature exactly as `_kernel_rowmiss` does
-(a NaN is 0 unless the feature's missing type is NaN; |value| <= 1e-35 is 0), a missing value takes each
-split's default side (a default-right split is a false node, kept in a second list per feature), `value <=
-threshold` goes left (so `threshold < value` is false), and the trees' leaf values are summed in tree order from
-0.0 in double precision. tests/recsys/test_compiled_trees.py checks every path against `Booster.predict`.
+Exactness is LightGBM's, as in the node walk: values are read per feature by the same rule
+(`recsys.tree_values.read_value`: a NaN is 0 unless the feature's missing type is NaN; |value| <= 1e-35 is 0),
+a missing value takes each split's default side (a default-right split is a false node, kept in a second list
+per feature), `value <= threshold` goes left (so `threshold < value` is false), and the trees' leaf values are
+summed in tree order from 0.0 in double precision. tests/recsys/test_compiled_trees.py checks every path against `Booster.predict`.
 
 Covers trees of at most 32 leaves (one uint32 per tree and row) whose features each have one missing type;
 `quickscorer_tables` returns None otherwise and the node walk is used.
@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.tree_values import read_value
+
 try:  # numba is a dependency; compiled_trees does not build these tables without it
     import numba
     from numba.cpython.unsafe.numbers import trailing_zeros
@@ -41,7 +43,6 @@ except ImportError:  # pragma: no cover - exercised only on installs without num
 MAX_LEAVES = 32
 # Rows per bit-vector buffer: the parallel kernel's unit of work (one buffer per chunk, not per row).
 _CHUNK = 64
-_ZERO = float(np.float32(1e-35))   # LightGBM's kZeroThreshold, as in compiled_trees
 _rows = range
 
 
@@ -109,14 +110,10 @@ def quickscorer_tables(feature: np.ndarray, threshold: np.ndarray, left: np.ndar
 
 
 def _and_false_splits(bits, x, m, k, threshold, split, feature_start, default_right, default_start):
-    """ANDs into `bits` the masks of feature k's splits that value x sends right (LightGBM's cleaning of x
-    for the feature's missing type m first)."""
-    if x != x:                              # NaN
-        if m != 2:
-            x = 0.0
-    elif -_ZERO <= x <= _ZERO:
-        x = 0.0
-    if (m == 1 and x == 0.0) or (m == 2 and x != x):
+    """ANDs into `bits` the masks of feature k's splits that value x sends right (read as LightGBM reads it at
+    a split of missing type m: recsys/tree_values.py)."""
+    x, is_missing = read_value(x, m)
+    if is_missing:
         src = default_right
         p = default_start[k]
         end = default_start[k + 1]
