@@ -11,9 +11,10 @@ is data.
 Exactness: the walk follows LightGBM's `Tree::NumericalDecision` (a NaN feature is 0 unless the node's
 missing type is NaN; missing values take the node's default side; `value <= threshold` goes left), with
 values of magnitude <= 1e-35 read as 0 as its dense-row reader does (the rule is recsys/tree_values.py,
-shared by every kernel), and sums the trees in order from 0.0 in double precision as `GBDT::PredictRaw` does. tests/recsys/test_compiled_trees.py checks equality
-with `Booster.predict` on real models. Models it does not cover (categorical splits, linear trees,
-several trees per iteration) make `from_booster` return None and callers keep LightGBM's predict.
+shared by every kernel), and sums the trees in order from 0.0 in double precision as `GBDT::PredictRaw`
+does. tests/recsys/test_compiled_trees.py checks equality with `Booster.predict` on real models. Models it
+does not cover (categorical splits, linear trees, several trees per iteration) make `from_booster` return None
+and callers keep LightGBM's predict.
 
 Three kernels. QuickScorer (recsys/quickscorer.py: splits scanned per feature in threshold order, a bit
 vector per tree) serves trees of at most 32 leaves, 1.8-1.9x the node walk's speed. The node walks serve

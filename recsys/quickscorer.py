@@ -21,7 +21,8 @@ Exactness is LightGBM's, as in the node walk: values are read per feature by the
 (`recsys.tree_values.read_value`: a NaN is 0 unless the feature's missing type is NaN; |value| <= 1e-35 is 0),
 a missing value takes each split's default side (a default-right split is a false node, kept in a second list
 per feature), `value <= threshold` goes left (so `threshold < value` is false), and the trees' leaf values are
-summed in tree order from 0.0 in double precision. tests/recsys/test_compiled_trees.py checks every path against `Booster.predict`.
+summed in tree order from 0.0 in double precision. tests/recsys/test_compiled_trees.py checks every path
+against `Booster.predict`.
 
 Covers trees of at most 32 leaves (one uint32 per tree and row) whose features each have one missing type;
 `quickscorer_tables` returns None otherwise and the node walk is used.
