@@ -40,14 +40,18 @@ _ITEM_COLUMNS = slice(BASE_FEATURES.index(ITEM_FEATURES[0]), BASE_FEATURES.index
 assert BASE_FEATURES[_ITEM_COLUMNS] == ITEM_FEATURES
 
 
+def reference_year(catalog: Catalog) -> int:
+    """The year of the catalog statistics' reference time: item ages are counted from it."""
+    return datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
+
+
 def item_features(catalog: Catalog) -> np.ndarray:
     """(n_items, len(ITEM_FEATURES)) float64: every catalog row's ITEM_FEATURES, exactly the values `build`
     gives a known candidate (it gathers its rows from this table)."""
-    ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
     out = np.empty((len(catalog), len(ITEM_FEATURES)), dtype=np.float64)
     out[:, 0] = catalog.stats.log_pop
     out[:, 1] = catalog.stats.mean_rating
-    out[:, 2] = ref_year - catalog.years
+    out[:, 2] = reference_year(catalog) - catalog.years
     return out
 
 
@@ -57,7 +61,7 @@ class FeatureBuilder:
         self.cooccurrence = cooccurrence
         self.extra_features = tuple(extra_features)
         self.names = BASE_FEATURES + self.extra_features
-        self.ref_year = datetime.fromtimestamp(catalog.stats.ref_time, tz=timezone.utc).year
+        self.ref_year = reference_year(catalog)
         self.item_features = item_features(catalog)
         if len(catalog):   # compile (or load the cached machine code) for these array types now, not mid-request
             _tag_overlap(catalog.tag_matrix, np.zeros(1, np.int64), np.zeros(1, np.int64))
