@@ -1,11 +1,9 @@
 """BERT text encoder: mean-pooled, L2-normalised vectors (the bi-encoder's tower).
 
-Inference sorts texts by token length and batches texts of the same token
-length together (length bucketing, at most `batch_size` per batch): such a batch
-needs no padding and no attention mask, so no FLOPs go to padding at all. A run
-of lengths too short to fill a quarter batch is merged with the next lengths and
-padded to its own longest text (dynamic padding). On CPU most item texts are
-short, and padding them to the longest history text would waste most FLOPs.
+Inference runs BERT on the real tokens only (recsys/unpadded_bert.py): on CPU most
+item texts are short, and padding them to the longest text of their batch would
+spend the linear layers (three quarters of the time) on padding. Texts are still
+sorted by token length into batches, which keeps the attention's padded layout small.
 """
 from __future__ import annotations
 
@@ -18,6 +16,8 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from recsys.device import autocast, pick_device
+from recsys.unpadded_bert import mean_pooled as unpadded_mean_pooled
+from recsys.unpadded_bert import supports as supports_unpadded
 
 
 def base_model_path() -> Path:
@@ -67,56 +67,37 @@ class TextEncoder:
 
     def encode(self, texts: list[str], max_length: int = 64, batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
-        """float32 array (len(texts), dim), rows L2-normalised."""
+        """float32 array (len(texts), dim), rows L2-normalised.
+
+        Texts are sorted by token length and taken `batch_size` at a time; a BERT model runs on the real tokens
+        only (recsys/unpadded_bert.py), any other model on batches padded to their longest text."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids = self.tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False,
                              return_token_type_ids=False)["input_ids"]
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        batches = length_buckets(lengths, batch_size)
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        pad_id = self.tokenizer.pad_token_id or 0
         self.model.eval()
+        unpadded = supports_unpadded(self.model)
         if progress:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc="encode", unit="batch", disable=None)
         with torch.inference_mode():
             for idx in batches:
-                lens = lengths[idx]
-                width = int(lens.max())
-                if int(lens.min()) == width:   # one length: no padding, no mask
-                    input_ids = torch.from_numpy(np.array([ids[i] for i in idx], dtype=np.int64)).to(self.device)
-                    with autocast(self.device):
-                        hidden = self.model(input_ids=input_ids).last_hidden_state
-                    pooled = hidden.float().mean(1)
-                else:
-                    arr = np.full((len(idx), width), pad_id, dtype=np.int64)
-                    for row, i in enumerate(idx):
-                        arr[row, : lens[row]] = ids[i]
-                    mask_np = (np.arange(width)[None, :] < lens[:, None]).astype(np.int64)
-                    input_ids, mask = torch.from_numpy(arr).to(self.device), torch.from_numpy(mask_np).to(self.device)
-                    with autocast(self.device):
-                        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                    pooled = _mean_pool(hidden.float(), mask)
-                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+                rows = [ids[i] for i in idx]
+                with autocast(self.device):
+                    pooled = unpadded_mean_pooled(self.model, rows) if unpadded else self._padded_mean_pooled(rows)
+                out[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
         return out
 
-
-def length_buckets(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Indices grouped into batches of at most `batch_size`, shortest first: each batch holds texts of one
-    token length, except that a batch with fewer than batch_size // 4 texts takes the next lengths
-    (padded) until it reaches that size, so rare lengths do not become tiny, inefficient batches."""
-    order = np.argsort(lengths, kind="stable")
-    sorted_len = lengths[order]
-    n = len(order)
-    min_fill = max(1, batch_size // 4)
-    out: list[np.ndarray] = []
-    s = 0
-    while s < n:
-        e = min(s + batch_size, n)
-        same = s + int(np.searchsorted(sorted_len[s:e], sorted_len[s], side="right"))
-        end = same if same - s >= min_fill else min(s + min_fill, n)
-        out.append(order[s:end])
-        s = end
-    return out
+    def _padded_mean_pooled(self, rows: list[list[int]]) -> torch.Tensor:
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        arr = np.full((len(rows), int(lens.max())), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        for r, row in enumerate(rows):
+            arr[r, : lens[r]] = row
+        mask = torch.from_numpy((np.arange(arr.shape[1])[None, :] < lens[:, None]).astype(np.int64)).to(self.device)
+        hidden = self.model(input_ids=torch.from_numpy(arr).to(self.device), attention_mask=mask).last_hidden_state
+        return _mean_pool(hidden.float(), mask)
