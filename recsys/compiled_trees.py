@@ -212,10 +212,9 @@ class CompiledTrees:
         values = np.ascontiguousarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != len(cols):
             raise ValueError(f"values must have shape (n, {len(cols)}); got {values.shape}")
-        n_trees = len(qs.leaf_start) - 1
-        bits = np.empty((len(values), n_trees), np.uint32)
-        _get_kernel(False, _kernel_memo)(values, cols, self.feature_missing, qs.threshold, qs.split,
-                                         qs.feature_start, qs.default_right, qs.default_start, n_trees, bits)
+        bits = np.empty((len(values), len(qs.leaf_start) - 1), np.uint32)
+        _get_kernel(False, _kernel_memo)(values, cols, self.feature_missing, qs.cut, qs.cut_start, qs.row_start,
+                                         qs.table, bits)
         return SplitMemo(cols, values, bits)
 
     def predict(self, X: np.ndarray, *, keys: np.ndarray | None = None, memo: SplitMemo | None = None) -> np.ndarray:
@@ -235,9 +234,8 @@ class CompiledTrees:
                 keys = np.ascontiguousarray(keys, dtype=np.int64)
                 if keys.shape != (len(X),):
                     raise ValueError(f"keys must be one memo row per row of X ({len(X)}); got shape {keys.shape}")
-            _get_kernel(parallel, _kernel_quickscorer)(X, self.feature_missing, qs.threshold, qs.split,
-                                                       qs.feature_start, qs.default_right, qs.default_start,
-                                                       qs.leaf_value, qs.leaf_start, keys, memo.columns,
+            _get_kernel(parallel, _kernel_quickscorer)(X, self.feature_missing, qs.cut, qs.cut_start, qs.row_start,
+                                                       qs.table, qs.leaf_value, qs.leaf_start, keys, memo.columns,
                                                        memo.values, memo.bits, out)
         elif self.feature_missing is not None:
             _get_kernel(parallel, _kernel_rowmiss)(X, self.feature_missing, self.feature, self.threshold, self.left,

@@ -145,7 +145,7 @@ def test_the_per_node_kernel_serves_models_whose_missing_type_varies_within_a_fe
 def test_quickscorer_and_the_node_walk_agree_with_lightgbm(params):
     """Trees of up to 32 leaves take QuickScorer (recsys/quickscorer.py), larger ones the node walk; each is
     checked against LightGBM on inputs that hit every missing-value and threshold case, and QuickScorer's tables
-    hold each split exactly once."""
+    have a row per distinct threshold of a feature (plus none and missing), each with more false nodes."""
     import dataclasses
 
     X, y = _data()
@@ -159,8 +159,12 @@ def test_quickscorer_and_the_node_walk_agree_with_lightgbm(params):
         if uses_quickscorer:
             assert max(np.diff(ct.leaf_start)) == 32     # the widest bit vector is used
             qs = ct.quickscorer
-            assert len(qs.threshold) == len(ct.feature) and qs.feature_start[-1] == len(ct.feature)
-            assert len(qs.default_right) == int((~ct.default_left).sum())
+            for k in range(ct.n_features):   # a table row per count of thresholds below a value, and one missing
+                cut = qs.cut[qs.cut_start[k]:qs.cut_start[k + 1]]
+                np.testing.assert_array_equal(cut, np.unique(ct.threshold[ct.feature == k]))
+                rows = qs.table[qs.row_start[k]:qs.row_start[k + 1]]
+                assert len(rows) == len(cut) + 2 and (rows[0] == 0xFFFFFFFF).all()
+                assert ((rows[1:-1] & rows[:-2]) == rows[1:-1]).all()   # a larger value: more false nodes
             np.testing.assert_array_equal(dataclasses.replace(ct, quickscorer=None).predict(Q), booster.predict(Q))
 
 
