@@ -63,6 +63,10 @@ class FeatureBuilder:
         self.names = BASE_FEATURES + self.extra_features
         self.ref_year = reference_year(catalog)
         self.item_features = item_features(catalog)
+        # Per-item constants of genre_overlap, once: the float64 genre rows and their norms (a row's norm does
+        # not depend on which other rows are gathered with it, so these are the per-request numbers exactly).
+        self._genres = catalog.genre_matrix.astype(np.float64)
+        self._genre_norm = np.linalg.norm(self._genres, axis=1)
         if len(catalog):   # compile (or load the cached machine code) for these array types now, not mid-request
             _tag_overlap(catalog.tag_matrix, np.zeros(1, np.int64), np.zeros(1, np.int64))
 
@@ -80,21 +84,22 @@ class FeatureBuilder:
         if interest_max is not None:
             X[:, 1] = interest_max
         known = cand_idx >= 0
-        ki = cand_idx[known]
+        # Every candidate known (the usual request): slices instead of boolean-mask indexing, same values.
+        rows = slice(None) if known.all() else known
+        ki = cand_idx[rows]
         X[:, 2] = 0.0
-        X[known, _ITEM_COLUMNS] = self.item_features[ki]
+        X[rows, _ITEM_COLUMNS] = self.item_features[ki]
         hist = history_idx[history_idx >= 0]
         X[:, 5] = np.log1p(len(history_idx))
         if len(hist):
-            profile = cat.genre_matrix[hist].astype(np.float64).mean(axis=0)
+            profile = self._genres[hist].mean(axis=0)
             pnorm = float(np.linalg.norm(profile))
-            g = cat.genre_matrix[ki].astype(np.float64)
-            gnorm = np.linalg.norm(g, axis=1)
+            gnorm = self._genre_norm[ki]
             # Divided only where the item has genres, NaN elsewhere (np.where over a full division gave the
             # same numbers, plus an errstate context manager per request).
-            X[known, 6] = np.divide(g @ profile, gnorm * max(pnorm, 1e-12), out=np.full(len(g), np.nan),
-                                    where=gnorm > 0)
-            X[known, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
+            X[rows, 6] = np.divide(self._genres[ki] @ profile, gnorm * max(pnorm, 1e-12),
+                                   out=np.full(len(ki), np.nan), where=gnorm > 0)
+            X[rows, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
         X[:, 8] = self.cooccurrence.score(cand_idx, history_idx)
         if self.extra_features and extra is not None:
             X[:, len(BASE_FEATURES):] = extra
