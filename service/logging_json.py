@@ -56,11 +56,14 @@ class _Enqueue(logging.handlers.QueueHandler):
     text log, is the durable record of each decision)."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        record = copy.copy(record)
-        record.msg, record.args = record.getMessage(), None   # arguments as they are now, not when written
+        # The message is merged in place (arguments as they are now, not when written): any other handler
+        # of the record formats the same text from it. Only a record with a traceback is copied, because
+        # the queued one drops exc_info, which another handler may still need (the stdlib copies always).
         if record.exc_info:
+            record = copy.copy(record)
             record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        record.msg, record.args = record.getMessage(), None
         return record
 
 

@@ -108,13 +108,24 @@ class Metrics:
         self.versions = Info("ethicrec_model", "Model and policy versions being served", registry=r)
         self.reloads = Counter("ethicrec_reloads", "Hot reloads, by result (ok | failed)", ["result"], registry=r)
         self._http: Any = None
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: prometheus_client returns the same child every time, but each
+        `labels()` call validates and locks (about a dozen per Rank call). The label values are method
+        names, status codes, stages, verdicts and finding codes: a bounded set."""
+        key = (metric._name, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_rank(self, timings: Mapping[str, float], verdict: str, finding_codes: list[str]) -> None:
         for stage, seconds in timings.items():
-            self.stage_latency.labels(stage).observe(seconds)
-        self.verdicts.labels(verdict).inc()
+            self.child(self.stage_latency, stage).observe(seconds)
+        self.child(self.verdicts, verdict).inc()
         for code in finding_codes:
-            self.findings.labels(code).inc()
+            self.child(self.findings, code).inc()
 
     def set_versions(self, model_version: str, policy_version: str) -> None:
         self.versions.info({"model_version": model_version, "policy_version": policy_version})
@@ -156,9 +167,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         self.m = metrics
 
     def _done(self, method: str, code: str, t0: float) -> None:
-        self.m.in_flight.labels(method).dec()
-        self.m.rpcs.labels(method, code).inc()
-        self.m.rpc_latency.labels(method, code).observe(time.perf_counter() - t0)
+        m = self.m
+        m.child(m.in_flight, method).dec()
+        m.child(m.rpcs, method, code).inc()
+        m.child(m.rpc_latency, method, code).observe(time.perf_counter() - t0)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -171,7 +183,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             def unary_unary(request, context):
                 t0 = time.perf_counter()
-                m.in_flight.labels(method).inc()
+                m.child(m.in_flight, method).inc()
                 code = "UNKNOWN"
                 try:
                     response = inner(request, context)
@@ -190,7 +202,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             def stream_stream(request_iterator, context):
                 t0 = time.perf_counter()
-                m.in_flight.labels(method).inc()
+                m.child(m.in_flight, method).inc()
                 code = "UNKNOWN"
                 try:
                     yield from inner_ss(request_iterator, context)

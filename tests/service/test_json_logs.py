@@ -65,6 +65,41 @@ def test_configure_logging_json_includes_exceptions(background):
     assert rec["level"] == "ERROR" and rec["logger"] == "ethicrec.test"
 
 
+def test_other_handlers_see_the_same_record_after_it_is_queued():
+    """The queueing handler merges the message into the record in place (no copy per record); a handler
+    after it formats the same text, and a record with a traceback keeps its exc_info for that handler."""
+    from service.logging_json import _Enqueue
+    import queue
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def emit(self, record):
+            self.seen.append((record.getMessage(), record.exc_info is not None, self.format(record)))
+
+    logger = logging.getLogger("ethicrec.test.prepare")
+    q, keep = queue.SimpleQueue(), Keep()
+    logger.addHandler(_Enqueue(q))
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        logger.warning("n=%d %s", 3, "x")
+        try:
+            raise KeyError("k")
+        except KeyError:
+            logger.exception("failed %s", "here")
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+    queued = [q.get_nowait(), q.get_nowait()]
+    assert [r.getMessage() for r in queued] == ["n=3 x", "failed here"]
+    assert queued[0].args is None and queued[1].exc_info is None and "KeyError" in queued[1].exc_text
+    assert keep.seen[0][:2] == ("n=3 x", False)
+    assert keep.seen[1][:2] == ("failed here", True) and "KeyError: 'k'" in keep.seen[1][2]
+
+
 def test_odd_extra_values_still_make_one_json_line():
     """Values orjson cannot take as they are (a set, a path, an int past 64 bits) are written as text; the
     line stays one JSON object, non-ASCII text as it is."""
