@@ -111,7 +111,11 @@ class Artifacts:
         return tuple(self.metadata["features"].get("extra", []))
 
 
-def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True) -> Artifacts:
+def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True,
+                   vectors_in_memory: bool = False) -> Artifacts:
+    """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off. Item and
+    user vectors are memory-mapped (tools and batch workers share the page cache) unless `vectors_in_memory`
+    (the server: rows gathered per request from memory with huge pages, fewer TLB misses)."""
     vdir = resolve_version_dir(path)
     missing = [name for name in REQUIRED if not (vdir / name).exists()]
     if missing:
@@ -133,7 +137,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
                                     "metadata.json (added after publishing?)")
     try:
         catalog = Catalog.load(vdir / "catalog.parquet")
-        vectors = EmbeddingStore.load_vectors(vdir / "item_vectors.npy")
+        vectors = EmbeddingStore.load_vectors(vdir / "item_vectors.npy", in_memory=vectors_in_memory)
         if vectors.shape[0] != len(catalog):
             raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
         encoder = TextEncoder.load(vdir / "interest", device=device)
@@ -156,7 +160,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         raise ArtifactError(f"artifact {meta['version']} was trained on features {ranker.feature_names_}; this version "
                             f"of ethicrec builds {built}: retrain it (python -m recsys.train)")
     try:
-        known_users = load_user_vectors(vdir, encoder.dim)
+        known_users = load_user_vectors(vdir, encoder.dim, in_memory=vectors_in_memory)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"artifact {vdir} has unreadable user vectors: {type(exc).__name__}: {exc}") from None
     return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors, known_users=known_users),

@@ -22,6 +22,7 @@ from recsys.domain import RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import ITEM_FEATURES, FeatureBuilder, item_features, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
+from recsys.lru import LRUCache
 from recsys.text import history_user_text
 from recsys.validation import Limits, validate_request
 
@@ -69,7 +70,7 @@ class ResolveStage:
     outputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "groups_from_catalog", "history_idx",
                "user_text")
 
-    def __init__(self, artifacts: Artifacts, limits: Limits) -> None:
+    def __init__(self, artifacts: Artifacts, limits: Limits, *, known_history_cache_size: int = 50_000) -> None:
         self.catalog = artifacts.catalog
         self.users = artifacts.users
         self.extra = set(artifacts.extra_features)
@@ -78,6 +79,25 @@ class ResolveStage:
         # unique without an os.urandom call per request (a system call and a GIL release point).
         self._id_prefix = os.urandom(8).hex()
         self._id_counter = itertools.count()
+        # A known user's catalog history rows and user text, for requests that send no history of their own:
+        # the same on every request of that user, and about 50 id lookups plus the text join to make.
+        self.known_history: LRUCache[str, tuple[np.ndarray, str]] = LRUCache(known_history_cache_size)
+
+    def _history(self, user) -> tuple[np.ndarray, str]:
+        """(catalog rows of the user's history, -1 unknown; the user text)."""
+        own = bool(user.history_item_ids) or bool(user.history_texts)
+        if not own and user.user_id in self.users:
+            hit = self.known_history.get(user.user_id)
+            if hit is not None:
+                return hit
+        history = list(user.history_item_ids) or self.users.get(user.user_id, [])
+        rows = self.catalog.lookup(history)
+        text = history_user_text(self.catalog.texts, rows, user.history_texts)
+        if not own and user.user_id in self.users:
+            # Shared by every request of the user: no stage writes to history_idx. (Not marked read-only:
+            # the compiled kernels would then need a second, read-only signature compiled mid-request.)
+            self.known_history.put(user.user_id, (rows, text))
+        return rows, text
 
     def __call__(self, ctx: RankContext) -> None:
         req = ctx.request
@@ -105,9 +125,7 @@ class ResolveStage:
                 groups[i] = c.group or "unknown"
                 from_catalog = False
         ctx.groups, ctx.groups_from_catalog = groups, from_catalog
-        history = list(req.user.history_item_ids) or self.users.get(req.user.user_id, [])
-        ctx.history_idx = cat.lookup(history)
-        ctx.user_text = history_user_text(cat.texts, ctx.history_idx, req.user.history_texts)
+        ctx.history_idx, ctx.user_text = self._history(req.user)
 
 
 class InterestStage:

@@ -55,7 +55,7 @@ class KnownUserVectors:
 
     def __init__(self, keys: list[str], vectors: np.ndarray) -> None:
         self.rows = {k: i for i, k in enumerate(keys)}
-        self.vectors = np.asarray(vectors)   # a plain view of the memory map (cheaper to index)
+        self.vectors = np.asarray(vectors)   # a plain view of a memory map (cheaper to index), or the array
         self.hits = 0
         self.misses = 0
 
@@ -74,12 +74,13 @@ class KnownUserVectors:
         return len(self.rows)
 
 
-def load_user_vectors(directory: Path, dim: int) -> KnownUserVectors | None:
-    """The artifact's precomputed user vectors (memory-mapped), or None for an artifact without them."""
+def load_user_vectors(directory: Path, dim: int, *, in_memory: bool = False) -> KnownUserVectors | None:
+    """The artifact's precomputed user vectors (memory-mapped unless `in_memory`), or None for an artifact
+    without them."""
     if not (directory / VECTORS).is_file():
         return None
     keys = json.loads((directory / KEYS).read_text())
-    vectors = EmbeddingStore.load_vectors(directory / VECTORS)
+    vectors = EmbeddingStore.load_vectors(directory / VECTORS, in_memory=in_memory)
     if vectors.ndim != 2 or vectors.shape != (len(keys), dim):
         raise ValueError(f"{VECTORS} has shape {vectors.shape}; expected ({len(keys)}, {dim}) from {KEYS}")
     return KnownUserVectors(keys, vectors)

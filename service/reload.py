@@ -69,6 +69,8 @@ class Snapshot:
         if self.artifacts.store.known_users is not None:   # the precomputed users, counted the same way
             out["known_user_vectors"] = self.artifacts.store.known_users
         for stage in self.pipeline.stages:
+            if isinstance(getattr(stage, "known_history", None), LRUCache):
+                out["known_user_histories"] = stage.known_history
             cache = getattr(getattr(stage, "harm", None), "cache", None)
             if isinstance(cache, LRUCache):
                 out["harm_scores"] = cache
@@ -106,7 +108,12 @@ def load_models(config: ServiceConfig, previous: Snapshot | None = None) -> tupl
     vdir = resolve_version_dir(config.artifacts)
     if previous is not None and previous.artifacts.path.resolve() == vdir.resolve():
         return previous.artifacts, policy
-    artifacts = load_artifacts(vdir, device=config.device)
+    # Vectors read into memory rather than memory-mapped: a request gathers ~120 scattered rows, and from a
+    # memory-mapped file (4 KiB pages) the TLB misses slowed every stage after it. Measured in the server, one
+    # client back to back, three alternating pairs: Pipeline.run median 0.94 -> 0.80, 0.98 -> 0.60,
+    # 0.90 -> 0.87 ms (bench/README.md). The price: each server process holds its own copy (4 bytes x 384
+    # per item, 15 MB for the demo catalog) instead of sharing the page cache.
+    artifacts = load_artifacts(vdir, device=config.device, vectors_in_memory=True)
     if config.encode_batch_max:
         artifacts.store.enable_batching(max_batch=config.encode_batch_max,
                                         max_wait_s=config.encode_batch_wait_ms / 1000.0)
