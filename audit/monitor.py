@@ -98,6 +98,9 @@ class UserGroupMonitor:
     def __init__(self, policy: MonitorPolicy, *, seed: int = 0) -> None:
         self.policy = policy
         self._window: deque[Observation] = deque(maxlen=policy.window)
+        # What requests recorded since the window was last read (guarded by _lock): Observations' fields, or
+        # the references `record_returned` queues; bounded like the window, whose oldest entries they replace.
+        self._inbox: deque[tuple] = deque(maxlen=policy.window)
         self._lock = threading.Lock()
         self._since_refresh = 0
         self._findings: tuple[Finding, ...] = ()
@@ -120,12 +123,23 @@ class UserGroupMonitor:
 
     def record(self, attributes: dict[str, str], interest_mean: float, long_tail: int, returned: int,
                removed_harm: bool) -> None:
-        """`observe` from the values (the audit stage's call: one Observation built per request, not two)."""
-        attrs = {k: v for k, v in attributes.items() if k in self._keys}
-        if not attrs:
-            return
+        """`observe` from the values."""
+        if not self._keys.isdisjoint(attributes):
+            self._queue((attributes, interest_mean, long_tail, returned, removed_harm))
+
+    def record_returned(self, attributes: dict[str, str], interest: np.ndarray, returned_at: np.ndarray,
+                        cand_idx: np.ndarray, long_tail: np.ndarray, removed_harm: bool) -> None:
+        """`record` for the audit stage, with the reduction left to the thread that reads the window: the
+        request queues references to arrays nothing changes any more (each candidate's interest score, the
+        returned positions in rank order, the candidates' catalog rows, the catalog's long-tail flag per row
+        with False last for row -1), and the Observation is made from them at the next refresh. Why: the
+        fancy indexing, the mean and the count cost ~9 us of a ~90 us audit on the request path."""
+        if not self._keys.isdisjoint(attributes):
+            self._queue((attributes, interest, returned_at, cand_idx, long_tail, removed_harm))
+
+    def _queue(self, entry: tuple) -> None:
         with self._lock:
-            self._window.append(Observation(attrs, interest_mean, long_tail, returned, removed_harm))
+            self._inbox.append(entry)
             self._since_refresh += 1
             due = self._since_refresh >= self.policy.refresh_every
             if due:
@@ -133,6 +147,27 @@ class UserGroupMonitor:
         if due:
             self._ensure_thread()
             self._wake.set()
+
+    def _drain(self) -> list[Observation]:
+        """Move what was recorded into the window (in order) and return the window."""
+        with self._lock:
+            entries = list(self._inbox)
+            self._inbox.clear()
+        keys = self._keys
+        made = []
+        for entry in entries:
+            if len(entry) == 5:
+                attributes, interest_mean, long_tail, returned, removed_harm = entry
+            else:
+                attributes, interest, at, cand_idx, flags, removed_harm = entry
+                values = interest[at].tolist()     # summed in rank order, as the stage did before
+                interest_mean = sum(values) / len(values) if values else float("nan")
+                long_tail, returned = len(flags[cand_idx[at]].nonzero()[0]), len(values)
+            made.append(Observation({k: v for k, v in attributes.items() if k in keys}, interest_mean, long_tail,
+                                    returned, removed_harm))
+        with self._lock:
+            self._window.extend(made)
+            return list(self._window)
 
     def findings(self) -> tuple[Finding, ...]:
         """Disparities found by the last refresh (attached to every response while they hold)."""
@@ -179,8 +214,7 @@ class UserGroupMonitor:
 
     def refresh(self) -> tuple[Finding, ...]:
         """Recompute group metrics over the window (synchronously) and swap in the new findings."""
-        with self._lock:
-            window = list(self._window)
+        window = self._drain()
         stats: list[GroupStat] = []
         findings: list[Finding] = []
         if window:

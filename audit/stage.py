@@ -232,11 +232,10 @@ class AuditStage:
         ctx.final, ctx.removed = final, removed
         ctx.audit = AuditResult(audit_id, verdict, tuple(findings), pol.version)
         if self.monitor is not None and req.user.audit_attributes:
-            # Two lookups for the ~10 returned items; the mean is summed in rank order as before.
-            interest = ctx.interest[final_at].tolist()
-            self.monitor.record(
-                req.user.audit_attributes, sum(interest) / len(interest) if interest else float("nan"),
-                len(self._long_tail[ctx.cand_idx[final_at]].nonzero()[0]), len(final), bool(removed))
+            # References only: the monitor's thread makes the observation (mean interest and long-tail count
+            # of the returned items) when it next reads its window.
+            self.monitor.record_returned(req.user.audit_attributes, ctx.interest, final_at, ctx.cand_idx,
+                                         self._long_tail, bool(removed))
 
     def _rerank(self, ctx, eligible: list[int]) -> tuple[list[int], list[Finding]]:
         """Fair re-ranking of the top-k (ENFORCE); the original top-k when no disparity exists."""

@@ -145,3 +145,28 @@ def test_max_busy_share_is_validated():
     for bad in (0, -0.1, 1.5):
         with pytest.raises(ConfigError, match="monitor.max_busy_share"):
             _monitor({"max_busy_share": bad})
+
+
+def test_record_returned_makes_the_observation_record_would():
+    """The audit stage queues references (interest per candidate, returned positions, catalog rows, long-tail
+    flags); the monitor reduces them when it reads its window, to the same values `record` takes, in the
+    order requests recorded them, unmonitored attributes dropped."""
+    rng = np.random.default_rng(0)
+    flags = np.append(rng.random(50) < 0.3, False)           # catalog long-tail flags, False for row -1
+    direct, deferred = UserGroupMonitor(_pol(window=60)), UserGroupMonitor(_pol(window=60))
+    for i in range(80):                                       # more than the window: the oldest age out
+        interest = rng.random(20)
+        cand = rng.integers(-1, 50, size=20)
+        at = rng.permutation(20)[: int(rng.integers(0, 6))]
+        attrs = {"gender": "FM"[i % 2], "age_band": "25-34", "not_monitored": "x"}
+        vals = interest[at].tolist()
+        mean = sum(vals) / len(vals) if vals else float("nan")
+        direct.record(attrs, mean, len(flags[cand[at]].nonzero()[0]), len(at), i % 7 == 0)
+        deferred.record_returned(attrs, interest, at, cand, flags, i % 7 == 0)
+    assert deferred.refresh() == direct.refresh()
+    a, b = direct._drain(), deferred._drain()
+    assert len(a) == len(b) == 60 and "not_monitored" not in b[0].attributes
+    assert [(o.attributes, o.long_tail, o.returned, o.removed_harm) for o in a] == \
+        [(o.attributes, o.long_tail, o.returned, o.removed_harm) for o in b]
+    np.testing.assert_array_equal([o.interest_mean for o in a], [o.interest_mean for o in b])
+    assert deferred.stats() == direct.stats()
