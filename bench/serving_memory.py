@@ -10,8 +10,8 @@
 2. Starts `python -m service` on each root in turn, sends `--requests` Rank calls with 100 random catalog
    candidates each (so vectors of many items are touched), and reads VmRSS / VmHWM from /proc.
 
-item_vectors.npy is memory-mapped: only pages of items that requests touch become resident, so the
-file's size is also reported (the worst case when every item is requested).
+The server reads item_vectors.npy into memory (since session 9; before, it was memory-mapped and only the
+pages of requested items became resident), so all of it is resident from the start; its size is reported.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def main() -> int:
     for name, r in (("default catalog", base), (f"+{args.extra_items:,} items", big)):
         print(f"{name:>18}: {r['catalog_items']:>7,} items, RSS idle {r['rss_idle_mib']:.0f} MiB, after "
               f"{args.requests} Rank calls {r['rss_after_mib']:.0f} MiB (peak {r['peak_mib']:.0f}); item vectors file "
-              f"{r['item_vectors_file_mib']:.0f} MiB (memory-mapped)")
+              f"{r['item_vectors_file_mib']:.0f} MiB (read into memory)")
     print(f"per 100k catalog items: RSS idle +{per['rss_idle_mib']:.0f} MiB, after requests "
           f"+{per['rss_after_mib']:.0f} MiB, peak +{per['peak_mib']:.0f} MiB; vectors file +{per['item_vectors_file_mib']:.0f} MiB")
     if args.out:

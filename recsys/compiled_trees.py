@@ -1,8 +1,8 @@
 """LightGBM's trees as flat arrays, scored by a numba-compiled loop: the same numbers as
 `Booster.predict`, faster for request-sized inputs.
 
-Measured on the demo ranker (158 trees of 31 leaves) for a request's 100 rows: LightGBM's predict 0.59 ms,
-the node walk in this module 0.40 ms, QuickScorer 0.21 ms, QuickScorer with the rank stage's per-item memo 0.095 ms
+Measured on the demo ranker (158 trees of 31 leaves) for a request's 100 rows: LightGBM's predict 0.66 ms,
+the node walk in this module 0.40 ms, QuickScorer 0.064 ms, QuickScorer with the rank stage's per-item memo 0.047 ms
 (bench/tree_walk.py); every kernel releases the GIL. Why not lleaves or treelite (the compiled predictors the
 field uses): lleaves pins llvmlite < 0.44 and compiles for ~16 s per model load; treelite compiles generated C,
 so it needs a C compiler at run time. numba compiles these generic loops once (cached on disk), and the model
@@ -16,8 +16,9 @@ does. tests/recsys/test_compiled_trees.py checks equality with `Booster.predict`
 does not cover (categorical splits, linear trees, several trees per iteration) make `from_booster` return None
 and callers keep LightGBM's predict.
 
-Three kernels. QuickScorer (recsys/quickscorer.py: splits scanned per feature in threshold order, a bit
-vector per tree) serves trees of at most 32 leaves, 1.8-1.9x the node walk's speed. The node walks serve
+Three kernels. QuickScorer (recsys/quickscorer.py: per feature, a table row of leaf masks per count of
+thresholds below the value; a bit vector per tree) serves trees of at most 32 leaves, about 6x the node walk's
+speed on a request's rows. The node walks serve
 larger trees. LightGBM gives every split on a feature the same missing type (it comes from the feature's
 bins), so `_kernel_rowmiss` cleans each row's values and sets its missing flags once per feature, leaving
 one flag load and one compare per node (1.3-1.4x the per-node kernel on 30k real feature rows, 1.0-1.3x on
