@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from audit.harm import HarmClassifier
 from audit.harm_bert import BertHarmClassifier
 from recsys.catalog import Catalog
