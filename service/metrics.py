@@ -108,13 +108,14 @@ class Metrics:
         self.versions = Info("ethicrec_model", "Model and policy versions being served", registry=r)
         self.reloads = Counter("ethicrec_reloads", "Hot reloads, by result (ok | failed)", ["result"], registry=r)
         self._http: Any = None
-        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, kept: prometheus_client returns the same child every time, but each
         `labels()` call validates and locks (about a dozen per Rank call). The label values are method
-        names, status codes, stages, verdicts and finding codes: a bounded set."""
-        key = (metric._name, labels)
+        names, status codes, stages, verdicts and finding codes: a bounded set. Keyed by the metric object's
+        id: the metrics live as long as this object."""
+        key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*labels)
