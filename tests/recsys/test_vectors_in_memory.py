@@ -17,9 +17,9 @@ def test_vectors_in_memory_hold_the_same_values(artifact_root):
     loaded = load_artifacts(artifact_root, device="cpu", vectors_in_memory=True)
     assert _is_mapped(mapped.store.item_vectors) and not _is_mapped(loaded.store.item_vectors)
     np.testing.assert_array_equal(mapped.store.item_vectors, loaded.store.item_vectors)
-    if mapped.store.known_users is not None:
-        assert not _is_mapped(loaded.store.known_users.vectors)
-        np.testing.assert_array_equal(mapped.store.known_users.vectors, loaded.store.known_users.vectors)
+    assert mapped.store.known_users is not None     # training writes the known users' vectors
+    assert _is_mapped(mapped.store.known_users.vectors) and not _is_mapped(loaded.store.known_users.vectors)
+    np.testing.assert_array_equal(mapped.store.known_users.vectors, loaded.store.known_users.vectors)
 
 
 def test_the_server_reads_vectors_into_memory(artifact_root, tmp_path):
