@@ -28,6 +28,7 @@ from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.config import ServiceConfig  # noqa: E402
 from service.demo import demo_request, stop_process, wait_healthy  # noqa: E402
 
 
@@ -74,15 +75,20 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     ap.add_argument("--payload", choices=("messages", "ids"), default="messages",
                     help="candidates as Candidate messages (default) or as the packed candidate_ids field")
+    ap.add_argument("--max-workers", type=int, default=0,
+                    help="gRPC worker threads of both servers (0: the service's auto count, see service/config.py)")
     args = ap.parse_args()
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    # Both servers get the same pool size: fewer threads raise both servers' throughput on a small machine.
+    workers = ServiceConfig(max_workers=args.max_workers).rpc_workers
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ETHICREC_MAX_WORKERS=str(workers))
     tmp = tempfile.mkdtemp(prefix="ethicrec-bench-")
     p_rank, p_echo = free_port(), free_port()
     procs = {
         "ethicrec": subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(args.artifacts),
                                       "--port", str(p_rank), "--audit-log", f"{tmp}/audit.db"],
                                      env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        "echo": subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(p_echo)],
+        "echo": subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(p_echo),
+                                  "--max-workers", str(workers)],
                                  env=env, cwd=ROOT),
     }
     targets = {"ethicrec": f"127.0.0.1:{p_rank}", "echo": f"127.0.0.1:{p_echo}"}
@@ -107,7 +113,7 @@ def main() -> int:
             for name in ("ethicrec", "echo"):
                 lat[name] += latency(stubs[name], req, block)
         tput = {name: {c: throughput(targets[name], req, c, args.seconds) for c in (1, 16)} for name in targets}
-        res = {"payload_bytes": req.ByteSize(), "payload": args.payload,
+        res = {"payload_bytes": req.ByteSize(), "payload": args.payload, "max_workers": workers,
                "candidates": len(req.candidates) + len(req.candidate_ids), "requests": block * 4}
         for name in targets:
             a = np.array(lat[name]) * 1000
@@ -120,7 +126,7 @@ def main() -> int:
             "rps_16": res["ethicrec"]["rps_16"] / res["echo"]["rps_16"],
         }
         print(f"payload {res['payload_bytes']} bytes ({args.payload}), {res['candidates']} candidates, "
-              f"{res['requests']} sequential requests per server")
+              f"{res['requests']} sequential requests per server, {workers} worker threads each")
         print(f"{'server':<10} {'p50 ms':>8} {'p99 ms':>8} {'rps@1':>8} {'rps@16':>8}")
         for name in ("ethicrec", "echo"):
             r = res[name]

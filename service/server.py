@@ -129,7 +129,7 @@ def load_app(config: ServiceConfig) -> App:
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     """A configured, bound, not-yet-started server and the port it got.
 
-    Load shedding is gRPC's own: at most max_workers calls run and max_queue
+    Load shedding is gRPC's own: at most `rpc_workers` calls run and max_queue
     wait for a thread; any call beyond that is answered RESOURCE_EXHAUSTED at
     once instead of queueing without bound (health checks count too).
     """
@@ -139,11 +139,11 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
         interceptors.append(app.auth)
     interceptors.append(ErrorMappingInterceptor())
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="ethicrec-rpc"),
+        futures.ThreadPoolExecutor(max_workers=config.rpc_workers, thread_name_prefix="ethicrec-rpc"),
         interceptors=interceptors,
         options=[("grpc.max_receive_message_length", config.max_message_bytes),
                  ("grpc.max_send_message_length", config.max_message_bytes)],
-        maximum_concurrent_rpcs=config.max_workers + config.max_queue,
+        maximum_concurrent_rpcs=config.rpc_workers + config.max_queue,
     )
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app.current, app.metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
@@ -182,8 +182,8 @@ def serve(config: ServiceConfig) -> int:
         signal.signal(signal.SIGHUP, previous_hup)
         raise
     server.start()
-    log.info("ethicrec serving model %s (policy %s) on %s:%d, tls %s, auth %s, reflection %s, metrics %s",
-             app.artifacts.version, app.policy.version, config.host, port,
+    log.info("ethicrec serving model %s (policy %s) on %s:%d, %d workers, tls %s, auth %s, reflection %s, metrics %s",
+             app.artifacts.version, app.policy.version, config.host, port, config.rpc_workers,
              "mutual" if config.tls_client_ca else ("on" if config.tls_enabled else "off"),
              "on" if config.auth_enabled else "off", "on" if config.reflection_enabled else "off",
              f"http://{config.host}:{metrics_port}/metrics" if metrics_port else "off",

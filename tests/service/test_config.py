@@ -36,6 +36,7 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("text, key", [
     ("max_queue = -1\n", "max_queue"),
+    ("max_workers = -1\n", "max_workers"),
     ("max_message_bytes = 0\n", "max_message_bytes"),
     ("metrics_port = 70000\n", "metrics_port"),
     ('log_format = "xml"\n', "log_format"),
