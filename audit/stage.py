@@ -26,7 +26,7 @@ from audit.monitor import UserGroupMonitor
 from audit.policy import Policy
 from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
-from recsys.domain import AuditMode, AuditResult, Finding, RemovedItem, Verdict
+from recsys.domain import AuditMode, AuditResult, Finding, IdCandidates, RemovedItem, Verdict
 from recsys.errors import AuditFailure
 from recsys.lru import LRUCache
 
@@ -175,7 +175,8 @@ class AuditStage:
                             break
             self._check_budget(t0, "harm")
 
-        if pol.audience.enabled and pol.audience.rules:
+        # Candidates given as ids alone carry no attributes, so no audience rule can match one of them.
+        if pol.audience.enabled and pol.audience.rules and type(req.candidates) is not IdCandidates:
             attrs = req.user.audit_attributes
             for rule in pol.audience.rules:
                 if attrs.get(rule.user_attribute) not in rule.user_values:

@@ -18,7 +18,7 @@ import numpy as np
 
 from recsys.artifacts import Artifacts
 from recsys.blend import Blend
-from recsys.domain import RankedItem, RankRequest, RankResponse
+from recsys.domain import IdCandidates, RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import ITEM_FEATURES, FeatureBuilder, item_features, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
@@ -104,9 +104,23 @@ class ResolveStage:
         validate_request(req, self.limits)
         ctx.request_id = req.request_id or f"{self._id_prefix}{next(self._id_counter):016x}"
         cat = self.catalog
-        ctx.item_ids = [c.item_id for c in req.candidates]
+        cands = req.candidates
+        if type(cands) is IdCandidates:
+            # Ids alone (the usual request): no text, group or features to read per candidate.
+            ctx.item_ids = list(cands.item_ids)
+            ctx.cand_idx = cat.lookup(ctx.item_ids)
+            unknown = np.flatnonzero(ctx.cand_idx < 0)
+            if len(unknown):
+                i = int(unknown[0])
+                raise InvalidRequest(f"candidates[{i}].item_id",
+                                     f"item {ctx.item_ids[i]!r} is not in the catalog and has no text")
+            ctx.texts = [None] * len(ctx.item_ids)
+            ctx.groups, ctx.groups_from_catalog = cat.stats.group[ctx.cand_idx].astype(object), True
+            ctx.history_idx, ctx.user_text = self._history(req.user)
+            return
+        ctx.item_ids = [c.item_id for c in cands]
         ctx.cand_idx = cat.lookup(ctx.item_ids)
-        ctx.texts = [c.text for c in req.candidates]
+        ctx.texts = [c.text for c in cands]
         groups = cat.stats.group[np.maximum(ctx.cand_idx, 0)].astype(object)
         from_catalog = True
         # Per-candidate checks over plain lists: numpy scalar indexing and a set per candidate cost more
@@ -155,7 +169,7 @@ class FeatureStage:
 
     def __call__(self, ctx: RankContext) -> None:
         extra = None
-        if self.builder.extra_features:
+        if self.builder.extra_features and type(ctx.request.candidates) is not IdCandidates:   # those have none
             names = self.builder.extra_features
             extra = np.array([[c.features.get(n, np.nan) for n in names] for c in ctx.request.candidates],
                              dtype=np.float64).reshape(len(ctx.request.candidates), len(names))

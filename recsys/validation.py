@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recsys.domain import RankRequest
+from recsys.domain import IdCandidates, RankRequest
 from recsys.errors import InvalidRequest
 
 
@@ -80,9 +80,16 @@ def validate_request(req: RankRequest, limits: Limits) -> None:
         _check_text(f"user.history_texts[{i}]", text, limits)
     # The candidate loop runs for every request: field names (f-strings) are only built once something is
     # wrong, and empty maps are skipped (about 3x cheaper for 100 plain candidates, same messages).
-    seen: dict[str, int] = {}
     max_id, max_text = limits.max_id_chars, limits.max_text_chars
-    for i, cand in enumerate(req.candidates):
+    cands = req.candidates
+    if type(cands) is IdCandidates:
+        # Ids alone: the same checks in three C-level passes; on a failure the loop below names the first
+        # bad candidate exactly as for any other request.
+        ids = cands.item_ids
+        if all(ids) and max(map(len, ids)) <= max_id and len(set(ids)) == len(ids):
+            return
+    seen: dict[str, int] = {}
+    for i, cand in enumerate(cands):
         iid = cand.item_id
         if not iid or len(iid) > max_id:
             _check_id(f"candidates[{i}].item_id", iid, limits)

@@ -43,3 +43,18 @@ def test_unknown_fields_and_explicit_defaults_take_the_full_reading():
     assert got[-2].item_id == "x" and got[-2].text == ""
     assert got[-1].item_id == "y" and got[-1].text is None
     assert len(got) == _VIEW_FROM + 2
+
+
+def test_ids_alone_become_id_candidates():
+    """All candidates plain ids (or only candidate_ids): `IdCandidates`, which the stages read column-wise; one
+    candidate with anything else set: a tuple of `Candidate`s, the same as field by field."""
+    from recsys.domain import IdCandidates
+
+    ids = [f"i{k}" for k in range(_VIEW_FROM + 4)]
+    plain = request_from_proto(pb.RankRequest(candidates=[pb.Candidate(item_id=i) for i in ids])).candidates
+    assert type(plain) is IdCandidates and plain.item_ids == tuple(ids)
+    only_ids = request_from_proto(pb.RankRequest(candidate_ids=ids)).candidates
+    assert type(only_ids) is IdCandidates and only_ids.item_ids == tuple(ids)
+    msg = pb.RankRequest(candidates=[pb.Candidate(item_id=i) for i in ids[:-1]] + [pb.Candidate(item_id="z", group="g")])
+    mixed = request_from_proto(msg).candidates
+    assert type(mixed) is tuple and mixed == _field_by_field(msg) and mixed[-1].group == "g"
