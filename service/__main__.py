@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus /metrics port (0 = off)")
     ap.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     ap.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="drain time on SIGTERM/SIGINT")
+    ap.add_argument("--processes", type=int, help="server processes sharing the port (default 1)")
     args = ap.parse_args(argv)
     from recsys.errors import EthicrecError
     from service.config import load_config
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
             "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "metrics_port",
-            "log_format", "grace_seconds")})
+            "log_format", "grace_seconds", "processes")})
         configure_logging(config.log_format, config.log_level, background=True)
         return serve(config)
     except (EthicrecError, OSError) as exc:

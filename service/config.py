@@ -18,6 +18,7 @@ from recsys.errors import ConfigError
 from recsys.validation import Limits
 
 ENV_PREFIX = "ETHICREC_"
+MAX_PROCESSES = 64
 # Inline tokens only from the environment: a config file is often committed, a secret must not be.
 TOKENS_ENV = ENV_PREFIX + "AUTH_TOKENS"
 
@@ -40,6 +41,7 @@ class ServiceConfig:
     audit_log: Path = Path("var/audit.db")
     max_workers: int = 0                  # RPCs executing at once; 0 = auto (`rpc_workers`)
     max_queue: int = 16                   # RPCs waiting for a worker; more in flight -> RESOURCE_EXHAUSTED
+    processes: int = 1                    # server processes sharing the port (service/processes.py)
     max_message_bytes: int = 16 * 1024 * 1024
     reflection: str = "auto"              # auto (on when bound to loopback) | on | off
     device: str = "auto"
@@ -66,6 +68,13 @@ class ServiceConfig:
             raise ConfigError(f"config key max_workers must be >= 1, or 0 for auto; got {self.max_workers}")
         if self.max_message_bytes < 1:
             raise ConfigError(f"config key max_message_bytes must be >= 1; got {self.max_message_bytes}")
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise ConfigError(f"config key processes must be between 1 and {MAX_PROCESSES}; got {self.processes}")
+        if self.processes > 1 and self.port == 0:
+            raise ConfigError("config key processes > 1 needs a fixed port (the processes share it); got port 0")
+        if self.processes > 1 and self.metrics_port and self.metrics_port + self.processes - 1 > 65535:
+            raise ConfigError(f"config key metrics_port: processes {self.processes} serve /metrics on "
+                              f"{self.metrics_port}..{self.metrics_port + self.processes - 1}, past 65535")
         if self.max_queue < 0:
             raise ConfigError(f"config key max_queue must be >= 0; got {self.max_queue}")
         if self.torch_threads is not None and self.torch_threads < 1:
@@ -142,7 +151,7 @@ class ServiceConfig:
 
 _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
-    "max_queue": int, "max_message_bytes": int,
+    "max_queue": int, "max_message_bytes": int, "processes": int,
     "reflection": str, "device": str, "torch_threads": int, "grace_seconds": float,
     "blend": str, "blend_weight": float, "encode_batch_max": int, "encode_batch_wait_ms": float,
     "tls_cert": Path, "tls_key": Path, "tls_client_ca": Path, "auth_tokens_file": Path,

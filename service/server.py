@@ -142,7 +142,10 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
         futures.ThreadPoolExecutor(max_workers=config.rpc_workers, thread_name_prefix="ethicrec-rpc"),
         interceptors=interceptors,
         options=[("grpc.max_receive_message_length", config.max_message_bytes),
-                 ("grpc.max_send_message_length", config.max_message_bytes)],
+                 ("grpc.max_send_message_length", config.max_message_bytes),
+                 # The processes of `processes` > 1 bind one port together (gRPC's default on Linux; explicit
+                 # here); a single process asks for the port alone, so a second server cannot share it unseen.
+                 ("grpc.so_reuseport", 1 if config.processes > 1 else 0)],
         maximum_concurrent_rpcs=config.rpc_workers + config.max_queue,
     )
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app.current, app.metrics), server)
@@ -167,6 +170,17 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
 
 
 def serve(config: ServiceConfig) -> int:
+    """Serve until SIGTERM/SIGINT: this process, or with `processes` > 1 that many child processes sharing the
+    port (service/processes.py)."""
+    if config.processes > 1:
+        from service.processes import serve_processes
+
+        return serve_processes(config)
+    return serve_one(config)
+
+
+def serve_one(config: ServiceConfig) -> int:
+    """One server process: load, bind, serve; drain and stop on SIGTERM/SIGINT, reload on SIGHUP."""
     check_tls_files(config)  # before the slow model load: a bad certificate fails start-up at once
     previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP while loading must not kill us
     try:

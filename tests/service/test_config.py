@@ -37,6 +37,9 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize("text, key", [
     ("max_queue = -1\n", "max_queue"),
     ("max_workers = -1\n", "max_workers"),
+    ("processes = 0\n", "processes"),
+    ("processes = 2\nport = 0\n", "processes"),
+    ("processes = 3\nmetrics_port = 65534\n", "metrics_port"),
     ("max_message_bytes = 0\n", "max_message_bytes"),
     ("metrics_port = 70000\n", "metrics_port"),
     ('log_format = "xml"\n', "log_format"),
