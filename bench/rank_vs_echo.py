@@ -22,7 +22,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from ethicrec.v1 import recommender_pb2 as pb
 from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
