@@ -79,9 +79,12 @@ def test_processes_share_the_port_and_stop_together(artifact_root, tmp_path, kno
                 assert len(pb_grpc.RecommenderStub(ch).Rank(req, timeout=30).items) == 10
         served = [_rank_count(mport), _rank_count(mport + 1)]
         assert sum(served) == calls and min(served) >= 1, served
+        proc.send_signal(signal.SIGHUP)      # forwarded: every process reloads
+        time.sleep(3)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
+        assert err.count("SIGHUP: reloading") == 2, err
         assert "ethicrec: 2 server processes" in out and out.count("ethicrec: stopped") == 3, out
         assert not any(Path(f"/proc/{c}").exists() for c in children)
         result = verify_log(tmp_path / "a.db")
