@@ -88,13 +88,11 @@ def serve_processes(config: ServiceConfig) -> int:
     children = [ctx.Process(target=_run_child, args=(child_config(config, i),), name=f"ethicrec-{i}", daemon=False)
                 for i in range(n)]
     stop = threading.Event()
-    forwarded: list[int] = []
 
     def _forward(signum, _frame) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             stop.set()
             signum = signal.SIGTERM
-        forwarded.append(signum)
         for p in children:
             if p.pid is not None and p.exitcode is None:
                 try:
@@ -106,7 +104,9 @@ def serve_processes(config: ServiceConfig) -> int:
     try:
         for p in children:
             p.start()
-        log.info("ethicrec: %d server processes on %s:%d (pids %s)", n, config.host, config.port,
+        if stop.is_set():   # a signal while starting them: the ones started after it have not had it yet
+            _forward(signal.SIGTERM, None)
+        log.info("%d server processes on %s:%d (pids %s)", n, config.host, config.port,
                  ", ".join(str(p.pid) for p in children))
         print(f"ethicrec: {n} server processes on {config.host}:{config.port}", flush=True)
         failed = None
@@ -128,6 +128,11 @@ def serve_processes(config: ServiceConfig) -> int:
         ok = failed is None and all(p.exitcode == 0 for p in children)
         print("ethicrec: stopped" if ok else "ethicrec: stopped (a server process failed)", flush=True)
         return 0 if ok else 1
+    except BaseException:
+        for p in children:   # never leave servers running without their parent
+            if p.pid is not None and p.exitcode is None:
+                p.kill()
+        raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
