@@ -12,50 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
-from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rank_vs_echo import free_port, throughput  # noqa: E402  (bench/ is this script's directory)
 from service.config import ServiceConfig  # noqa: E402
 from service.demo import demo_request, stop_process, wait_healthy  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def throughput(target: str, req, clients: int, seconds: float) -> float:
-    """Closed-loop calls per second, each client thread on its own connection."""
-    count = [0] * clients
-    stop = time.perf_counter() + seconds
-
-    def worker(i: int) -> None:
-        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-            stub = pb_grpc.RecommenderStub(ch)
-            while time.perf_counter() < stop:
-                stub.Rank(req, timeout=30)
-                count[i] += 1
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(count) / (time.perf_counter() - t0)
 
 
 def start(kind: str, n: int, port: int, args, workers: int, tmp: str) -> list[subprocess.Popen]:
@@ -74,7 +44,7 @@ def wait_all(target: str, procs: list[subprocess.Popen], req, settle: float) -> 
         wait_healthy(target, 300, p)
     # Health answers once one process is up; give the others time to load, then warm every connection path.
     time.sleep(settle)
-    throughput(target, req, 16, 3.0)
+    throughput(target, req, 16, 3.0, own_connections=True)
 
 
 def main() -> int:
@@ -99,8 +69,8 @@ def main() -> int:
                 procs = start(kind, n, port, args, workers, tmp)
                 try:
                     wait_all(target, procs, req, settle=20.0 if kind == "ethicrec" and n > 1 else 2.0)
-                    r = {"rps_16": throughput(target, req, 16, args.seconds),
-                         "rps_1": throughput(target, req, 1, args.seconds / 2)}
+                    r = {"rps_16": throughput(target, req, 16, args.seconds, own_connections=True),
+                         "rps_1": throughput(target, req, 1, args.seconds / 2, own_connections=True)}
                 finally:
                     for p in procs:
                         stop_process(p)

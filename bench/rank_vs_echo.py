@@ -46,12 +46,15 @@ def latency(stub, req, n: int) -> list[float]:
     return out
 
 
-def throughput(target: str, req, clients: int, seconds: float) -> float:
+def throughput(target: str, req, clients: int, seconds: float, *, own_connections: bool = False) -> float:
+    """Closed-loop calls per second from `clients` threads: by default over one shared connection (gRPC's
+    global subchannel pool, as one frontend process would), else each thread on its own connection."""
     count = [0] * clients
     stop = time.perf_counter() + seconds
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connections else []
 
     def worker(i: int) -> None:
-        with grpc.insecure_channel(target) as ch:
+        with grpc.insecure_channel(target, options=options) as ch:
             stub = pb_grpc.RecommenderStub(ch)
             while time.perf_counter() < stop:
                 stub.Rank(req, timeout=30)
