@@ -112,8 +112,7 @@ class ResolveStage:
             unknown = np.flatnonzero(ctx.cand_idx < 0)
             if len(unknown):
                 i = int(unknown[0])
-                raise InvalidRequest(f"candidates[{i}].item_id",
-                                     f"item {ctx.item_ids[i]!r} is not in the catalog and has no text")
+                raise _unknown_item(i, ctx.item_ids[i])
             ctx.texts = [None] * len(ctx.item_ids)
             ctx.groups, ctx.groups_from_catalog = cat.stats.group[ctx.cand_idx].astype(object), True
             ctx.history_idx, ctx.user_text = self._history(req.user)
@@ -127,8 +126,7 @@ class ResolveStage:
         # than the checks themselves for 100 candidates.
         for i, (c, row) in enumerate(zip(req.candidates, ctx.cand_idx.tolist())):
             if row < 0 and not c.text:
-                raise InvalidRequest(f"candidates[{i}].item_id",
-                                     f"item {c.item_id!r} is not in the catalog and has no text")
+                raise _unknown_item(i, c.item_id)
             if c.features:
                 unknown = c.features.keys() - self.extra
                 if unknown:
@@ -140,6 +138,10 @@ class ResolveStage:
                 from_catalog = False
         ctx.groups, ctx.groups_from_catalog = groups, from_catalog
         ctx.history_idx, ctx.user_text = self._history(req.user)
+
+
+def _unknown_item(i: int, item_id: str) -> InvalidRequest:
+    return InvalidRequest(f"candidates[{i}].item_id", f"item {item_id!r} is not in the catalog and has no text")
 
 
 class InterestStage:

@@ -64,8 +64,9 @@ def _candidates(msg: pb.RankRequest) -> tuple[Candidate, ...] | IdCandidates:
     re-encoded and parsed as `_CandidatesView` (~9 us for 100), and a candidate whose whole encoding is
     `item_id` alone (its tag, a one-byte length, the id: nothing else set, no unknown fields) takes the id
     from its bytes; when all are so, they become `IdCandidates` (no `Candidate` objects at all), otherwise
-    the others are parsed as `Candidate`s. 100 plain candidates: 135 -> 73 us in a tight loop with
-    `Candidate`s, ~12 us as `IdCandidates`. The bytes were UTF-8-checked when the request was first parsed."""
+    the others are parsed as `Candidate`s. 100 plain candidates in a tight loop: 135 us field by field, 73 us
+    from the bytes as `Candidate`s (session 8); `request_from_proto` as a whole 37 -> 19 us with `IdCandidates`.
+    The bytes were UTF-8-checked when the request was first parsed."""
     raws = _CandidatesView.FromString(msg.SerializeToString()).candidates
     ids: list[str] = []
     add_id = ids.append
