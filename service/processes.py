@@ -5,7 +5,8 @@ it has. gRPC's answer for CPU-bound Python servers is one server process per cor
 with SO_REUSEPORT (grpc's examples/python/multiprocessing): the kernel spreads *connections* over the processes,
 so each client connection is served by one process, and many connections (many frontends, or a client with
 several channels) use them all. On the 2-core dev VM, 16 client threads with a connection each: 2 processes
-served 1.55-1.85x the calls per second of one (bench/README.md, "Several server processes").
+served 1.70x the calls per second of one, 3 processes 1.60x (bench/processes.py; bench/README.md, "Several server
+processes").
 
 Each process is a whole server: its own copy of the models, its caches, its fairness monitor (which sees only
 the requests it serves), and its /metrics on metrics_port + its index. They share the audit log, which is built

@@ -57,7 +57,7 @@ def _same_context(a, b):
     assert a.response.items == b.response.items
 
 
-def test_the_pipeline_gives_the_same_answer(pipeline, known_items, artifacts):
+def test_the_pipeline_gives_the_same_answer(pipeline, known_items):
     history = tuple(known_items[30:35])
     # under_18 turns on the default policy's audience rule, whose candidate loop IdCandidates skips
     for attrs in ({}, {"age_band": "under_18"}):
