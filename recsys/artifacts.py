@@ -110,10 +110,17 @@ class Artifacts:
 
 
 def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True,
-                   vectors_in_memory: bool = False) -> Artifacts:
+                   vectors_in_memory: bool = False, encode_precision: str = "auto") -> Artifacts:
     """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off. Item and
     user vectors are memory-mapped (tools and batch workers share the page cache) unless `vectors_in_memory`
-    (the server: rows gathered per request from memory with huge pages, fewer TLB misses)."""
+    (the server: rows gathered per request from memory with huge pages, fewer TLB misses).
+    `encode_precision` is the text encoder's (recsys.device.inference_precision) for texts encoded after
+    loading: cold item texts, unknown users, upserts."""
+    from recsys.device import PRECISIONS
+
+    if encode_precision not in PRECISIONS:   # a caller's mistake, not a corrupt artifact
+        raise ValueError(f"encode_precision must be one of {', '.join(map(repr, PRECISIONS))}; "
+                         f"got {encode_precision!r}")
     vdir = resolve_version_dir(path)
     missing = [name for name in REQUIRED if not (vdir / name).exists()]
     if missing:
@@ -138,7 +145,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         vectors = EmbeddingStore.load_vectors(vdir / "item_vectors.npy", in_memory=vectors_in_memory)
         if vectors.shape[0] != len(catalog):
             raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
-        encoder = TextEncoder.load(vdir / "interest", device=device)
+        encoder = TextEncoder.load(vdir / "interest", device=device, precision=encode_precision)
         ranker = LambdaRanker.load(vdir / "ranker.txt")
         harm = (BertHarmClassifier.load(vdir / "harm_bert", device=device) if (vdir / "harm_bert").is_dir()
                 else HarmClassifier.load(vdir / "harm"))

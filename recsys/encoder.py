@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from recsys.device import autocast, pick_device
+from recsys.device import autocast, inference_precision, pick_device, precision_autocast
 from recsys.unpadded_bert import mean_pooled as unpadded_mean_pooled
 from recsys.unpadded_bert import supports as supports_unpadded
 
@@ -33,20 +33,25 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TextEncoder:
-    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device) -> None:
+    """`precision` is the inference precision of `encode` (recsys.device.inference_precision): auto is bf16
+    autocast on CUDA and on CPUs with native bf16, fp32 elsewhere; `self.precision` holds the resolved one.
+    Training (`embed`) keeps recsys.device.autocast: bf16 on CUDA, fp32 on CPU."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device, *, precision: str = "auto") -> None:
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.device = device
+        self.precision = inference_precision(device, precision)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "TextEncoder":
+    def load(cls, path: str | Path, device: str = "auto", *, precision: str = "auto") -> "TextEncoder":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         hf_logging.disable_progress_bar()
         path = Path(path)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
         model.eval()
-        return cls(model, tok, pick_device(device))
+        return cls(model, tok, pick_device(device), precision=precision)
 
     def save(self, path: str | Path) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
@@ -88,7 +93,7 @@ class TextEncoder:
         with torch.inference_mode():
             for idx in batches:
                 rows = [ids[i] for i in idx]
-                with autocast(self.device):
+                with precision_autocast(self.device, self.precision):
                     pooled = unpadded_mean_pooled(self.model, rows) if unpadded else self._padded_mean_pooled(rows)
                 out[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
         return out

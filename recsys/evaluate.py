@@ -77,7 +77,8 @@ def als_scores(sd, rs, *, factors: int, iterations: int, regularization: float, 
     return out
 
 
-def base_model_scores(sd, rs, base_model: str | None = None, device: str = "cpu") -> np.ndarray:
+def base_model_scores(sd, rs, base_model: str | None = None, device: str = "cpu",
+                      precision: str = "auto") -> np.ndarray:
     """Interest scores of the un-tuned model the artifact was fine-tuned from (default: the shipped
     all-MiniLM-L6-v2) on the same queries and candidates."""
     from recsys.embedding_store import ITEM_MAX_LENGTH, USER_MAX_LENGTH
@@ -87,7 +88,7 @@ def base_model_scores(sd, rs, base_model: str | None = None, device: str = "cpu"
     path = Path(base_model) if base_model else base_model_path()
     if not (path / "config.json").is_file():
         raise EthicrecError(f"the artifact was fine-tuned from {path}, which is not there any more")
-    base = TextEncoder.load(path, device=device)
+    base = TextEncoder.load(path, device=device, precision=precision)
     cat = sd.catalog
     needed = np.unique(np.concatenate(rs.candidates)) if len(rs) else np.zeros(0, dtype=np.int64)
     V = base.encode([cat.texts[i] for i in needed], max_length=ITEM_MAX_LENGTH, batch_size=128)
@@ -129,7 +130,7 @@ def by_group(q: pd.DataFrame, users: pd.DataFrame, attribute: str) -> dict:
         "_ratio_min_over_max": {c: float(mf.ratio()[c]) for c in cols}}
 
 
-def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_factors: int | None = None,
+def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_precision: str = "auto", als_factors: int | None = None,
              als_iterations: int = 15, als_regularization: float = 0.05, als_alpha: float | None = None) -> dict:
     """Cross-fitted over the two halves of the users active after t_val.
 
@@ -149,7 +150,7 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
     from recsys.ranking_data import ranking_sets, split_data
     from recsys.train import encode_catalogs
 
-    art = load_artifacts(artifacts_path, device=device)
+    art = load_artifacts(artifacts_path, device=device, encode_precision=encode_precision)
     params = art.metadata["params"]
     seed = int(params["seed"])
     ds = load_dataset(data)
@@ -188,7 +189,8 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", als_facto
             "popularity": test.X[:, i_pop],
             "als": als_scores(sd, test, factors=als["factors"], iterations=als_iterations,
                               regularization=als_regularization, alpha=als["alpha"], seed=seed),
-            "bert_base": base_model_scores(sd, test, params.get("base_model"), device=device),
+            "bert_base": base_model_scores(sd, test, params.get("base_model"), device=device,
+                                           precision=encode_precision),
             "bert_only": test.X[:, i_int],
             "lightgbm_no_bert": no_bert.predict(test.X[:, keep]),
             "blend": blend_scores,
@@ -235,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default: reports/evaluation-<dataset>.json)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--als-factors", type=int, default=None, help="with --als-alpha: skip tuning")
     ap.add_argument("--als-iterations", type=int, default=15)
     ap.add_argument("--als-regularization", type=float, default=0.05)
@@ -248,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.data.movielens import DatasetError
 
     try:
-        result = evaluate(args.data, args.artifacts, device=args.device, als_factors=args.als_factors,
+        result = evaluate(args.data, args.artifacts, device=args.device, encode_precision=args.encode_precision,
+                          als_factors=args.als_factors,
                           als_iterations=args.als_iterations, als_regularization=args.als_regularization,
                           als_alpha=args.als_alpha)
     except (EthicrecError, DatasetError) as exc:

@@ -40,6 +40,7 @@ class TrainConfig:
     n_candidates: int = 100
     seed: int = 0
     device: str = "auto"
+    encode_precision: str = "auto"        # text encoding (catalog, users, mining): auto | fp32 | bf16
     harm_data: Path = DEFAULT_HARM_DATA
     harm_max_rows: int | None = None
     max_eval_queries: int | None = None
@@ -119,7 +120,7 @@ def train(cfg: TrainConfig) -> Path:
     _log(f"{ds.name}: {len(inter)} interactions, {len(ds.items)} items; t_fit={cut.t_fit} t_val={cut.t_val}")
 
     base = cfg.base_model or base_model_path()
-    encoder = TextEncoder.load(base, device=cfg.device)
+    encoder = TextEncoder.load(base, device=cfg.device, precision=cfg.encode_precision)
     all_pairs = make_pairs(inter, catalog_fit, cut.t_fit, max_pairs=cfg.max_pairs, seed=cfg.seed)
     pairs, val_pairs = all_pairs.split_users(cfg.val_share, seed=cfg.seed) if cfg.val_share > 0 else (all_pairs, None)
     hard = None
@@ -200,6 +201,8 @@ def train(cfg: TrainConfig) -> Path:
                              "eval labels >= t_val; serving stats < t_val"},
             "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "user_vectors": user_vectors["user_vectors"],
+            # What the item and user vectors were encoded in (auto resolved on the training machine).
+            "encode_precision": encoder.precision,
             "features": {"names": list(names), "extra": [n for n in names if n not in BASE_FEATURES]},
             "metrics": {
                 "interest_training": {k: v for k, v in interest_summary.items() if k != "loss_curve"},
@@ -245,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--encode-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     ap.add_argument("--harm-data", type=Path, default=DEFAULT_HARM_DATA)
     ap.add_argument("--harm-max-rows", type=int, default=None)
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
-              seed=args.seed, device=args.device, harm_data=args.harm_data, harm_max_rows=args.harm_max_rows,
+              seed=args.seed, device=args.device, encode_precision=args.encode_precision, harm_data=args.harm_data, harm_max_rows=args.harm_max_rows,
               max_eval_queries=args.max_eval_queries, item_features=args.item_features,
               logq_correction=not args.no_logq, popular_val_pool=not args.uniform_val_pool,
               hard_negatives=not args.no_hard_negatives)

@@ -12,7 +12,9 @@ mask: its inputs are scattered there and its output gathered back.
 The layers are the model's own modules (weights, activation, layer norm epsilon); what is reimplemented is
 HuggingFace's `BertModel.forward` for absolute positions and token type 0: embeddings = (word + token type 0)
 + position, then per layer LayerNorm(dense(attention) + h) and LayerNorm(dense(act(dense(h))) + h). The vectors
-agree with the padded forward to float32 rounding (tests/recsys/test_unpadded_bert.py).
+agree with the padded forward to float32 rounding (tests/recsys/test_unpadded_bert.py). Under bf16 autocast
+(recsys.device.inference_precision) the projections come out bf16 and the padded attention layout takes
+their dtype; layer norms and the pooling stay float32.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def mean_pooled(model: torch.nn.Module, ids: list[list[int]]) -> torch.Tensor:
         heads, size = att.num_attention_heads, att.attention_head_size
         projected = (att.query(h), att.key(h), att.value(h))
         if slot is not None:
-            padded = h.new_zeros(3, n * width, heads * size)
+            padded = projected[0].new_zeros(3, n * width, heads * size)   # their dtype: bf16 under autocast
             for j, x in enumerate(projected):
                 padded[j, slot] = x
             projected = padded

@@ -194,19 +194,21 @@ def apply_upsert(staging: Path, artifacts, rows: list[ItemRow]) -> dict:
     return {"added": len(new_rows), "updated": len(upd_rows), "new_genres": extra}
 
 
-def upsert_items(artifacts_dir: Path, input_path: Path, *, device: str = "auto") -> Path:
+def upsert_items(artifacts_dir: Path, input_path: Path, *, device: str = "auto",
+                 encode_precision: str = "auto") -> Path:
     from recsys.artifact_update import base_version_dir, derive_version
     from recsys.artifacts import load_artifacts
 
     rows = read_items(input_path)             # every input problem before anything is loaded or written
     vdir = base_version_dir(artifacts_dir)
-    art = load_artifacts(vdir, device=device)
+    art = load_artifacts(vdir, device=device, encode_precision=encode_precision)
     digest = hashlib.sha256(input_path.read_bytes()).hexdigest()
 
     def change(staging: Path, meta: dict) -> dict:
         details = apply_upsert(staging, art, rows)
         meta.setdefault("dataset", {})["n_catalog_items"] = len(art.catalog) + details["added"]
-        return {**details, "input": str(input_path), "input_sha256": digest}
+        return {**details, "input": str(input_path), "input_sha256": digest,
+                "encode_precision": art.store.encoder.precision}
 
     return derive_version(vdir, "upsert_items", change)
 
@@ -216,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", type=Path, required=True, help="artifact root (LATEST) or the latest version dir")
     ap.add_argument("--input", type=Path, required=True, help="items.csv or items.parquet")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     args = ap.parse_args(argv)
     from recsys.errors import ArtifactError
 
     try:
-        final = upsert_items(args.artifacts, args.input, device=args.device)
+        final = upsert_items(args.artifacts, args.input, device=args.device, encode_precision=args.encode_precision)
     except (InputError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Derive a new artifact version holding the known users' vectors.")
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from recsys.artifact_update import base_version_dir, derive_version
@@ -98,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.errors import ArtifactError
 
     try:
-        art = load_artifacts(base_version_dir(args.artifacts), device=args.device)
+        art = load_artifacts(base_version_dir(args.artifacts), device=args.device,
+                             encode_precision=args.encode_precision)
         out = derive_version(args.artifacts, "user_vectors",
-                             lambda staging, meta: write_user_vectors(staging, art.store.encoder, art.catalog,
-                                                                      art.users, progress=True),
+                             lambda staging, meta: {**write_user_vectors(staging, art.store.encoder, art.catalog,
+                                                                         art.users, progress=True),
+                                                    "encode_precision": art.store.encoder.precision},
                              device=args.device)
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)

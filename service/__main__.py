@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audit-log", dest="audit_log", help="SQLite audit log path")
     ap.add_argument("--reflection", choices=["auto", "on", "off"])
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"],
+                    help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus /metrics port (0 = off)")
     ap.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     ap.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="drain time on SIGTERM/SIGINT")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
-            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "metrics_port",
+            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "encode_precision", "metrics_port",
             "log_format", "grace_seconds", "processes")})
         configure_logging(config.log_format, config.log_level, background=True)
         return serve(config)

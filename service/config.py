@@ -45,6 +45,7 @@ class ServiceConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     reflection: str = "auto"              # auto (on when bound to loopback) | on | off
     device: str = "auto"
+    encode_precision: str = "auto"        # text encoding: auto (bf16 on CUDA and native-bf16 CPUs) | fp32 | bf16
     torch_threads: int | None = None
     grace_seconds: float = 10.0
     blend: str = "lightgbm"               # lightgbm | linear (see recsys/blend.py)
@@ -83,6 +84,8 @@ class ServiceConfig:
             raise ConfigError(f"config key reflection must be auto, on or off; got {self.reflection!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"config key device must be auto, cpu or cuda; got {self.device!r}")
+        if self.encode_precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"config key encode_precision must be auto, fp32 or bf16; got {self.encode_precision!r}")
         if self.blend not in ("lightgbm", "linear"):
             raise ConfigError(f"config key blend must be lightgbm or linear; got {self.blend!r}")
         if not 0 <= self.blend_weight <= 1:
@@ -152,7 +155,7 @@ class ServiceConfig:
 _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
     "max_queue": int, "max_message_bytes": int, "processes": int,
-    "reflection": str, "device": str, "torch_threads": int, "grace_seconds": float,
+    "reflection": str, "device": str, "encode_precision": str, "torch_threads": int, "grace_seconds": float,
     "blend": str, "blend_weight": float, "encode_batch_max": int, "encode_batch_wait_ms": float,
     "tls_cert": Path, "tls_key": Path, "tls_client_ca": Path, "auth_tokens_file": Path,
     "metrics_port": int, "log_format": str, "log_level": str,

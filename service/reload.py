@@ -113,7 +113,8 @@ def load_models(config: ServiceConfig, previous: Snapshot | None = None) -> tupl
     # client back to back, three alternating pairs: Pipeline.run median 0.94 -> 0.80, 0.98 -> 0.60,
     # 0.90 -> 0.87 ms (bench/README.md). The price: each server process holds its own copy (4 bytes x 384
     # per item, 15 MB for the demo catalog) instead of sharing the page cache.
-    artifacts = load_artifacts(vdir, device=config.device, vectors_in_memory=True)
+    artifacts = load_artifacts(vdir, device=config.device, vectors_in_memory=True,
+                               encode_precision=config.encode_precision)
     if config.encode_batch_max:
         artifacts.store.enable_batching(max_batch=config.encode_batch_max,
                                         max_wait_s=config.encode_batch_wait_ms / 1000.0)

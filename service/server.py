@@ -196,8 +196,11 @@ def serve_one(config: ServiceConfig) -> int:
         signal.signal(signal.SIGHUP, previous_hup)
         raise
     server.start()
-    log.info("ethicrec serving model %s (policy %s) on %s:%d, %d workers, tls %s, auth %s, reflection %s, metrics %s",
-             app.artifacts.version, app.policy.version, config.host, port, config.rpc_workers,
+    enc = app.artifacts.store.encoder
+    log.info("ethicrec serving model %s (policy %s) on %s:%d, %d workers, encoding on %s in %s, tls %s, auth %s, "
+             "reflection %s, metrics %s",
+             app.artifacts.version, app.policy.version, config.host, port, config.rpc_workers, enc.device.type,
+             enc.precision,
              "mutual" if config.tls_client_ca else ("on" if config.tls_enabled else "off"),
              "on" if config.auth_enabled else "off", "on" if config.reflection_enabled else "off",
              f"http://{config.host}:{metrics_port}/metrics" if metrics_port else "off",

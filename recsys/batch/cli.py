@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--top-k", type=int, default=None, help="rank this many per user (default: all)")
     ap.add_argument("--audit-mode", choices=["ENFORCE", "FLAG_ONLY"], default="ENFORCE")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--blend", choices=["lightgbm", "linear"], default="lightgbm")
     ap.add_argument("--blend-weight", type=float, default=0.5, help="linear blend: share of the BERT score")
     ap.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
         recipe = PipelineRecipe(artifacts=str(args.artifacts.resolve()),
                                 policy=str(args.policy.resolve()) if args.policy else None,
-                                audit_log=str(args.audit_log.resolve()), device=args.device, blend=args.blend,
+                                audit_log=str(args.audit_log.resolve()), device=args.device,
+                                encode_precision=args.encode_precision, blend=args.blend,
                                 blend_weight=args.blend_weight, torch_threads=args.torch_threads)
         pipeline, artifacts, log = recipe.build()
     except (BatchInputError, ArtifactError, ConfigError) as exc:

@@ -25,6 +25,7 @@ class PipelineRecipe:
     policy: str | None
     audit_log: str
     device: str = "auto"
+    encode_precision: str = "auto"
     blend: str = "lightgbm"
     blend_weight: float = 0.5
     torch_threads: int | None = None
@@ -38,7 +39,7 @@ class PipelineRecipe:
 
         set_cpu_threads(self.torch_threads)
         policy = load_policy(Path(self.policy) if self.policy else None)
-        artifacts = load_artifacts(self.artifacts, device=self.device)
+        artifacts = load_artifacts(self.artifacts, device=self.device, encode_precision=self.encode_precision)
         try:  # one commit per chunk, so the fsync-per-commit mode costs little and keeps the promise
             log = AuditLog(self.audit_log, synchronous="FULL")   # that a part's audit records are durable first
         except TypeError:

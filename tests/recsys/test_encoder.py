@@ -5,7 +5,7 @@ from recsys.encoder import TextEncoder
 
 
 def test_encode_matches_training_forward_and_is_normalised(tiny_bert):
-    enc = TextEncoder.load(tiny_bert, device="cpu")
+    enc = TextEncoder.load(tiny_bert, device="cpu", precision="fp32")
     texts = ["Toy Story (1995). Genres: Animation", "Heat", "A much longer text " * 10, ""]
     fast = enc.encode(texts, max_length=64, batch_size=2)
     with torch.no_grad():
@@ -15,7 +15,7 @@ def test_encode_matches_training_forward_and_is_normalised(tiny_bert):
 
 
 def test_dynamic_padding_does_not_change_vectors(tiny_bert):
-    enc = TextEncoder.load(tiny_bert, device="cpu")
+    enc = TextEncoder.load(tiny_bert, device="cpu", precision="fp32")
     alone = enc.encode(["Heat"], max_length=64)
     mixed = enc.encode(["a very long neighbouring text " * 8, "Heat"], max_length=64, batch_size=2)
     np.testing.assert_allclose(alone[0], mixed[1], atol=1e-5)
@@ -57,7 +57,7 @@ def test_item_vectors_are_catalog_rows_unless_a_text_overrides(artifacts):
 
 
 def test_a_text_gets_the_same_vector_in_any_batch(tiny_bert):
-    enc = TextEncoder.load(tiny_bert, device="cpu")
+    enc = TextEncoder.load(tiny_bert, device="cpu", precision="fp32")
     texts = ["Heat", "Toy Story (1995)", "Jumanji (1995). Genres: Adventure", "a b c d e f g h i j k",
              "Heat", "Casino", "Se7en"]
     together = enc.encode(texts, max_length=64, batch_size=8)   # mixed lengths in one batch

@@ -1,4 +1,5 @@
-"""The unpadded forward (recsys/unpadded_bert.py) against HuggingFace's padded forward with a mask."""
+"""The unpadded forward (recsys/unpadded_bert.py) against HuggingFace's padded forward with a mask, in fp32
+(bf16 against fp32: test_encode_precision.py)."""
 import numpy as np
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_mean_pooled_equals_the_padded_forward_with_a_mask(tiny_bert):
 
 
 def test_real_minilm_agrees_with_the_padded_forward():
-    enc = TextEncoder.load(base_model_path(), device="cpu")
+    enc = TextEncoder.load(base_model_path(), device="cpu", precision="fp32")
     ours = enc.encode(TEXTS, max_length=64)
     ref = _padded_reference(enc, TEXTS)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
@@ -52,7 +53,7 @@ def test_models_it_does_not_cover_take_the_padded_forward(tmp_path, tiny_bert):
     DistilBertModel(DistilBertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
                     ).save_pretrained(tmp_path, safe_serialization=True)
     tok.save_pretrained(tmp_path)
-    enc = TextEncoder.load(tmp_path, device="cpu")
+    enc = TextEncoder.load(tmp_path, device="cpu", precision="fp32")
     assert not supports(enc.model)
     ref = _padded_reference(enc, TEXTS)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
@@ -64,6 +65,6 @@ def test_models_it_does_not_cover_take_the_padded_forward(tmp_path, tiny_bert):
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_encode_is_independent_of_batching(tiny_bert, batch_size):
-    enc = TextEncoder.load(tiny_bert, device="cpu")
+    enc = TextEncoder.load(tiny_bert, device="cpu", precision="fp32")
     np.testing.assert_allclose(enc.encode(TEXTS, batch_size=batch_size), enc.encode(TEXTS, batch_size=64),
                                rtol=0, atol=1e-6)

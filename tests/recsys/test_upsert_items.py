@@ -34,9 +34,11 @@ def test_new_items_are_ranked_without_text(copy_artifacts, tmp_path, known_items
     pd.DataFrame({"item_id": ["new-1", "new-2"],
                   "title": ["The Lighthouse Keeper (2026)", "Bees of the Valley (2025)"],
                   "genres": ["Drama", "Documentary|Nature"]}).to_csv(items, index=False)
-    assert main(["--artifacts", str(copy_artifacts), "--input", str(items), "--device", "cpu"]) == 0
+    # fp32: the new rows must equal a fresh encoding of their text (bf16 rounding may differ with the batch)
+    assert main(["--artifacts", str(copy_artifacts), "--input", str(items), "--device", "cpu",
+                 "--encode-precision", "fp32"]) == 0
 
-    art = load_artifacts(copy_artifacts, device="cpu")
+    art = load_artifacts(copy_artifacts, device="cpu", encode_precision="fp32")
     assert art.version != old.version and art.path != old.path
     assert resolve_version_dir(copy_artifacts) == art.path
     n = len(old.catalog)
@@ -56,6 +58,7 @@ def test_new_items_are_ranked_without_text(copy_artifacts, tmp_path, known_items
     assert art.catalog.harm_score[n] < art.harm.threshold
     meta = json.loads((art.path / "metadata.json").read_text())
     assert meta["derived"][-1]["kind"] == "upsert_items"
+    assert meta["derived"][-1]["encode_precision"] == "fp32"
     assert meta["derived"][-1]["added"] == 2 and meta["derived"][-1]["updated"] == 0
 
     pipe = build_pipeline(art, policy=load_policy(), audit_log=audit_log)

@@ -49,6 +49,7 @@ def test_missing_file(tmp_path):
     ("[limits]\nmax_attributes = 0\n", "limits.max_attributes"),
     ("encode_batch_max = -1\n", "encode_batch_max"),
     ("encode_batch_wait_ms = 5000\n", "encode_batch_wait_ms"),
+    ('encode_precision = "fp16"\n', "encode_precision"),
 ])
 def test_bad_serving_keys_name_the_key(tmp_path, text, key):
     f = tmp_path / "c.toml"
@@ -62,8 +63,9 @@ def test_serving_keys_from_env(tmp_path):
     tokens.write_text("a-token\n")
     cfg = load_config(env={"ETHICREC_MAX_QUEUE": "3", "ETHICREC_METRICS_PORT": "9100",
                            "ETHICREC_AUTH_TOKENS": "t1, t2", "ETHICREC_AUTH_TOKENS_FILE": str(tokens),
-                           "ETHICREC_LOG_FORMAT": "json"})
+                           "ETHICREC_LOG_FORMAT": "json", "ETHICREC_ENCODE_PRECISION": "fp32"})
     assert (cfg.max_queue, cfg.metrics_port, cfg.log_format) == (3, 9100, "json")
+    assert cfg.encode_precision == "fp32" and load_config(env={}).encode_precision == "auto"
     assert cfg.auth_tokens == ("t1", "t2") and cfg.auth_enabled
     assert "t1" not in repr(cfg)     # secrets stay out of logs and tracebacks
 
