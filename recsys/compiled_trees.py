@@ -26,10 +26,12 @@ a request's 100; tested equal). The per-node `_kernel` stays for a model where t
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.openmp_nesting import nesting_unchanged
 from recsys.quickscorer import QuickScorerTables, SplitMemo, _kernel_memo, _kernel_quickscorer, quickscorer_tables
 from recsys.tree_values import MISSING_TYPES, read_value
 
@@ -227,6 +229,12 @@ class CompiledTrees:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
         out = np.empty(len(X), dtype=np.float64)
         parallel = len(X) >= PARALLEL_ROWS
+        with nesting_unchanged() if parallel else contextlib.nullcontext():
+            self._predict(X, keys, memo, parallel, out)
+        return out
+
+    def _predict(self, X: np.ndarray, keys: np.ndarray | None, memo: SplitMemo | None, parallel: bool,
+                 out: np.ndarray) -> None:
         qs = self.quickscorer
         if qs is not None:
             if memo is None or keys is None:
@@ -245,7 +253,6 @@ class CompiledTrees:
         else:
             _get_kernel(parallel)(X, self.feature, self.threshold, self.left, self.right, self.default_left,
                                   self.missing, self.leaf_value, self.node_start, self.leaf_start, out)
-        return out
 
 
 _NO_KEYS = np.empty(0, np.int64)
