@@ -17,6 +17,10 @@ the same machine load; the ratio reported is the median over rounds of (sentence
 seconds / ethicrec seconds) for the same texts. Before timing, the vectors of both are compared
 (cosine of every pair must exceed 0.999), so the comparison is like for like.
 
+Precision: ethicrec encodes in `--precision` (default auto: bf16 autocast on CPUs with native bf16,
+fp32 elsewhere; recsys.device.inference_precision), sentence-transformers in fp32 (its default) or,
+with `--st-bf16`, inside the same bf16 autocast, for a like-for-like precision.
+
 --train also times `recsys.interest_training.fine_tune` on the real MiniLM: 64 history->item
 pairs from before the 70 % time quantile, batch 32, a few epochs, CPU; reports steps/s.
 """
@@ -63,7 +67,12 @@ def cosine_check(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(1).min())
 
 
-def bench_encode(enc, st, sets: dict, batch_size: int, rounds: int) -> dict:
+def bench_encode(enc, st, sets: dict, batch_size: int, rounds: int, st_bf16: bool = False) -> dict:
+    import contextlib
+
+    import torch
+
+    st_context = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if st_bf16 else contextlib.nullcontext
     out = {}
     for name, (texts, max_len, call_size) in sets.items():
         size = call_size or len(texts)
@@ -74,8 +83,9 @@ def bench_encode(enc, st, sets: dict, batch_size: int, rounds: int) -> dict:
 
         def theirs():
             st.max_seq_length = max_len
-            return np.concatenate([st.encode(c, batch_size=batch_size, normalize_embeddings=True,
-                                             convert_to_numpy=True, show_progress_bar=False) for c in calls])
+            with st_context():
+                return np.concatenate([st.encode(c, batch_size=batch_size, normalize_embeddings=True,
+                                                 convert_to_numpy=True, show_progress_bar=False) for c in calls])
 
         a, b = ours(), theirs()      # warm-up, and the like-for-like check
         min_cos = cosine_check(a, b)
@@ -137,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also encode the item texts in calls of this many, as a request's uncached texts "
                          "reach the encoder (0: skip)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="ethicrec's encoding precision (auto: bf16 on CPUs with native bf16)")
+    ap.add_argument("--st-bf16", action="store_true", help="run sentence-transformers under bf16 autocast too")
     ap.add_argument("--train", action="store_true", help="also time bi-encoder fine-tuning steps")
     ap.add_argument("--train-pairs", type=int, default=64)
     ap.add_argument("--train-epochs", type=int, default=3)
@@ -155,17 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                           "loadavg_start": os.getloadavg()}}
+    from recsys.device import cpu_has_native_bf16
+
+    result["machine"]["cpu_native_bf16"] = cpu_has_native_bf16()
     if not args.skip_encode:
         from sentence_transformers import SentenceTransformer
         import sentence_transformers
 
         result["machine"]["sentence_transformers"] = sentence_transformers.__version__
-        enc = TextEncoder.load(base_model_path(), device="cpu")
+        enc = TextEncoder.load(base_model_path(), device="cpu", precision=args.precision)
+        result["precision"] = {"ethicrec": enc.precision, "sentence_transformers": "bf16" if args.st_bf16 else "fp32"}
+        print(f"ethicrec in {enc.precision}, sentence-transformers in {result['precision']['sentence_transformers']}",
+              flush=True)
         st = SentenceTransformer(str(base_model_path()), device="cpu", local_files_only=True)
         sets = {"items": (items, ITEM_MAX_LENGTH, 0), "users": (users, USER_MAX_LENGTH, 0)}
         if args.request_size:
             sets["items_per_request"] = (items, ITEM_MAX_LENGTH, args.request_size)
-        result["encode"] = bench_encode(enc, st, sets, args.batch_size, args.rounds)
+        result["encode"] = bench_encode(enc, st, sets, args.batch_size, args.rounds, st_bf16=args.st_bf16)
         del st, enc
     if args.train:
         result["train"] = bench_train(ds, args.train_pairs, 32, args.train_epochs)

@@ -1,10 +1,13 @@
 """Rank with 20 uncached item texts per request: micro-batched encoding vs none, and the echo floor.
 
-Three servers run as subprocesses of this script on the same machine:
+Four servers run as subprocesses of this script on the same machine:
 
   batched     `python -m service` as shipped (cache misses of concurrent requests share BERT calls,
-              `encode_batch_max` 64, `encode_batch_wait_ms` 0: recsys/microbatch.py)
+              `encode_batch_max` 64, `encode_batch_wait_ms` 0: recsys/microbatch.py; `encode_precision`
+              auto: bf16 autocast on a CPU with native bf16, fp32 elsewhere)
   unbatched   the same with ETHICREC_ENCODE_BATCH_MAX=0 (every request encodes its own misses)
+  fp32        the shipped server with ETHICREC_ENCODE_PRECISION=fp32 (on a CPU without native bf16 this
+              is what batched runs too: a control)
   echo        bench/echo_server.py (transport only, same payload)
 
 Every request holds 80 catalog movies and 20 items the catalog does not know, each with its own text
@@ -79,8 +82,9 @@ def main() -> int:
     args = ap.parse_args()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     tmp = tempfile.mkdtemp(prefix="ethicrec-bench-")
-    ports = {name: free_port() for name in ("batched", "unbatched", "echo")}
-    envs = {"batched": env, "unbatched": dict(env, ETHICREC_ENCODE_BATCH_MAX="0")}
+    ports = {name: free_port() for name in ("batched", "unbatched", "fp32", "echo")}
+    envs = {"batched": env, "unbatched": dict(env, ETHICREC_ENCODE_BATCH_MAX="0"),
+            "fp32": dict(env, ETHICREC_ENCODE_PRECISION="fp32")}
     procs = {name: subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(args.artifacts),
                                      "--port", str(ports[name]), "--audit-log", f"{tmp}/{name}.db"],
                                     env=envs[name], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -169,7 +173,8 @@ def main() -> int:
             res[name] = {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
                          "rps_1": tput[name][1], "rps_16": tput[name][16]}
         res["ratio"] = {f"{a}/{b}": {k: res[a][k] / res[b][k] for k in ("p50_ms", "p99_ms", "rps_1", "rps_16")}
-                        for a, b in (("batched", "unbatched"), ("batched", "echo"), ("unbatched", "echo"))}
+                        for a, b in (("batched", "unbatched"), ("batched", "fp32"), ("batched", "echo"),
+                                     ("unbatched", "echo"))}
         print(f"{NEW_PER_REQUEST} uncached texts + {100 - NEW_PER_REQUEST} catalog items per request, "
               f"{res['payload_bytes']} bytes, {res['requests']} sequential requests per server")
         print(f"{'server':<10} {'p50 ms':>8} {'p99 ms':>8} {'rps@1':>8} {'rps@16':>8}")
