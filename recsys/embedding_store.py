@@ -36,12 +36,12 @@ class EmbeddingStore:
         # caller's thread (training, batch jobs: they already encode in bulk).
         self.batchers: dict[int, MicroBatcher] | None = None
 
-    def enable_batching(self, *, max_batch: int, max_wait_s: float) -> None:
+    def enable_batching(self, *, max_batch: int, max_wait_s: float, instances: int = 1) -> None:
         """Encode cache misses of concurrent requests together (recsys/microbatch.py): one batcher for
         item texts and one for user histories, which have different max lengths."""
         old, self.batchers = self.batchers, {
             length: MicroBatcher(lambda texts, length=length: self.encoder.encode(texts, max_length=length),
-                                 max_batch=max_batch, max_wait_s=max_wait_s, name=name)
+                                 max_batch=max_batch, max_wait_s=max_wait_s, name=name, instances=instances)
             for name, length in (("item_texts", ITEM_MAX_LENGTH), ("user_texts", USER_MAX_LENGTH))}
         for batcher in (old or {}).values():
             batcher.close()

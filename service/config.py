@@ -52,6 +52,7 @@ class ServiceConfig:
     blend_weight: float = 0.5             # linear mode: share of the BERT interest score
     encode_batch_max: int = 64            # texts per shared BERT call for cache misses (recsys/microbatch.py); 0 = off
     encode_batch_wait_ms: float = 0.0     # how long the first request may wait for others to join its batch
+    encode_batch_instances: int = 0       # batches encoded at once (Triton's instance count); 0 = auto (`rpc_workers`)
     tls_cert: Path | None = None          # PEM server certificate chain; with tls_key turns TLS on
     tls_key: Path | None = None
     tls_client_ca: Path | None = None     # PEM CA bundle; set = mutual TLS (client certificates required)
@@ -92,6 +93,9 @@ class ServiceConfig:
             raise ConfigError(f"config key blend_weight must be between 0 and 1; got {self.blend_weight}")
         if self.encode_batch_max < 0:
             raise ConfigError(f"config key encode_batch_max must be >= 0 (0 = off); got {self.encode_batch_max}")
+        if self.encode_batch_instances < 0:
+            raise ConfigError(f"config key encode_batch_instances must be >= 1, or 0 for auto; "
+                              f"got {self.encode_batch_instances}")
         if not 0 <= self.encode_batch_wait_ms <= 1000:
             raise ConfigError(f"config key encode_batch_wait_ms must be between 0 and 1000; "
                               f"got {self.encode_batch_wait_ms}")
@@ -115,6 +119,12 @@ class ServiceConfig:
             raise ConfigError(f"{TOKENS_ENV}: tokens must be non-empty and contain no whitespace")
         if self.auth_tokens_file is not None:
             read_tokens_file(self.auth_tokens_file)  # fail at start-up, not on the first call
+
+    @property
+    def encode_instances(self) -> int:
+        """Batches of new texts encoded at once: encode_batch_instances, or with 0 one per RPC worker, so a
+        request with new texts never waits behind another's batch while a worker could run it."""
+        return self.encode_batch_instances or self.rpc_workers
 
     @property
     def rpc_workers(self) -> int:
@@ -157,6 +167,7 @@ _CASTS: dict[str, Any] = {
     "max_queue": int, "max_message_bytes": int, "processes": int,
     "reflection": str, "device": str, "encode_precision": str, "torch_threads": int, "grace_seconds": float,
     "blend": str, "blend_weight": float, "encode_batch_max": int, "encode_batch_wait_ms": float,
+    "encode_batch_instances": int,
     "tls_cert": Path, "tls_key": Path, "tls_client_ca": Path, "auth_tokens_file": Path,
     "metrics_port": int, "log_format": str, "log_level": str,
 }

@@ -116,7 +116,7 @@ def load_models(config: ServiceConfig, previous: Snapshot | None = None) -> tupl
     artifacts = load_artifacts(vdir, device=config.device, vectors_in_memory=True,
                                encode_precision=config.encode_precision)
     if config.encode_batch_max:
-        artifacts.store.enable_batching(max_batch=config.encode_batch_max,
+        artifacts.store.enable_batching(max_batch=config.encode_batch_max, instances=config.encode_instances,
                                         max_wait_s=config.encode_batch_wait_ms / 1000.0)
     return artifacts, policy
 

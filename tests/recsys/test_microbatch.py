@@ -84,6 +84,45 @@ def test_a_text_being_computed_is_not_sent_again() -> None:
     assert (b.requests, b.texts, b.encoded) == (2, 3, 2)
 
 
+class Overlap(SlowUpper):
+    """SlowUpper that also records how many calls ran at the same time."""
+
+    def __init__(self, delay: float = 0.2) -> None:
+        super().__init__(delay)
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().__call__(texts)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_instances_run_that_many_batches_at_once(instances) -> None:
+    """With two instances the request that arrives while a batch runs starts its own batch at once;
+    with one it waits for the running batch."""
+    fn = Overlap()
+    b = MicroBatcher(fn, max_batch=64, instances=instances)
+    first = threading.Thread(target=b.run, args=(["first", "shared"],))
+    first.start()
+    assert fn.started.wait(5)
+    t0 = time.monotonic()
+    assert b.run(["second", "shared"]) == ["SECOND", "SHARED"]
+    waited = time.monotonic() - t0
+    first.join(5)
+    assert fn.most == instances
+    assert fn.calls == [["first", "shared"], ["second"]]   # "shared" is running in the first batch: not resent
+    # One instance: the second batch starts after the first (~0.2 s left) and runs its own 0.2 s.
+    assert (waited > 0.3) if instances == 1 else (waited < 0.35)
+    assert not b._where
+
+
 def test_max_wait_holds_the_first_request_for_others() -> None:
     fn = SlowUpper(delay=0.0)
     b = MicroBatcher(fn, max_batch=64, max_wait_s=0.3)
@@ -161,7 +200,7 @@ def test_close_fails_waiting_and_new_requests() -> None:
 
 
 @pytest.mark.parametrize("kwargs, message", [({"max_batch": 0}, "max_batch"), ({"max_wait_s": -1}, "max_wait_s"),
-                                             ({"idle_s": 0}, "idle_s")])
+                                             ({"idle_s": 0}, "idle_s"), ({"instances": 0}, "instances")])
 def test_bad_parameters_are_named(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         MicroBatcher(lambda t: t, **kwargs)

@@ -50,6 +50,7 @@ def test_missing_file(tmp_path):
     ("encode_batch_max = -1\n", "encode_batch_max"),
     ("encode_batch_wait_ms = 5000\n", "encode_batch_wait_ms"),
     ('encode_precision = "fp16"\n', "encode_precision"),
+    ("encode_batch_instances = -1\n", "encode_batch_instances"),
 ])
 def test_bad_serving_keys_name_the_key(tmp_path, text, key):
     f = tmp_path / "c.toml"
