@@ -5,7 +5,7 @@ share of the GPU's dense bf16 peak they reach.
         [--batch-sizes 64,256,1024] --out bench/results/gpu_interest.json
 
 Needs a CUDA GPU (exits with a message and status 2 without one). Uses the serving code paths:
-`TextEncoder.encode` (length buckets, inference mode, bf16 autocast via recsys.device) on
+`TextEncoder.encode` (unpadded BERT, inference mode, bf16 autocast: encode_precision auto on CUDA) on
 MovieLens latest-small item texts (max_length 64) and user-history texts (max_length 128), and
 `CrossEncoder.predict` on (user text, item text) pairs (max_length 192). Models: the artifact's
 `interest/` and `cross_encoder/` when --artifacts has them, else the shipped all-MiniLM-L6-v2 (a
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         vdir = resolve_version_dir(args.artifacts)
         bi_path = vdir / "interest"
         ce_path = vdir / "cross_encoder" if (vdir / "cross_encoder").is_dir() else None
-    enc = TextEncoder.load(bi_path, device="cuda")
+    enc = TextEncoder.load(bi_path, device="cuda", precision="bf16")
     ce = CrossEncoder.load(ce_path, device="cuda") if ce_path else CrossEncoder.from_base(base_model_path(), "cuda")
     items, users, _ = load_texts(args.data, 10**9, 10**9)
     rep = lambda xs, n: [xs[i % len(xs)] for i in range(n)]  # noqa: E731
