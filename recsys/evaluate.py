@@ -130,8 +130,9 @@ def by_group(q: pd.DataFrame, users: pd.DataFrame, attribute: str) -> dict:
         "_ratio_min_over_max": {c: float(mf.ratio()[c]) for c in cols}}
 
 
-def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_precision: str = "auto", als_factors: int | None = None,
-             als_iterations: int = 15, als_regularization: float = 0.05, als_alpha: float | None = None) -> dict:
+def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_precision: str = "auto",
+             als_factors: int | None = None, als_iterations: int = 15, als_regularization: float = 0.05,
+             als_alpha: float | None = None) -> dict:
     """Cross-fitted over the two halves of the users active after t_val.
 
     Each half is evaluated once, with everything that is tuned or early-stopped (both LightGBM rankers,

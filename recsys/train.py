@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
     set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
-              seed=args.seed, device=args.device, encode_precision=args.encode_precision, harm_data=args.harm_data, harm_max_rows=args.harm_max_rows,
-              max_eval_queries=args.max_eval_queries, item_features=args.item_features,
+              seed=args.seed, device=args.device, encode_precision=args.encode_precision, harm_data=args.harm_data,
+              harm_max_rows=args.harm_max_rows, max_eval_queries=args.max_eval_queries, item_features=args.item_features,
               logq_correction=not args.no_logq, popular_val_pool=not args.uniform_val_pool,
               hard_negatives=not args.no_hard_negatives)
     if args.max_pairs is not None:

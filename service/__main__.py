@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
-            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "encode_precision", "metrics_port",
-            "log_format", "grace_seconds", "processes")})
+            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "encode_precision",
+            "metrics_port", "log_format", "grace_seconds", "processes")})
         configure_logging(config.log_format, config.log_level, background=True)
         return serve(config)
     except (EthicrecError, OSError) as exc:
