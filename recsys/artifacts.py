@@ -7,6 +7,7 @@
     <root>/<version>/catalog.parquet    items, texts, statistics, groups, harm scores
     <root>/<version>/users.json         known users' recent history (item ids, most recent first)
     <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
+    <root>/<version>/als.npz            ALS item factors and parameters (recsys/als.py), for the ALS features
     <root>/<version>/ranker.txt         LightGBM text model
     <root>/<version>/harm/              harm classifier (JSON + .npy)
     <root>/<version>/cross_encoder/     optional: BERT cross-encoder for top-N re-scoring
@@ -34,6 +35,7 @@ from typing import Any
 
 from audit.harm import HarmClassifier
 from audit.harm_bert import BertHarmClassifier
+from recsys.als import ImplicitALS
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
@@ -44,7 +46,7 @@ from recsys.ranker import LambdaRanker
 from recsys.user_vectors import load_user_vectors
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
-            "ranker.txt", "harm")
+            "als.npz", "ranker.txt", "harm")
 OPTIONAL = ("cross_encoder", "harm_bert", "user_vectors.npy", "user_vectors.keys.json")
 
 
@@ -98,6 +100,7 @@ class Artifacts:
     harm: HarmClassifier | BertHarmClassifier   # harm_bert/ when present, else the n-gram harm/
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
+    als: ImplicitALS
     cross_encoder: CrossEncoder | None = None
 
     @property
@@ -151,6 +154,9 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
                 else HarmClassifier.load(vdir / "harm"))
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
+        als = ImplicitALS.load(vdir / "als.npz")
+        if als.n_items != len(catalog):
+            raise ArtifactError(f"als.npz has {als.n_items} item rows; catalog has {len(catalog)}")
         cross = CrossEncoder.load(vdir / "cross_encoder", device=device) if (vdir / "cross_encoder").is_dir() else None
     except ArtifactError:
         raise
@@ -169,4 +175,4 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"artifact {vdir} has unreadable user vectors: {type(exc).__name__}: {exc}") from None
     return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors, known_users=known_users),
-                     ranker, harm, users, cooc, cross)
+                     ranker, harm, users, cooc, als, cross)

@@ -23,6 +23,7 @@ from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import ITEM_FEATURES, FeatureBuilder, item_features, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
 from recsys.lru import LRUCache
+from recsys.order import served_order
 from recsys.text import history_user_text
 from recsys.validation import Limits, validate_request
 
@@ -167,7 +168,8 @@ class FeatureStage:
     outputs = ("X",)
 
     def __init__(self, artifacts: Artifacts) -> None:
-        self.builder = FeatureBuilder(artifacts.catalog, artifacts.cooccurrence, artifacts.extra_features)
+        self.builder = FeatureBuilder(artifacts.catalog, artifacts.cooccurrence, artifacts.als,
+                                      artifacts.extra_features)
 
     def __call__(self, ctx: RankContext) -> None:
         extra = None
@@ -195,7 +197,7 @@ class RankStage:
     def __call__(self, ctx: RankContext) -> None:
         ctx.ranker_scores = self.ranker.predict(ctx.X, keys=ctx.cand_idx, memo=self.item_memo)
         ctx.scores = self.blend.combine(ctx.interest, ctx.ranker_scores)
-        ctx.order = np.argsort(-ctx.scores, kind="stable")
+        ctx.order = served_order(ctx.scores, ctx.interest, ctx.cand_idx)
 
 
 class CrossEncoderStage:
