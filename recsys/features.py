@@ -35,6 +35,7 @@ import numpy as np
 from recsys.als import ImplicitALS
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
+from recsys.lru import LRUCache
 from recsys.sparse_kernels import tag_overlap
 
 MAX_SIM_HISTORY = 20
@@ -66,12 +67,15 @@ def item_features(catalog: Catalog) -> np.ndarray:
 
 class FeatureBuilder:
     def __init__(self, catalog: Catalog, cooccurrence: CoOccurrence, als: ImplicitALS,
-                 extra_features: tuple[str, ...] = ()) -> None:
+                 extra_features: tuple[str, ...] = (), *, user_factor_cache: LRUCache | None = None) -> None:
         if als.n_items != len(catalog):
             raise ValueError(f"als has {als.n_items} item rows; the catalog has {len(catalog)}")
         self.catalog = catalog
         self.cooccurrence = cooccurrence
         self.als = als
+        # A history's ALS factor (one k x k solve) is the same on every request with that history; the server
+        # keeps them by the history's bytes (a known user sends the same history every time).
+        self.user_factors = user_factor_cache
         self.extra_features = tuple(extra_features)
         self.names = BASE_FEATURES + self.extra_features
         self.ref_year = reference_year(catalog)
@@ -115,7 +119,7 @@ class FeatureBuilder:
             X[rows, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
         X[:, 8] = self.cooccurrence.score(cand_idx, history_idx)
         X[:, 9] = self.cooccurrence.score_recent(cand_idx, history_idx)
-        als = self.als.scores(self.als.user_vector(history_idx), cand_idx)
+        als = self.als.scores(self._user_factor(history_idx), cand_idx)
         X[:, 10] = als
         X[:, 11] = within_list_rank(als)
         X[:, 12] = self.als.max_similarity(cand_idx, recent_history(history_idx))
@@ -127,6 +131,21 @@ class FeatureBuilder:
         if self.extra_features and extra is not None:
             X[:, len(BASE_FEATURES):] = extra
         return X
+
+
+    def _user_factor(self, history_idx: np.ndarray) -> np.ndarray | None:
+        cache = self.user_factors
+        if cache is None:
+            return self.als.user_vector(history_idx)
+        key = np.asarray(history_idx, dtype=np.int64).tobytes()
+        hit = cache.get(key)
+        if hit is None:
+            hit = self.als.user_vector(history_idx)
+            cache.put(key, hit if hit is not None else _NO_FACTOR)
+        return None if hit is _NO_FACTOR else hit
+
+
+_NO_FACTOR = np.zeros(0)   # a cached "no known history item" (None cannot be cached: it reads as a miss)
 
 
 def _tag_overlap(tags, items: np.ndarray, hist: np.ndarray) -> np.ndarray:

@@ -167,9 +167,10 @@ class FeatureStage:
     inputs = ("cand_idx", "history_idx", "interest", "interest_max")
     outputs = ("X",)
 
-    def __init__(self, artifacts: Artifacts) -> None:
+    def __init__(self, artifacts: Artifacts, *, user_factor_cache_size: int = 50_000) -> None:
+        self.user_factors: LRUCache[bytes, np.ndarray] = LRUCache(user_factor_cache_size)
         self.builder = FeatureBuilder(artifacts.catalog, artifacts.cooccurrence, artifacts.als,
-                                      artifacts.extra_features)
+                                      artifacts.extra_features, user_factor_cache=self.user_factors)
 
     def __call__(self, ctx: RankContext) -> None:
         extra = None

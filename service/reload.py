@@ -71,6 +71,8 @@ class Snapshot:
         for stage in self.pipeline.stages:
             if isinstance(getattr(stage, "known_history", None), LRUCache):
                 out["known_user_histories"] = stage.known_history
+            if isinstance(getattr(stage, "user_factors", None), LRUCache):
+                out["als_user_factors"] = stage.user_factors
             cache = getattr(getattr(stage, "harm", None), "cache", None)
             if isinstance(cache, LRUCache):
                 out["harm_scores"] = cache
