@@ -43,6 +43,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,6 +65,7 @@ class RankTable:
     q: tuple[int, ...]          # rounded discount of rank 1..k (non-increasing)
     scale: float                # q_r ~= scale / log2(1 + r)
     cond_cdf: np.ndarray        # [t, x] = P(sum of a random x-subset of q <= t), shape (sum(q) + 1, k + 1)
+    total: float                # sum of the k float discounts (the exposure shares' denominator)
 
 
 def rank_table(k: int) -> RankTable:
@@ -79,7 +81,7 @@ def rank_table(k: int) -> RankTable:
         counts[1:, qi:] += counts[:-1, : total + 1 - qi].copy()
     cum = np.cumsum(counts, axis=1)
     norm = np.array([math.comb(k, x) for x in range(k + 1)], dtype=np.float64)
-    return RankTable(k, q, scale, np.ascontiguousarray((cum / norm[:, None]).T))
+    return RankTable(k, q, scale, np.ascontiguousarray((cum / norm[:, None]).T), math.fsum(d))
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,14 @@ def holm(pvalues: Sequence[float], m: int) -> list[float]:
     """Holm-adjusted p-values for the given p-values, in a family of m hypotheses (m >= len(pvalues): the
     family's other members have p-values above every one given, so they never precede these in the
     step-down order). Equal to statsmodels' multipletests(method="holm") on the whole family (tested)."""
+    if len(pvalues) == 1:      # the usual cases, without the general loop's sort (request path)
+        return [min(1.0, m * pvalues[0])]
+    if len(pvalues) == 2:
+        a, b = pvalues
+        lo, hi = (a, b) if a <= b else (b, a)
+        first = min(1.0, m * lo)
+        second = max(first, min(1.0, (m - 1) * hi))
+        return [first, second] if a <= b else [second, first]
     order = sorted(range(len(pvalues)), key=pvalues.__getitem__)
     out = [1.0] * len(pvalues)
     running = 0.0
@@ -127,16 +137,16 @@ def holm(pvalues: Sequence[float], m: int) -> list[float]:
     return out
 
 
-@dataclass(frozen=True)
-class GroupTest:
-    """One group's outcome in one request. `p_count`/`p_exposure`: raw p-values when they are <= alpha, else
-    None (not needed: they cannot be rejected); `adj_*`: Holm-adjusted p-values, None when not tested."""
+class TestResult(NamedTuple):
+    """Per group (aligned with the arrays passed to `ExposureTester.test`): whether any of its tests could reach
+    alpha in this request, the Holm-adjusted p-values of its count and exposure tests when their raw p-value
+    is at most alpha (the only ones Holm can reject; None otherwise or when not tested), and the smaller of
+    its two smallest attainable p-values."""
 
-    index: int               # position in the arrays the caller passed
-    testable: bool           # at least one of its tests could reach alpha in this request
-    adj_count: float | None
-    adj_exposure: float | None
-    min_p: float             # the smaller of its two smallest attainable p-values
+    testable: tuple[bool, ...]
+    adj_count: Sequence[float | None]
+    adj_exposure: Sequence[float | None]
+    min_p: tuple[float, ...]
 
 
 class ExposureTester:
@@ -148,6 +158,9 @@ class ExposureTester:
         self.alpha = alpha
         self._tables: dict[int, RankTable] = {}
         self._laws: dict[tuple[int, int, int], GroupLaw] = {}
+        # Per request shape (N, k, group sizes, min_group_size): each group's law (None: not testable), which
+        # of its two tests are in the family, the family's size and the smallest attainable p-values.
+        self._plans: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
     def table(self, k: int) -> RankTable:
@@ -169,42 +182,58 @@ class ExposureTester:
             self._laws[key] = law
         return law
 
-    def test(self, N: int, k: int, codes: Sequence[int], sizes: Sequence[int], counts: Sequence[int],
-             exposure: Sequence[float], returned_codes: Sequence[int], min_group_size: int = 1) -> list[GroupTest]:
-        """Per group (`codes[j]` its code, `sizes[j]` its eligible candidates, `counts[j]` of them returned,
-        `exposure[j]` their summed 1/log2(1+rank)), given `returned_codes` (the group code at each returned
-        rank, best first; k of them). Groups under `min_group_size` are never testable."""
-        alpha = self.alpha
-        tested: list[tuple[int, str, float]] = []     # (group index, metric, raw p) with p <= alpha
-        m = 0
-        testable: list[bool] = []
-        min_ps: list[float] = []
-        table = self.table(k) if k else None
-        for j, n in enumerate(sizes):
-            if n < min_group_size or table is None:
-                testable.append(False)
-                min_ps.append(1.0)
+    def _plan(self, N: int, k: int, sizes: Sequence[int], min_group_size: int) -> tuple:
+        key = (N, k, tuple(sizes), min_group_size)
+        plan = self._plans.get(key)
+        if plan is None:
+            alpha = self.alpha + EPS
+            groups = []
+            m = 0
+            for n in sizes:
+                if n < min_group_size or not k:
+                    groups.append((None, False, False, 1.0))
+                    continue
+                law = self.law(N, n, k)
+                ok_count, ok_exp = law.min_p_count <= alpha, law.min_p_exposure <= alpha
+                m += ok_count + ok_exp
+                groups.append((law if ok_count or ok_exp else None, ok_count, ok_exp,
+                               min(law.min_p_count, law.min_p_exposure)))
+            none = (None,) * len(groups)
+            plan = (tuple(groups), m, self.table(k) if k else None,
+                    TestResult(tuple(g[0] is not None for g in groups), none, none, tuple(g[3] for g in groups)))
+            if len(self._plans) >= MAX_KEYS:
+                self._plans = {}
+            self._plans[key] = plan
+        return plan
+
+    def test(self, N: int, k: int, codes: Sequence[int], sizes: Sequence[int], rates: Sequence[float],
+             exposure: Sequence[float], returned_codes: Sequence[int], min_group_size: int = 1) -> TestResult:
+        """Per group (`codes[j]` its code, `sizes[j]` its eligible candidates, `rates[j]` the share of them
+        returned, `exposure[j]` its share of the list's position-weighted exposure), given `returned_codes`
+        (the group code at each returned rank, best first; k of them). Groups under `min_group_size` are
+        never testable."""
+        alpha = self.alpha + EPS
+        groups, m, table, nothing = self._plan(N, k, sizes, min_group_size)
+        tested: list[tuple[int, int, float]] = []     # (group index, 0 count / 1 exposure, raw p) with p <= alpha
+        for j, (law, ok_count, ok_exp, _) in enumerate(groups):
+            if law is None:
                 continue
-            law = self.law(N, n, k)
-            ok_count = law.min_p_count <= alpha + EPS
-            ok_exp = law.min_p_exposure <= alpha + EPS
-            testable.append(ok_count or ok_exp)
-            min_ps.append(min(law.min_p_count, law.min_p_exposure))
             if ok_count:
-                m += 1
-                p = law.cdf_count[counts[j]]
-                if p <= alpha + EPS:
-                    tested.append((j, "count", p))
+                p = law.cdf_count[round(rates[j] * sizes[j])]
+                if p <= alpha:
+                    tested.append((j, 0, p))
             if ok_exp:
-                m += 1
                 # Screen on the float exposure: the rounded sum is within k/2 of scale * exposure, so only a
                 # group near or in the lower tail needs its rounded sum counted.
-                if exposure[j] * table.scale - 0.5 * k - 1.0 <= law.t_crit:
+                if exposure[j] * table.total * table.scale - 0.5 * k - 1.0 <= law.t_crit:
                     c = codes[j]
                     t = sum(qr for qr, rc in zip(table.q, returned_codes) if rc == c)
                     if t <= law.t_crit:
-                        tested.append((j, "exposure", law.cdf_exposure[t]))
-        adjusted = holm([p for _, _, p in tested], m) if tested else []
-        adj: dict[tuple[int, str], float] = {(j, metric): a for (j, metric, _), a in zip(tested, adjusted)}
-        return [GroupTest(j, testable[j], adj.get((j, "count")), adj.get((j, "exposure")), min_ps[j])
-                for j in range(len(sizes))]
+                        tested.append((j, 1, law.cdf_exposure[t]))
+        if not tested:
+            return nothing
+        adjusted = holm([p for _, _, p in tested], m)
+        adj = ([None] * len(groups), [None] * len(groups))
+        for (j, which, _), a in zip(tested, adjusted):
+            adj[which][j] = a
+        return TestResult(nothing.testable, adj[0], adj[1], nothing.min_p)

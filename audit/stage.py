@@ -13,7 +13,6 @@ leaves.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import time
@@ -126,7 +125,8 @@ class AuditStage:
         # point) per request.
         self._id_prefix = os.urandom(8).hex()
         self._id_counter = itertools.count()
-        self._insufficient: dict[tuple[str, int], Finding] = {}
+        self._insufficient: dict[tuple, Finding] = {}
+        self._findings: dict[tuple, Finding] = {}
 
     def __call__(self, ctx) -> None:
         try:
@@ -330,38 +330,54 @@ class AuditStage:
             present, sizes, rate, exp_share, _, exposure_ratio = exposure_selected(counts, ret_codes)
         k = len(final)
         n_eligible = len(eligible)
-        total = _total_discount(k)
-        tests = self._tester.test(n_eligible, k, present, sizes, [round(r * m) for r, m in zip(rate, sizes)],
-                                  [e * total for e in exp_share], ret_codes, pol.min_group_size)
-        hi = max(range(len(rate)), key=rate.__getitem__)
+        tests = self._tester.test(n_eligible, k, present, sizes, rate, exp_share, ret_codes, pol.min_group_size)
         alpha = self._tester.alpha
         judged: set[str] = set()
-        for t in tests:
-            j = t.index
+        adj_count, adj_exposure = tests.adj_count, tests.adj_exposure
+        for j, testable in enumerate(tests.testable):
             g = names[present[j]]
-            if not t.testable:
-                out.append(self._insufficient_finding(g, sizes[j], n_eligible, k, t.min_p))
+            if not testable:
+                out.append(self._insufficient_finding(g, sizes[j], n_eligible, k, tests.min_p[j]))
                 continue
             judged.add(g)
-            if t.adj_count is not None and t.adj_count <= alpha:
+            pc, pe = adj_count[j], adj_exposure[j]
+            if pc is not None and pc <= alpha:
+                hi = max(range(len(rate)), key=rate.__getitem__)   # the best-off group (first on ties)
                 ratio = rate[j] / rate[hi] if rate[hi] > 0 else 1.0
                 if ratio < pol.min_selection_rate_ratio:
-                    x = round(rate[j] * sizes[j])
-                    out.append(Finding(
-                        "EXPOSURE_DISPARITY", "selection_rate_ratio", ratio, pol.min_selection_rate_ratio, g,
-                        f"group {g!r} is selected into the top {k} at {ratio:.2f}x the rate of group "
-                        f"{names[present[hi]]!r} ({x} of its {sizes[j]} candidates; a group-blind ranking "
-                        f"returns {k * sizes[j] / n_eligible:.1f} on average; p = {t.adj_count:.2g} after Holm, "
-                        f"alpha {alpha:g})", t.adj_count, alpha))
-            if t.adj_exposure is not None and t.adj_exposure <= alpha:
+                    out.append(self._disparity("selection_rate_ratio", g, ratio, pc, names[present[hi]],
+                                               round(rate[j] * sizes[j]), sizes[j], n_eligible, k))
+            if pe is not None and pe <= alpha:
                 er = exposure_ratio[j]
                 if er < pol.min_exposure_ratio:
-                    out.append(Finding(
-                        "EXPOSURE_DISPARITY", "exposure_ratio", er, pol.min_exposure_ratio, g,
-                        f"group {g!r} gets {er:.2f}x the position-weighted exposure its share of candidates "
-                        f"would give (a group-blind ranking gives 1.00x on average; p = {t.adj_exposure:.2g} "
-                        f"after Holm, alpha {alpha:g})", t.adj_exposure, alpha))
+                    out.append(self._disparity("exposure_ratio", g, er, pe, "", 0, sizes[j], n_eligible,
+                                               k))
         return out, judged, (names, counts, ret_codes)
+
+    def _disparity(self, metric: str, g: str, value: float, p: float, best: str, x: int, size: int, n: int,
+                   k: int) -> Finding:
+        """An EXPOSURE_DISPARITY finding; the same numbers always make the same (immutable) finding, so it is
+        formatted once and kept in a small bounded table (request shapes and outcomes repeat in real traffic,
+        and formatting the message is most of a finding's cost)."""
+        key = (metric, g, value, p, best, x, size, n, k)
+        f = self._findings.get(key)
+        if f is None:
+            pol = self.policy.exposure
+            alpha = self._tester.alpha
+            if metric == "selection_rate_ratio":
+                f = Finding("EXPOSURE_DISPARITY", metric, value, pol.min_selection_rate_ratio, g,
+                            f"group {g!r} is selected into the top {k} at {value:.2f}x the rate of group {best!r} "
+                            f"({x} of its {size} candidates; a group-blind ranking returns {k * size / n:.1f} on "
+                            f"average; p = {p:.2g} after Holm, alpha {alpha:g})", p, alpha)
+            else:
+                f = Finding("EXPOSURE_DISPARITY", metric, value, pol.min_exposure_ratio, g,
+                            f"group {g!r} gets {value:.2f}x the position-weighted exposure its share of candidates "
+                            f"would give (a group-blind ranking gives 1.00x on average; p = {p:.2g} after Holm, "
+                            f"alpha {alpha:g})", p, alpha)
+            if len(self._findings) >= 4096:
+                self._findings = {}
+            self._findings[key] = f
+        return f
 
     def _insufficient_finding(self, g: str, size: int, n: int, k: int, min_p: float) -> Finding:
         """The same (group, sizes, k) always gives the same finding (immutable): made once, kept in a small
@@ -399,13 +415,3 @@ def _summary(st: GroupExposure, judged: set[str]) -> str:
     exp = float(np.min(st.exposure_ratio[mask])) if mask.any() else 1.0
     return f"selection-rate ratio {sel:.2f}, min exposure ratio {exp:.2f}"
 
-
-def _total_discount(k: int) -> float:
-    """Sum of 1/log2(1+r) over ranks 1..k (the denominators of the exposure shares)."""
-    t = _TOTALS.get(k)
-    if t is None:
-        t = _TOTALS[k] = math.fsum(1.0 / math.log2(1.0 + r) for r in range(1, k + 1))
-    return t
-
-
-_TOTALS: dict[int, float] = {}

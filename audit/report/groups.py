@@ -180,4 +180,5 @@ def group_table(frame: pd.DataFrame, spec: GroupSpec, *, band: tuple[float, floa
             "reference_rule": "named" if reference is not None else "best-off",
             "references": refs, "weight": spec.weight or "rows", "metrics": spec.metrics, "gated": spec.gated,
             "groups": rows, "fairlearn": summary, "violations": violations,
-            "interval": "cluster bootstrap over " + (cluster + "s" if cluster else "rows") if n_boot > 1 else "none"}
+            "interval": ("cluster bootstrap over " + {"audit_id": "requests", "user_id": "users"}.get(cluster, cluster)
+                         if cluster else "bootstrap over rows") if n_boot > 1 else "none"}

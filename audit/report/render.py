@@ -30,7 +30,7 @@ def table_plot(table: dict) -> str:
 
     metrics = table["metrics"]
     groups = table["groups"]
-    labels = [g["group"] for g in groups]
+    labels = [g["group"] if len(g["group"]) <= 24 else g["group"][:23] + "…" for g in groups]
     ncols = min(2, len(metrics))
     nrows = -(-len(metrics) // ncols)
     width = max(3.2, 0.3 * len(labels) + 1.5)
@@ -194,10 +194,11 @@ def render_html(report: dict) -> str:
                          f"<th>min/max</th></tr>{body}</table></div>")
     # Tables scroll inside their own box (.tbl) rather than widening the page; long group names wrap.
     style = ("*{box-sizing:border-box}body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em;"
-             "color:#222;overflow-wrap:anywhere}.tbl{max-width:100%;overflow-x:auto;margin:.8em 0}"
+             "color:#222}p,li,h1,h2,h3{overflow-wrap:anywhere}.tbl{max-width:100%;overflow-x:auto;margin:.8em 0}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;"
-             "font-size:.9em;vertical-align:top}th{font-weight:600}td:first-child,th:first-child{text-align:left;"
-             "max-width:18em;overflow-wrap:anywhere}.ci{color:#666;font-size:.85em;white-space:nowrap}"
+             "font-size:.9em;vertical-align:top}th{font-weight:600;overflow-wrap:anywhere;min-width:5em}"
+             "td:first-child,th:first-child{text-align:left;max-width:16em;overflow-wrap:anywhere}"
+             "td:last-child{white-space:nowrap}.ci{color:#666;font-size:.85em;white-space:nowrap}"
              ".fail{background:#fde2e2;color:#a00;font-weight:bold}h1 .fail,h1 .pass{background:none}"
              ".pass{color:#2a7a2a}img{max-width:100%;height:auto}")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ethicrec bias report</title>"

@@ -50,7 +50,7 @@ def test_rounded_discounts_follow_the_log_discount():
 
 def test_holm_equals_its_definition_on_the_whole_family():
     rng = np.random.default_rng(3)
-    for _ in range(200):
+    for _ in range(400):
         m = int(rng.integers(1, 8))
         p = rng.uniform(0, 0.2, size=m) ** 2
         order = np.argsort(p, kind="stable")
@@ -68,17 +68,17 @@ def test_holm_equals_its_definition_on_the_whole_family():
 def test_a_group_that_cannot_reach_alpha_is_not_testable_and_never_rejected():
     tester = ExposureTester(0.05)
     # 17 of 100 candidates, top 10: even none of them returned has p = C(83,10)/C(100,10) = 0.14.
-    res = tester.test(100, 10, [0, 1], [83, 17], [10, 0], [4.54, 0.0], [0] * 10)
-    assert not res[1].testable and res[1].adj_count is None and res[1].adj_exposure is None
-    assert res[1].min_p == pytest.approx(hypergeom.pmf(0, 100, 17, 10))
-    assert res[0].testable
+    res = tester.test(100, 10, [0, 1], [83, 17], [10 / 83, 0.0], [1.0, 0.0], [0] * 10)
+    assert not res.testable[1] and res.adj_count[1] is None and res.adj_exposure[1] is None
+    assert res.min_p[1] == pytest.approx(hypergeom.pmf(0, 100, 17, 10))
+    assert res.testable[0]
 
 
 def test_holm_family_counts_only_testable_hypotheses():
     tester = ExposureTester(0.05)
     # 50/50, group 1 gets none of the top 10: p = C(50,10)/C(100,10); 4 hypotheses in the family.
     p0 = hypergeom.pmf(0, 100, 50, 10)
-    res = tester.test(100, 10, [0, 1], [50, 50], [10, 0], [4.54, 0.0], [0] * 10)
+    res = tester.test(100, 10, [0, 1], [50, 50], [0.2, 0.0], [1.0, 0.0], [0] * 10)
     # Its count and exposure p-values are both P(X = 0) (no items, no exposure): Holm gives 4 p0 to both.
-    assert res[1].adj_count == pytest.approx(4 * p0) and res[1].adj_exposure == pytest.approx(4 * p0)
-    assert res[0].adj_count is None   # group 0 got everything: p = 1
+    assert res.adj_count[1] == pytest.approx(4 * p0) and res.adj_exposure[1] == pytest.approx(4 * p0)
+    assert res.adj_count[0] is None   # group 0 got everything: p = 1
