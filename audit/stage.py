@@ -245,8 +245,7 @@ class AuditStage:
             # What the stage already holds (ids, group codes, returned positions, reasons by position); the log
             # stores it as its per-candidate columns (audit/log.py CandidateCodes).
             candidates=CandidateCodes(ctx.item_ids, names, coded, final, drop),
-            findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
-                       "group": f.group, "message": f.message} for f in findings],
+            findings=[_finding_record(f) for f in findings],
             user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},
         ))
         ctx.timings["audit.log_write"] = time.perf_counter() - t_log
@@ -401,6 +400,15 @@ class AuditStage:
                             min_p, alpha)
             self._insufficient[key] = f
         return f
+
+
+def _finding_record(f: Finding) -> dict:
+    """A finding as the audit log stores it; statistical findings keep their p-value and level."""
+    rec = {"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold, "group": f.group,
+           "message": f.message}
+    if f.p_value is not None:
+        rec["p_value"], rec["alpha"] = f.p_value, f.alpha
+    return rec
 
 
 class _OverBudget(Exception):

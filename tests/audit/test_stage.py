@@ -146,3 +146,16 @@ def test_the_record_lists_every_candidate_with_its_group_rank_and_removal(artifa
         want[[w["item_id"] for w in want].index(item.item_id)]["rank"] = item.rank
     assert candidate_entries(rec.candidates) == want
     assert rec.returned_ids == [i.item_id for i in resp.items] and len(resp.items) == 4
+
+
+def test_statistical_findings_keep_their_evidence_in_the_log(pipeline, known_items, audit_log):
+    base = pipeline.run(RankRequest(UserContext("42"), tuple(Candidate(i) for i in known_items[:40]), top_k=40,
+                                    audit_mode=AuditMode.FLAG_ONLY))
+    top = {base.item_ids[p] for p in base.order[:20]}
+    cands = [Candidate(i, group="g1" if i in top else "g2") for i in known_items[:40]]
+    resp = pipeline.rank(RankRequest(UserContext("42"), tuple(cands), top_k=10))
+    audit_log.flush()
+    rec = next(r for r in read_records(audit_log.path) if r.audit_id == resp.audit.audit_id)
+    logged = [f for f in rec.findings if f["code"] == "EXPOSURE_DISPARITY"]
+    assert logged and all(f["p_value"] == next(x.p_value for x in resp.audit.findings if x.metric == f["metric"]
+                                                 and x.code == f["code"]) and f["alpha"] == 0.05 for f in logged)
