@@ -329,6 +329,8 @@ class AuditStage:
             present, sizes, rate, exp_share, _, exposure_ratio = exposure_selected(counts, ret_codes)
         k = len(final)
         n_eligible = len(eligible)
+        if len(present) < 2:    # one group: nothing to compare it with, no disparity can exist
+            return out, set(), (names, counts, ret_codes)
         tests = self._tester.test(n_eligible, k, present, sizes, rate, exp_share, ret_codes, pol.min_group_size)
         alpha = self._tester.alpha
         judged: set[str] = set()

@@ -39,6 +39,7 @@ from service.server import freeze_loaded_objects  # noqa: E402
 def _baseline_class(path: Path):
     spec = importlib.util.spec_from_file_location("baseline_audit_stage", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod     # dataclasses in the module look themselves up there
     spec.loader.exec_module(mod)
     return mod.AuditStage
 
@@ -55,9 +56,11 @@ def main() -> int:
     artifacts = load_artifacts(args.artifacts, device="cpu")
     policy = load_policy()
     tmp = Path(tempfile.mkdtemp(prefix="ethicrec-audit-ab-"))
-    pipe = build_pipeline(artifacts, policy=policy, audit_log=AuditLog(tmp / "prep.db", salt=b"b"))
-    stages = {"baseline": _baseline_class(args.baseline)(artifacts, policy, AuditLog(tmp / "base.db", salt=b"b")),
-              "this": AuditStage(artifacts, policy, AuditLog(tmp / "this.db", salt=b"b"))}
+    journal = policy.log.write == "journal"   # as the server writes its log
+    pipe = build_pipeline(artifacts, policy=policy, audit_log=AuditLog(tmp / "prep.db", salt=b"b", journal=journal))
+    stages = {"baseline": _baseline_class(args.baseline)(artifacts, policy,
+                                                        AuditLog(tmp / "base.db", salt=b"b", journal=journal)),
+              "this": AuditStage(artifacts, policy, AuditLog(tmp / "this.db", salt=b"b", journal=journal))}
     rng = np.random.default_rng(0)
     cat, users = artifacts.catalog, list(artifacts.users)
     # Requests as bench/audit_overhead.py sends (100 catalog candidates, top_k 10, ENFORCE, user attributes set),

@@ -159,3 +159,9 @@ def test_statistical_findings_keep_their_evidence_in_the_log(pipeline, known_ite
     logged = [f for f in rec.findings if f["code"] == "EXPOSURE_DISPARITY"]
     assert logged and all(f["p_value"] == next(x.p_value for x in resp.audit.findings if x.metric == f["metric"]
                                                  and x.code == f["code"]) and f["alpha"] == 0.05 for f in logged)
+
+
+def test_a_single_group_has_nothing_to_compare_and_passes(pipeline, known_items):
+    resp = pipeline.rank(RankRequest(UserContext("42"), tuple(Candidate(i, group="one") for i in known_items[:30]),
+                                     top_k=10))
+    assert resp.audit.findings == () and resp.audit.verdict is Verdict.PASS
