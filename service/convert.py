@@ -112,6 +112,14 @@ def wire_field_error(exc: InvalidRequest, msg: pb.RankRequest) -> InvalidRequest
     return InvalidRequest(path, description)
 
 
+def _finding(f) -> pb.Finding:
+    out = pb.Finding(code=f.code, metric=f.metric, value=f.value, threshold=f.threshold, group=f.group,
+                     message=f.message)
+    if f.p_value is not None:   # statistical findings only (proto3 optional: unset means "not a test")
+        out.p_value, out.alpha = f.p_value, f.alpha
+    return out
+
+
 def response_to_proto(resp: RankResponse) -> pb.RankResponse:
     a = resp.audit
     return pb.RankResponse(
@@ -119,6 +127,5 @@ def response_to_proto(resp: RankResponse) -> pb.RankResponse:
                              ranker_score=i.ranker_score, rank=i.rank) for i in resp.items],
         removed=[pb.RemovedItem(item_id=r.item_id, reason=r.reason, message=r.message) for r in resp.removed],
         audit=pb.Audit(audit_id=a.audit_id, verdict=_VERDICTS[a.verdict], policy_version=a.policy_version,
-                       findings=[pb.Finding(code=f.code, metric=f.metric, value=f.value, threshold=f.threshold,
-                                            group=f.group, message=f.message) for f in a.findings]),
+                       findings=[_finding(f) for f in a.findings]),
         model_version=resp.model_version, request_id=resp.request_id)

@@ -91,6 +91,41 @@ class MonitorCollector(Collector):
         yield from (active, values, refreshes)
 
 
+class ExposureWindowCollector(Collector):
+    """The audit's amortised exposure window (audit/exposure_window.py) at scrape time: each item group's
+    exposure over the window relative to a group-blind ranking's, its interval, and the active findings."""
+
+    def __init__(self, monitor: Callable[[], Any]) -> None:
+        self._monitor = monitor
+
+    def collect(self):
+        ratio = GaugeMetricFamily("ethicrec_exposure_window_ratio",
+                                  "Item group's position-weighted exposure over the window / a group-blind "
+                                  "ranking's expectation (1 = as if groups were ignored)", labels=["group"])
+        low = GaugeMetricFamily("ethicrec_exposure_window_ratio_low", "Lower end of the ratio's interval",
+                                labels=["group"])
+        high = GaugeMetricFamily("ethicrec_exposure_window_ratio_high", "Upper end of the ratio's interval",
+                                 labels=["group"])
+        responses = GaugeMetricFamily("ethicrec_exposure_window_responses",
+                                      "Responses in the window where the group had candidates", labels=["group"])
+        active = GaugeMetricFamily("ethicrec_exposure_window_disparity",
+                                   "Active AMORTISED_EXPOSURE_DISPARITY findings: the group's amortised ratio",
+                                   labels=["group"])
+        refreshes = CounterMetricFamily("ethicrec_exposure_window_refreshes",
+                                        "Recomputations of the amortised exposure window")
+        mon = self._monitor()
+        if mon is not None:
+            for st in mon.stats():
+                ratio.add_metric([st.group], st.ratio)
+                low.add_metric([st.group], st.low)
+                high.add_metric([st.group], st.high)
+                responses.add_metric([st.group], st.responses)
+            for f in mon.findings():
+                active.add_metric([f.group], f.value)
+            refreshes.add_metric([], mon.refreshes)
+        yield from (ratio, low, high, responses, active, refreshes)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -139,6 +174,9 @@ class Metrics:
 
     def watch_monitor(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(MonitorCollector(monitor))
+
+    def watch_exposure_window(self, monitor: Callable[[], Any]) -> None:
+        self.registry.register(ExposureWindowCollector(monitor))
 
     def start_http(self, host: str, port: int) -> int:
         """Serve /metrics on host:port in a daemon thread; returns the bound port."""

@@ -90,6 +90,14 @@ class Snapshot:
                 return mon
         return None
 
+    def exposure_window(self):
+        """The audit stage's amortised exposure window (None when the policy turns it off)."""
+        for stage in self.pipeline.stages:
+            mon = getattr(stage, "exposure_window", None)
+            if mon is not None:
+                return mon
+        return None
+
     def close(self) -> None:
         """Stop stage-owned helpers (e.g. the audit's background monitor)."""
         with self._lock:

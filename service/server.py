@@ -123,6 +123,7 @@ def load_app(config: ServiceConfig) -> App:
     metrics.watch_caches(lambda: current.get().caches())
     metrics.watch_batchers(lambda: current.get().batchers())
     metrics.watch_monitor(lambda: current.get().monitor())
+    metrics.watch_exposure_window(lambda: current.get().exposure_window())
     return App(config, current, audit_log, health.HealthServicer(), metrics)
 
 
