@@ -49,6 +49,8 @@ def split_from_metadata(meta: dict, ds: Dataset):
                             "retrain it (python -m recsys.train)")
     return split_data(ds, SplitConfig(holdout_share=split["holdout_share"], label_share=split["label_share"],
                                       val_user_share=split["val_user_share"],
+                                      cold_item_share=split.get("cold_item_share", 0.0),
+                                      fit_cold_item_share=split.get("fit_cold_item_share", 0.0),
                                       min_interactions=split["min_interactions"], seed=split["seed"]))
 
 

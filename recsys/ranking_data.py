@@ -30,8 +30,8 @@ from recsys.split import POSITIVE_RATING, SplitConfig, UserSplit, relevance, spl
 from recsys.text import history_user_text
 
 LIST_KINDS = ("uniform", "retrieval", "cold")
-#: history kept per request (most recent first), as the server's known-user histories keep
-MAX_HISTORY = 50
+#: history kept per request (most recent first): the request limit (recsys.validation), and what users.json keeps
+MAX_HISTORY = 200
 
 
 def _end_time(df: pd.DataFrame) -> int:
@@ -300,7 +300,7 @@ def holdout_lists(sd: SplitData, role: str, kind: str, n_negatives: int, seed: i
         cold = np.sort(cold[cold >= 0])
         if not len(cold):
             return []
-        spec = ListSpec(targets, hist_train, rated_rows(sp.interactions, sd.catalog))
+        spec = ListSpec(sp.cold_targets(role), hist_train, rated_rows(sp.interactions, sd.catalog))
         return uniform_lists(spec, sd.catalog, n_negatives, _rng(seed, _ROLE[role], 3), positives_only=True,
                              pool=cold, kind="cold")
     if kind == "retrieval":
@@ -311,14 +311,26 @@ def holdout_lists(sd: SplitData, role: str, kind: str, n_negatives: int, seed: i
     raise ValueError(f"unknown list kind {kind!r}; kinds are {', '.join(LIST_KINDS)}")
 
 
-def training_lists(sd: SplitData, als_fit: ImplicitALS, n_negatives: int, seed: int) -> list[CandidateList]:
+def training_lists(sd: SplitData, als_fit: ImplicitALS, n_negatives: int, seed: int, *, cuts: int = 1
+                   ) -> list[CandidateList]:
     """The ranker's training lists: every user's label part as targets, their fit part as history, fit-state
-    catalog; one uniform and one retrieval list per user (the two kinds frontends send). Uniform negatives
-    avoid the user's whole train part, never their holdout, which training must not know about."""
+    catalog; one uniform and one retrieval list per user and cut (the two kinds frontends send). With `cuts`
+    c > 1, a user's label part is cut in c consecutive slices by time: slice j's history also holds slices
+    before j (more, later training lists, none of which a fit-state model has seen). Uniform negatives avoid
+    the user's whole train part, never their holdout, which training must not know about."""
+    if cuts < 1:
+        raise ValueError(f"cuts must be at least 1; got {cuts!r}")
     sp = sd.split
-    hist_fit = histories(sp.fit, sd.catalog_fit)
-    label = sp.part("label")
-    spec = ListSpec(label, hist_fit, rated_rows(sp.train, sd.catalog_fit))
-    return (uniform_lists(spec, sd.catalog_fit, n_negatives, _rng(seed, 0, 1), positives_only=False)
-            + retrieval_lists(ListSpec(label, hist_fit), sd.catalog_fit, als_fit, n_negatives,
-                              histories(sp.fit, sd.catalog_fit, None)))
+    fit, label = sp.fit, sp.part("label")
+    rated = rated_rows(sp.train, sd.catalog_fit)
+    out: list[CandidateList] = []
+    slice_of = label.groupby("user_id", sort=False).cumcount() * cuts // label.groupby("user_id")["item_id"] \
+        .transform("size")
+    for j in range(cuts):
+        targets = label[slice_of.to_numpy() == j]
+        seen = pd.concat([fit, label[slice_of.to_numpy() < j]])
+        spec = ListSpec(targets, histories(seen, sd.catalog_fit), rated)
+        out += uniform_lists(spec, sd.catalog_fit, n_negatives, _rng(seed, 0, 1, j), positives_only=False)
+        out += retrieval_lists(ListSpec(targets, spec.history), sd.catalog_fit, als_fit, n_negatives,
+                               histories(seen, sd.catalog_fit, None))
+    return out

@@ -56,6 +56,8 @@ class TrainConfig:
     holdout_share: float = 0.2            # each user's last share of interactions: validation / test targets
     label_share: float = 0.25             # of each user's train part: the ranker's training targets
     val_user_share: float = 0.3           # users whose holdout chooses hyper-parameters (the rest: test)
+    cold_item_share: float = 0.05         # items whose every interaction is held out: the cold-start slice
+    fit_cold_item_share: float = 0.05     # items new to the fit state only: cold-start lessons for the ranker
     als_grid: str = "full"                # quick | full (recsys/model_selection.py)
     ranker_grid: str = "full"
 
@@ -71,7 +73,8 @@ class TrainConfig:
         from recsys.split import SplitConfig
 
         return SplitConfig(holdout_share=self.holdout_share, label_share=self.label_share,
-                           val_user_share=self.val_user_share, seed=self.seed)
+                           val_user_share=self.val_user_share, cold_item_share=self.cold_item_share,
+                           fit_cold_item_share=self.fit_cold_item_share, seed=self.seed)
 
     @classmethod
     def quick(cls, **kw) -> "TrainConfig":

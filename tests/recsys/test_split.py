@@ -16,8 +16,9 @@ def small():
 
 def test_each_users_parts_follow_each_other_in_time_with_the_configured_shares(small):
     sp = split_per_user(small.interactions, SplitConfig(holdout_share=0.2, label_share=0.25))
-    for user, rows in sp.interactions.groupby("user_id"):
-        parts = rows["part"].tolist()
+    warm = sp.interactions[sp.interactions["part"] != "cold"]
+    for user, rows in warm.groupby("user_id"):
+        parts = rows["part"].replace("fit_cold", "fit").tolist()
         # fit rows, then label rows, then holdout rows, in the order of time
         assert parts == sorted(parts, key=("fit", "label", "holdout").index)
         assert rows["timestamp"].is_monotonic_increasing
@@ -57,7 +58,7 @@ def test_no_held_out_interaction_reaches_the_fitted_states(small):
     from recsys.ranking_data import split_data
 
     base = split_data(small)
-    hold = base.split.part("holdout")
+    hold = base.split.part("holdout", "cold")
     assert len(hold) > 0
     kept = small.interactions.merge(hold[["user_id", "item_id"]], how="left", indicator=True)
     without = kept[kept["_merge"] == "left_only"].drop(columns="_merge")
@@ -115,4 +116,38 @@ def test_cold_items_have_no_training_interaction(small):
     cold = sp.cold_items()
     assert cold
     assert not cold & set(sp.train["item_id"])
-    assert cold <= set(sp.part("holdout")["item_id"])
+    assert cold <= set(sp.part("holdout", "cold")["item_id"])
+
+
+def test_drawn_cold_items_are_held_out_everywhere_and_have_no_tags(small):
+    from recsys.ranking_data import split_data
+
+    sp = split_per_user(small.interactions, SplitConfig(cold_item_share=0.1))
+    drawn = set(sp.part("cold")["item_id"])
+    assert drawn and drawn <= sp.cold_items()
+    assert not drawn & set(sp.part("fit", "label", "holdout")["item_id"])
+    # the cold slice's targets are the users' cold interactions from their holdout period on
+    t = sp.cold_targets("test")
+    assert len(t) and set(t["user_id"]) <= sp.test_users and set(t["item_id"]) <= sp.cold_items()
+    assert (t["timestamp"] >= t["user_id"].map(sp.holdout_start)).all()
+    sd = split_data(small, SplitConfig(cold_item_share=0.1))
+    for item in list(drawn)[:50]:
+        r = sd.catalog.index[item]
+        assert "Tags:" not in sd.catalog.texts[r] and sd.catalog.stats.n_ratings[r] == 0
+    assert split_per_user(small.interactions, SplitConfig(cold_item_share=0.0)).part("cold").empty
+
+
+def test_fit_cold_items_are_new_to_the_fit_state_only(small):
+    from recsys.ranking_data import split_data
+
+    cfg = SplitConfig(cold_item_share=0.1, fit_cold_item_share=0.1)
+    sd = split_data(small, cfg)
+    sp = sd.split
+    fc = sp.fit_cold_items()
+    assert fc and not fc & set(sp.part("cold")["item_id"])   # never a drawn cold item
+    assert not fc & set(sp.fit["item_id"])                  # the fit state never sees them...
+    assert fc & set(sp.train["item_id"])                    # ...the train state (serving) does
+    assert fc & set(sp.part("label")["item_id"])            # and their label rows are ranker targets
+    rows = sd.catalog_fit.lookup(sorted(fc))
+    assert (sd.catalog_fit.stats.n_ratings[rows] == 0).all()
+    assert not any("Tags:" in sd.catalog_fit.texts[r] for r in rows)
