@@ -106,6 +106,9 @@ class Metrics:
         self.verdicts = Counter("ethicrec_audit_verdicts", "Audit verdicts", ["verdict"], registry=r)
         self.findings = Counter("ethicrec_audit_findings", "Audit findings, by code", ["code"], registry=r)
         self.versions = Info("ethicrec_model", "Model and policy versions being served", registry=r)
+        self.undecodable = Counter("ethicrec_rpc_undecodable_requests", "Request messages that could not be "
+                                   "decoded (answered INVALID_ARGUMENT), by method and reason (utf8 | malformed)",
+                                   ["method", "reason"], registry=r)
         self.reloads = Counter("ethicrec_reloads", "Hot reloads, by result (ok | failed)", ["result"], registry=r)
         self._http: Any = None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from ethicrec.v1 import recommender_pb2 as pb
-from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -38,7 +37,7 @@ from service.drain import DrainInterceptor
 from service.interceptors import ErrorMappingInterceptor
 from service.metrics import Metrics, MetricsInterceptor
 from service.reload import Current, ReloadResult, assemble, load_models
-from service.servicer import RecommenderServicer
+from service.servicer import RecommenderServicer, add_to_server
 from service.tls import check_tls_files, server_credentials
 
 log = logging.getLogger("ethicrec.service")
@@ -148,7 +147,7 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
                  ("grpc.so_reuseport", 1 if config.processes > 1 else 0)],
         maximum_concurrent_rpcs=config.rpc_workers + config.max_queue,
     )
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app.current, app.metrics), server)
+    add_to_server(RecommenderServicer(app.current, app.metrics), server, app.metrics)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     if config.reflection_enabled:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
