@@ -41,6 +41,10 @@ class ServiceConfig:
     audit_log: Path = Path("var/audit.db")
     max_workers: int = 0                  # RPCs executing at once; 0 = auto (`rpc_workers`)
     max_queue: int = 16                   # RPCs waiting for a worker; more in flight -> RESOURCE_EXHAUSTED
+    max_streams: int = 0                  # RankStreams (any streaming call) open at once, on their own threads;
+                                          # 0 = auto (`rpc_workers`); more -> RESOURCE_EXHAUSTED (service/lanes.py)
+    stream_idle_timeout_s: float = 30.0   # a stream with no request and no response taken for this long is ended
+    request_read_timeout_s: float = 10.0  # a unary call whose request message has not arrived by then is ended
     processes: int = 1                    # server processes sharing the port (service/processes.py)
     max_message_bytes: int = 16 * 1024 * 1024
     reflection: str = "auto"              # auto (on when bound to loopback) | on | off
@@ -77,6 +81,11 @@ class ServiceConfig:
         if self.processes > 1 and self.metrics_port and self.metrics_port + self.processes - 1 > 65535:
             raise ConfigError(f"config key metrics_port: processes {self.processes} serve /metrics on "
                               f"{self.metrics_port}..{self.metrics_port + self.processes - 1}, past 65535")
+        if self.max_streams < 0:
+            raise ConfigError(f"config key max_streams must be >= 1, or 0 for auto; got {self.max_streams}")
+        for key in ("stream_idle_timeout_s", "request_read_timeout_s"):
+            if not 0 < getattr(self, key) <= 86400:
+                raise ConfigError(f"config key {key} must be > 0 and at most 86400 seconds; got {getattr(self, key)}")
         if self.max_queue < 0:
             raise ConfigError(f"config key max_queue must be >= 0; got {self.max_queue}")
         if self.torch_threads is not None and self.torch_threads < 1:
@@ -144,6 +153,12 @@ class ServiceConfig:
         return min(8, max(2, cpus))
 
     @property
+    def stream_slots(self) -> int:
+        """Streaming calls open at once: max_streams, or with 0 as many as RPC workers. They run on threads
+        of their own (service/lanes.py), so idle or slow streams never hold a `Rank` worker."""
+        return self.max_streams or self.rpc_workers
+
+    @property
     def auth_enabled(self) -> bool:
         return bool(self.auth_tokens) or self.auth_tokens_file is not None
 
@@ -164,7 +179,8 @@ class ServiceConfig:
 
 _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
-    "max_queue": int, "max_message_bytes": int, "processes": int,
+    "max_queue": int, "max_message_bytes": int, "processes": int, "max_streams": int,
+    "stream_idle_timeout_s": float, "request_read_timeout_s": float,
     "reflection": str, "device": str, "encode_precision": str, "torch_threads": int, "grace_seconds": float,
     "blend": str, "blend_weight": float, "encode_batch_max": int, "encode_batch_wait_ms": float,
     "encode_batch_instances": int,

@@ -91,6 +91,21 @@ class MonitorCollector(Collector):
         yield from (active, values, refreshes)
 
 
+class LaneCollector(Collector):
+    """Each lane's calls in progress and room at scrape time (service/lanes.py)."""
+
+    def __init__(self, lanes: Callable[[], Mapping[str, Any]]) -> None:
+        self._lanes = lanes
+
+    def collect(self):
+        in_use = GaugeMetricFamily("ethicrec_rpc_lane_in_use", "Calls admitted to the lane now", labels=["lane"])
+        room = GaugeMetricFamily("ethicrec_rpc_lane_room", "Calls the lane admits at once", labels=["lane"])
+        for name, lane in self._lanes().items():
+            in_use.add_metric([name], lane.in_use)
+            room.add_metric([name], lane.room)
+        yield from (in_use, room)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -109,8 +124,13 @@ class Metrics:
         self.undecodable = Counter("ethicrec_rpc_undecodable_requests", "Request messages that could not be "
                                    "decoded (answered INVALID_ARGUMENT), by method and reason (utf8 | malformed)",
                                    ["method", "reason"], registry=r)
+        self.lane_refused = Counter("ethicrec_rpc_lane_refused", "Calls refused RESOURCE_EXHAUSTED because their "
+                                    "lane was full, by lane (unary | stream | health | watch)", ["lane"], registry=r)
+        self.idle_closed = Counter("ethicrec_rpc_idle_closed", "Calls the server ended because their client sent "
+                                   "or took nothing for too long, by kind (stream | unary)", ["kind"], registry=r)
         self.reloads = Counter("ethicrec_reloads", "Hot reloads, by result (ok | failed)", ["result"], registry=r)
         self._http: Any = None
+        self._lanes: Callable[[], Mapping[str, Any]] | None = None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -139,6 +159,13 @@ class Metrics:
 
     def watch_batchers(self, batchers: Callable[[], Mapping[str, Any]]) -> None:
         self.registry.register(BatcherCollector(batchers))
+
+    def watch_lanes(self, lanes: Callable[[], Mapping[str, Any]]) -> None:
+        """Read these lanes at scrape time (a server built again for the same App replaces them)."""
+        first = self._lanes is None
+        self._lanes = lanes
+        if first:
+            self.registry.register(LaneCollector(lambda: self._lanes() if self._lanes else {}))
 
     def watch_monitor(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(MonitorCollector(monitor))

@@ -35,6 +35,7 @@ from service.auth import TokenAuthInterceptor, load_tokens
 from service.config import ServiceConfig
 from service.drain import DrainInterceptor
 from service.interceptors import ErrorMappingInterceptor
+from service.lanes import LaneConfig, LaneInterceptor
 from service.metrics import Metrics, MetricsInterceptor
 from service.reload import Current, ReloadResult, assemble, load_models
 from service.servicer import RecommenderServicer, add_to_server
@@ -58,6 +59,7 @@ class App:
     metrics: Metrics
     drain: DrainInterceptor = field(default_factory=DrainInterceptor)
     auth: TokenAuthInterceptor | None = field(default=None)
+    lanes: LaneInterceptor | None = field(default=None)
 
     @property
     def artifacts(self) -> Artifacts:
@@ -101,6 +103,8 @@ class App:
         return self.metrics.start_http(host or self.config.host, port)
 
     def close(self) -> None:
+        if self.lanes is not None:
+            self.lanes.close()
         self.metrics.close()
         self.current.get().close()
         self.audit_log.close()
@@ -128,11 +132,22 @@ def load_app(config: ServiceConfig) -> App:
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     """A configured, bound, not-yet-started server and the port it got.
 
-    Load shedding is gRPC's own: at most `rpc_workers` calls run and max_queue
-    wait for a thread; any call beyond that is answered RESOURCE_EXHAUSTED at
-    once instead of queueing without bound (health checks count too).
+    Load shedding by lane (service/lanes.py): at most `rpc_workers` Rank calls run and max_queue wait for a
+    thread; streams (at most `stream_slots`) and health checks have threads and room of their own; any call
+    beyond its lane's room is answered RESOURCE_EXHAUSTED at once instead of queueing without bound.
     """
-    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(app.metrics), app.drain]
+    if app.lanes is not None:
+        app.lanes.close()
+    m = app.metrics
+    app.lanes = LaneInterceptor(
+        LaneConfig(unary_threads=config.rpc_workers, unary_room=config.rpc_workers + config.max_queue,
+                   max_streams=config.stream_slots, stream_idle_timeout_s=config.stream_idle_timeout_s,
+                   request_read_timeout_s=config.request_read_timeout_s),
+        on_refused=lambda lane: m.child(m.lane_refused, lane).inc(),
+        on_idle=lambda kind: m.child(m.idle_closed, kind).inc())
+    lanes = app.lanes
+    m.watch_lanes(lambda: lanes.lanes)
+    interceptors: list[grpc.ServerInterceptor] = [app.lanes, MetricsInterceptor(app.metrics), app.drain]
     if config.auth_enabled:
         app.auth = TokenAuthInterceptor(load_tokens(config))
         interceptors.append(app.auth)
@@ -145,7 +160,7 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
                  # The processes of `processes` > 1 bind one port together (gRPC's default on Linux; explicit
                  # here); a single process asks for the port alone, so a second server cannot share it unseen.
                  ("grpc.so_reuseport", 1 if config.processes > 1 else 0)],
-        maximum_concurrent_rpcs=config.rpc_workers + config.max_queue,
+        maximum_concurrent_rpcs=app.lanes.total_room,
     )
     add_to_server(RecommenderServicer(app.current, app.metrics), server, app.metrics)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
