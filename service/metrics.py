@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -170,10 +170,14 @@ class Metrics:
     def watch_monitor(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(MonitorCollector(monitor))
 
-    def start_http(self, host: str, port: int) -> int:
-        """Serve /metrics on host:port in a daemon thread; returns the bound port."""
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._http.server_address[1]
+    def start_http(self, host: str, port: int, *, ssl_context: Any = None,
+                   accepts: Callable[[str], bool] | None = None) -> int:
+        """Serve /metrics on host:port in a daemon thread (HTTPS with `ssl_context`; a bearer token that
+        `accepts` required when given; service/metrics_http.py); returns the bound port."""
+        from service.metrics_http import serve_metrics
+
+        self._http, bound = serve_metrics(self.registry, host, port, ssl_context=ssl_context, accepts=accepts)
+        return bound
 
     def close(self) -> None:
         if self._http is not None:

@@ -32,7 +32,7 @@ from recsys.device import freeze_loaded_objects, set_cpu_threads, single_threade
 from recsys.errors import ConfigError
 from recsys.pipeline import Pipeline
 from service.auth import TokenAuthInterceptor, load_tokens
-from service.config import ServiceConfig
+from service.config import ServiceConfig, _is_loopback
 from service.drain import DrainInterceptor
 from service.interceptors import ErrorMappingInterceptor
 from service.lanes import LaneConfig, LaneInterceptor
@@ -96,11 +96,31 @@ class App:
         return result
 
     def start_metrics(self, host: str | None = None, port: int | None = None) -> int | None:
-        """Serve /metrics if a port is configured; returns the bound port."""
-        port = self.config.metrics_port if port is None else port
+        """Serve /metrics if a port is configured; returns the bound port. On `metrics_host` (loopback unless
+        configured), over TLS with the gRPC certificate and behind the bearer tokens as configured
+        (`metrics_tls`, `metrics_auth`, service/metrics_http.py)."""
+        cfg = self.config
+        port = cfg.metrics_port if port is None else port
         if not port:
             return None
-        return self.metrics.start_http(host or self.config.host, port)
+        host = host or cfg.metrics_host
+        ctx = None
+        if cfg.metrics_tls_enabled:
+            from service.metrics_http import server_ssl_context
+
+            ctx = server_ssl_context(str(cfg.tls_cert), str(cfg.tls_key),
+                                     str(cfg.tls_client_ca) if cfg.tls_client_ca else None)
+        accepts = None
+        if cfg.metrics_auth_enabled:
+            if self.auth is None:
+                self.auth = TokenAuthInterceptor(load_tokens(cfg))
+            auth = self.auth
+            accepts = lambda token: auth.tokens.accepts(token)   # noqa: E731 - the tokens swap on reload
+        if not _is_loopback(host) and ctx is None:
+            log.warning("/metrics on %s without TLS: scrapes travel in clear text", host)
+        if not _is_loopback(host) and accepts is None:
+            log.warning("/metrics on %s without bearer tokens: anyone who can reach it can read it", host)
+        return self.metrics.start_http(host, port, ssl_context=ctx, accepts=accepts)
 
     def close(self) -> None:
         if self.lanes is not None:
@@ -110,11 +130,15 @@ class App:
         self.audit_log.close()
 
 
-def load_app(config: ServiceConfig) -> App:
+def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
+    """Everything loaded at start-up. With `open_log` False the audit log (and a default key file) is not
+    created yet: `serve_one` opens it only once the port is bound, so a start that fails leaves nothing on
+    disk; a misconfigured key still fails here."""
     set_cpu_threads(config.torch_threads)
     single_threaded_blas()
     artifacts, policy = load_models(config)
-    audit_log = AuditLog(config.audit_log, synchronous=policy.log.synchronous, journal=policy.log.write == "journal")
+    audit_log = AuditLog(config.audit_log, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
+                         journal=policy.log.write == "journal", lazy=not open_log)
     try:
         snapshot = assemble(config, artifacts, policy, audit_log)
     except BaseException:
@@ -149,7 +173,8 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     m.watch_lanes(lambda: lanes.lanes)
     interceptors: list[grpc.ServerInterceptor] = [app.lanes, MetricsInterceptor(app.metrics), app.drain]
     if config.auth_enabled:
-        app.auth = TokenAuthInterceptor(load_tokens(config))
+        if app.auth is None:
+            app.auth = TokenAuthInterceptor(load_tokens(config))
         interceptors.append(app.auth)
     interceptors.append(ErrorMappingInterceptor())
     server = grpc.server(
@@ -198,11 +223,12 @@ def serve_one(config: ServiceConfig) -> int:
     check_tls_files(config)  # before the slow model load: a bad certificate fails start-up at once
     previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP while loading must not kill us
     try:
-        app = load_app(config)
+        app = load_app(config, open_log=False)
         freeze_loaded_objects()
         try:
             server, port = create_server(config, app)
             metrics_port = app.start_metrics()
+            app.audit_log.open()   # only now, with the ports bound: a failed start creates no log and no key
         except BaseException:
             app.close()
             raise
@@ -217,7 +243,8 @@ def serve_one(config: ServiceConfig) -> int:
              enc.precision,
              "mutual" if config.tls_client_ca else ("on" if config.tls_enabled else "off"),
              "on" if config.auth_enabled else "off", "on" if config.reflection_enabled else "off",
-             f"http://{config.host}:{metrics_port}/metrics" if metrics_port else "off",
+             f"{'https' if config.metrics_tls_enabled else 'http'}://{config.metrics_host}:{metrics_port}/metrics"
+             + (" (bearer token)" if config.metrics_auth_enabled else "") if metrics_port else "off",
              extra={"model_version": app.artifacts.version, "policy_version": app.policy.version})
     print(f"ethicrec: serving model {app.artifacts.version} on {config.host}:{port}", flush=True)
 

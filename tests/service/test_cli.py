@@ -7,6 +7,7 @@ import sys
 import time
 
 import grpc
+import pytest
 from ethicrec.v1 import recommender_pb2 as pb
 from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -80,3 +81,28 @@ def test_port_in_use_is_one_line_error(artifact_root, tmp_path):
         res = _run("--artifacts", str(artifact_root), "--port", str(port), "--audit-log", str(tmp_path / "a.db"))
     assert res.returncode == 1
     assert "could not bind" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("busy", ["grpc", "grpc_processes", "metrics"])
+def test_a_start_that_cannot_bind_creates_nothing(artifact_root, tmp_path, busy):
+    """Zero configuration (no key anywhere): a start that fails on a busy port leaves no audit log, no
+    journal and no key file behind."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ETHICREC_AUDIT_KEY", "ETHICREC_AUDIT_KEY_FILE")}
+    env.update(HF_HUB_OFFLINE="1", XDG_CONFIG_HOME=str(tmp_path / "config"))
+    var = tmp_path / "var"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        with socket.socket() as f:
+            f.bind(("127.0.0.1", 0))
+            free = f.getsockname()[1]
+        args = ["--artifacts", str(artifact_root), "--audit-log", str(var / "audit.db")]
+        args += {"grpc": ["--port", str(taken)], "grpc_processes": ["--port", str(taken), "--processes", "2"],
+                 "metrics": ["--port", str(free), "--metrics-port", str(taken)]}[busy]
+        res = subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True, timeout=180,
+                             env=env)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and ("could not bind" in res.stderr or "in use" in res.stderr), res.stderr
+    assert not var.exists() or not any(var.iterdir())
+    assert not (tmp_path / "config").exists()
