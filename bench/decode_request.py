@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--calls", type=int, default=20000)
     args = ap.parse_args()
-    decoder = RequestDecoder(pb.RankRequest, "Rank")
+    decoder = RequestDecoder(pb.RankRequest, "Rank").decode
     plain = pb.RankRequest.FromString
     for name, data in payloads().items():
         assert decoder(data) == plain(data)

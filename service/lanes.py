@@ -17,7 +17,7 @@ A call is admitted to its lane when it arrives (`LaneInterceptor`, outermost, on
 or answered RESOURCE_EXHAUSTED at once; the answer is sent from a small pool of its own without reading
 the request, so a refusal never waits behind a busy lane or a slow client. A lane slot is given back when
 the call's handler returns, or, for a call whose handler never runs (the client went away first), when
-gRPC drops it (`weakref.finalize`: CPython frees it at once).
+gRPC drops it (the slot's `__del__`: CPython frees it at once).
 
 Idle calls: a call waiting for the client (the request of a unary call, the next request on a stream, a
 response the client does not take) is ended by the server after `request_read_timeout_s` (unary) or
@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,56 +81,51 @@ class Lane:
 
 
 class _Slot:
-    """One admitted call's place in its lane, given back exactly once: by the handler when it is done, or
-    by `weakref.finalize` when gRPC drops a handler that never ran. A non-blocking handler (Health/Watch)
-    returns at once while its call goes on: it `hand_over`s the slot to the call's end instead."""
+    """One admitted call's place in its lane, given back exactly once: by the handler when it is done, or,
+    for a handler gRPC drops without running it (the client went away first), when the handler's closure
+    is freed (`__del__`: CPython frees it the moment gRPC lets go). A non-blocking handler (Health/Watch)
+    returns at once while its call goes on: it `hand_over`s the slot to the call's end instead.
+    No lock: the handler's `finally` and `__del__` cannot run at the same time (`__del__` runs only once
+    nothing, the running handler included, refers to the slot), and a call's end callback runs once."""
 
-    __slots__ = ("lane", "held", "handed", "_lock")
+    __slots__ = ("lane", "held", "handed")
 
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
         self.held = True
         self.handed = False
-        self._lock = threading.Lock()
 
     def release(self) -> None:
-        with self._lock:
-            if not self.held:
-                return
+        if self.held:
             self.held = False
-        self.lane.leave()
+            self.lane.leave()
 
-    def dropped(self) -> None:
-        if not self.handed:
-            self.release()
+    def __del__(self) -> None:
+        if self.held and not self.handed:
+            self.held = False
+            self.lane.leave()
 
 
 class _Watchdog:
     """Ends calls that wait for their client too long: one thread for the server, polling the armed
-    tickets a few times per timeout (at most `max_streams` + the unary room of them, so a scan is cheap;
-    arming and disarming a ticket on the request path is two attribute writes)."""
+    tickets `period` apart (at most the lanes' rooms of them, so a scan is cheap). On the request path a
+    ticket costs a dict insert and delete (atomic under the GIL, no lock) and two attribute writes."""
 
-    def __init__(self, on_idle: Callable[[str], None] | None = None) -> None:
-        self._tickets: set[_Ticket] = set()
-        self._lock = threading.Lock()
+    def __init__(self, period: float, on_idle: Callable[[str], None] | None = None) -> None:
+        self._tickets: dict[_Ticket, None] = {}
         self._stop = threading.Event()
         self._on_idle = on_idle
-        self._thread: threading.Thread | None = None
-        self._period = 1.0
+        self._period = period
+        self._thread = threading.Thread(target=self._run, name="ethicrec-idle-watchdog", daemon=True)
+        self._thread.start()
 
     def ticket(self, context: grpc.ServicerContext, timeout: float, what: str) -> _Ticket:
         t = _Ticket(self, context, timeout, what)
-        with self._lock:
-            self._tickets.add(t)
-            self._period = min(self._period, max(0.02, timeout / 8))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ethicrec-idle-watchdog", daemon=True)
-                self._thread.start()
+        self._tickets[t] = None
         return t
 
     def forget(self, t: _Ticket) -> None:
-        with self._lock:
-            self._tickets.discard(t)
+        self._tickets.pop(t, None)
 
     def close(self) -> None:
         self._stop.set()
@@ -139,11 +133,9 @@ class _Watchdog:
     def _run(self) -> None:
         while not self._stop.wait(self._period):
             now = time.monotonic()
-            with self._lock:
-                due = [t for t in self._tickets if t.deadline is not None and t.deadline <= now]
+            due = [t for t in list(self._tickets) if t.deadline is not None and t.deadline <= now]
             for t in due:
-                t.fire()
-                if self._on_idle is not None:
+                if t.fire() and self._on_idle is not None:
                     self._on_idle(t.what)
 
 
@@ -164,7 +156,7 @@ def _cancel_with_status(context: grpc.ServicerContext, code: grpc.StatusCode, de
 
 
 class _Ticket:
-    __slots__ = ("watchdog", "context", "timeout", "what", "deadline", "fired", "__weakref__")
+    __slots__ = ("watchdog", "context", "timeout", "what", "deadline", "fired")
 
     def __init__(self, watchdog: _Watchdog, context: grpc.ServicerContext, timeout: float, what: str) -> None:
         self.watchdog = watchdog
@@ -184,9 +176,9 @@ class _Ticket:
         self.deadline = None
         self.watchdog.forget(self)
 
-    def fire(self) -> None:
+    def fire(self) -> bool:
         if self.fired or self.deadline is None:
-            return
+            return False
         self.fired = True
         self.deadline = None
         limit = f"{self.timeout:g} s"
@@ -197,6 +189,7 @@ class _Ticket:
             msg = f"no request message arrived within {limit} of the call's start (request_read_timeout_s)"
         log.info("ending an idle %s call: %s", self.what, msg)
         _cancel_with_status(self.context, grpc.StatusCode.UNAVAILABLE, msg)
+        return True
 
     def requests(self, iterator: Iterator[Any]) -> Iterator[Any]:
         """The client's messages, each awaited with the ticket armed; ends quietly once the ticket fired
@@ -259,7 +252,9 @@ class LaneInterceptor(grpc.ServerInterceptor):
             "watch": Lane("watch", WATCH_ROOM, health_pool),
         }
         self._refusals = ThreadPoolExecutor(REFUSAL_THREADS, thread_name_prefix="ethicrec-refuse")
-        self._watchdog = _Watchdog(on_idle)
+        # Polled a few times per timeout: a call is ended between 1 and 1.125 timeouts after it went idle.
+        period = max(0.02, min(1.0, min(cfg.stream_idle_timeout_s, cfg.request_read_timeout_s) / 8))
+        self._watchdog = _Watchdog(period, on_idle)
         self._on_refused = on_refused
 
     @property
@@ -387,7 +382,6 @@ class LaneInterceptor(grpc.ServerInterceptor):
                         release()
 
                 behavior, new = unary_unary, grpc.stream_unary_rpc_method_handler(unary_unary, *args)
-        weakref.finalize(behavior, slot.dropped)
         if lane.pool is not None:
             behavior.experimental_thread_pool = lane.pool   # type: ignore[attr-defined]
         return new

@@ -108,9 +108,9 @@ def add_to_server(servicer: RecommenderServicer, server: grpc.Server, metrics: M
     the handler as `Undecodable` and are answered INVALID_ARGUMENT instead of gRPC's INTERNAL."""
     warn = RateLimitedWarning()   # one WARNING line per interval for the server, whichever method
 
-    def decoder(method: str) -> RequestDecoder:
+    def decoder(method: str) -> Callable[[bytes], object]:
         count = None if metrics is None else (lambda reason: metrics.child(metrics.undecodable, method, reason).inc())
-        return RequestDecoder(pb.RankRequest, method, count, warn)
+        return RequestDecoder(pb.RankRequest, method, count, warn).decode
 
     handlers = {
         "Rank": grpc.unary_unary_rpc_method_handler(
