@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -106,3 +107,40 @@ def test_a_start_that_cannot_bind_creates_nothing(artifact_root, tmp_path, busy)
     assert "Traceback" not in res.stderr and ("could not bind" in res.stderr or "in use" in res.stderr), res.stderr
     assert not var.exists() or not any(var.iterdir())
     assert not (tmp_path / "config").exists()
+
+
+def test_zero_configuration_start_keeps_the_key_away_from_the_log(artifact_root, tmp_path, known_items):
+    """What `make run` does: no key configured anywhere. The server creates the default key file (0600, in
+    a 0700 directory under XDG_CONFIG_HOME), not in the log's directory, and the log's records carry it."""
+    import stat
+
+    from audit.log import read_records
+    from audit.pseudonym import AuditKey
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ETHICREC_AUDIT_KEY", "ETHICREC_AUDIT_KEY_FILE")}
+    # Run from an empty directory (the default log is ./var/audit.db), with this checkout's packages.
+    root = str(Path(__file__).resolve().parents[2])
+    env.update(HF_HUB_OFFLINE="1", XDG_CONFIG_HOME=str(tmp_path / "config"),
+               PYTHONPATH=os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")])))
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(artifact_root), "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        from service.demo import wait_healthy
+
+        wait_healthy(f"127.0.0.1:{port}", 120, proc)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            pb_grpc.RecommenderStub(ch).Rank(pb.RankRequest(user=pb.User(user_id="414"), candidate_ids=known_items[:5]),
+                                             timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    key = tmp_path / "config" / "ethicrec" / "audit.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    var = tmp_path / "var"
+    assert sorted(p.name for p in var.iterdir() if not p.name.startswith("audit.db-")) == ["audit.db"]
+    [rec] = list(read_records(var / "audit.db"))
+    assert rec.user_hash == AuditKey(key.read_text().strip().encode()).pseudonym("414")
