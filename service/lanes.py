@@ -84,7 +84,7 @@ class _Slot:
     """One admitted call's place in its lane, given back exactly once: by the handler when it is done, or,
     for a handler gRPC drops without running it (the client went away first), when the handler's closure
     is freed (`__del__`: CPython frees it the moment gRPC lets go). A non-blocking handler (Health/Watch)
-    returns at once while its call goes on: it `hand_over`s the slot to the call's end instead.
+    returns at once while its call goes on: it marks the slot `handed` and gives it back at the call's end.
     No lock: the handler's `finally` and `__del__` cannot run at the same time (`__del__` runs only once
     nothing, the running handler included, refers to the slot), and a call's end callback runs once."""
 

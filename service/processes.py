@@ -85,6 +85,9 @@ def serve_processes(config: ServiceConfig) -> int:
     check_tls_files(config)
     resolve_version_dir(config.artifacts)
     check_port(config.host, config.port)
+    if config.metrics_port:   # each child binds metrics_port + its index: a busy one fails here, before the log exists
+        for i in range(n):
+            check_port(config.metrics_host, config.metrics_port + i)
     _prepare_audit_log(config)
     ctx = multiprocessing.get_context("spawn")   # no fork of a process that has threads (and, in tests, models)
     children = [ctx.Process(target=_run_child, args=(child_config(config, i),), name=f"ethicrec-{i}", daemon=False)

@@ -84,7 +84,7 @@ def test_port_in_use_is_one_line_error(artifact_root, tmp_path):
     assert "could not bind" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("busy", ["grpc", "grpc_processes", "metrics"])
+@pytest.mark.parametrize("busy", ["grpc", "grpc_processes", "metrics", "metrics_processes"])
 def test_a_start_that_cannot_bind_creates_nothing(artifact_root, tmp_path, busy):
     """Zero configuration (no key anywhere): a start that fails on a busy port leaves no audit log, no
     journal and no key file behind."""
@@ -100,7 +100,8 @@ def test_a_start_that_cannot_bind_creates_nothing(artifact_root, tmp_path, busy)
             free = f.getsockname()[1]
         args = ["--artifacts", str(artifact_root), "--audit-log", str(var / "audit.db")]
         args += {"grpc": ["--port", str(taken)], "grpc_processes": ["--port", str(taken), "--processes", "2"],
-                 "metrics": ["--port", str(free), "--metrics-port", str(taken)]}[busy]
+                 "metrics": ["--port", str(free), "--metrics-port", str(taken)],
+                 "metrics_processes": ["--port", str(free), "--processes", "2", "--metrics-port", str(taken - 1)]}[busy]
         res = subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True, timeout=180,
                              env=env)
     assert res.returncode == 1, res.stderr
