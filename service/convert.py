@@ -90,6 +90,7 @@ def _candidates(msg: pb.RankRequest) -> tuple[Candidate, ...] | IdCandidates:
 
 
 _FIELD_REF = re.compile(r"^candidates\[(\d+)\](?:\.item_id)?")
+_COUNT = re.compile(r"^(\d+) candidates; the limit is (\d+)$")
 _FIRST_AT = re.compile(r"\(first at candidates\[(\d+)\]\)$")
 
 
@@ -97,6 +98,14 @@ def wire_field_error(exc: InvalidRequest, msg: pb.RankRequest) -> InvalidRequest
     """`exc` with its candidate positions named as on the wire: the core numbers `candidates` and then
     `candidate_ids` as one list, so position i >= len(candidates) is `candidate_ids[i - len(candidates)]`."""
     n = len(msg.candidates)
+    if exc.field == "candidates" and _COUNT.match(exc.description):
+        # The count limit covers both lists: name the one the caller filled (with ids, the ids).
+        limit = _COUNT.match(exc.description).group(2)   # type: ignore[union-attr]
+        ids = len(msg.candidate_ids)
+        if not n:
+            return InvalidRequest("candidate_ids", f"{ids} candidate_ids; the limit is {limit}")
+        return InvalidRequest("candidate_ids", f"{n} candidates + {ids} candidate_ids = {n + ids}; the limit is "
+                                               f"{limit} for both together")
 
     def field(m: re.Match) -> str:
         i = int(m.group(1))

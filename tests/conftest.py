@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The audit key for every log the tests open without one of their own (servers, batch subprocesses), so that
+# no test creates the default key file in the real ~/.config (tests of that default point XDG_CONFIG_HOME
+# at a temporary directory and remove this variable).
+os.environ.setdefault("ETHICREC_AUDIT_KEY", "tests-only-audit-key-0123456789abcdef0123456789")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "ml-latest-small"

@@ -29,7 +29,8 @@ def test_enforce_removes_harmful_candidate_and_logs(pipeline, known_items, audit
     recs = list(read_records(audit_log.path))
     assert len(recs) == 1 and recs[0].audit_id == resp.audit.audit_id
     assert recs[0].removed == [{"item_id": "ugc", "reason": "HARMFUL_TEXT"}]
-    assert recs[0].user_hash != "42" and len(recs[0].user_hash) == 64
+    # The keyed pseudonym of user "42" (audit/pseudonym.py), never the id itself.
+    assert recs[0].user_hash == audit_log.key.pseudonym("42") and recs[0].user_hash.startswith("hmac:")
 
 
 def test_flag_only_keeps_harmful_candidate_flagged(pipeline, known_items):
