@@ -14,7 +14,7 @@ def slice_(tmp_path_factory):
     ds = load_dataset(DATA).subset_users(120, seed=0)
     sd = split_data(ds)
     fit = sd.split.fit
-    pairs = make_pairs(fit, sd.catalog_fit, int(fit["timestamp"].max()) + 1, max_pairs=160, seed=0)
+    pairs = make_pairs(fit, sd.catalog_fit, int(fit["timestamp"].max()) + 1, max_pairs=160, max_history=20, seed=0)
     return sd.catalog_fit, pairs
 
 
