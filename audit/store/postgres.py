@@ -278,6 +278,7 @@ class PostgresStore:
     def _reading(self) -> Iterator[Any]:
         """A connection for readers; ValueError if the database holds no audit trail."""
         with self.connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             if conn.execute("SELECT to_regclass('audit_records')").fetchone()[0] is None:
                 raise ValueError(f"{self.display} holds no ethicrec audit trail (no audit_records table)")
             yield conn
@@ -314,23 +315,24 @@ class PostgresStore:
         with self._reading() as conn:
             return dict(conn.execute("SELECT writer, count(*) FROM audit_records GROUP BY writer ORDER BY writer"))
 
-    def chain_rows(self) -> Iterator[tuple[str, int, int, dict[str, Any], str, str]]:
-        """Every row as (writer, writer_seq, id, stored values, prev_hash, record_hash), by writer and
-        writer_seq, in one snapshot (for audit.verify)."""
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[list[tuple], Iterator[tuple]]]:
+        """For audit.verify, in one consistent snapshot: the anchors (seq, ts, writer, writer_seq, head,
+        prev_hash, anchor_hash) in order, and every row as (writer, writer_seq, id, stored values, prev_hash,
+        record_hash) by writer and writer_seq (streamed from a server-side cursor)."""
         names = ("writer", "writer_seq", "id", *ROW_COLUMNS, "prev_hash", "record_hash")
         with self._reading() as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            with conn.cursor(name="ethicrec_verify") as cur:
-                cur.itersize = 5000
-                cur.execute(f"SELECT {', '.join(names)} FROM audit_records ORDER BY writer, writer_seq")
-                for writer, wseq, rid, *values, prev, digest in cur:
-                    yield writer, wseq, rid, dict(zip(ROW_COLUMNS, values)), prev, digest
+            anchors = conn.execute("SELECT seq, ts, writer, writer_seq, head, prev_hash, anchor_hash"
+                                   " FROM audit_anchors ORDER BY seq").fetchall()
 
-    def anchors(self) -> list[tuple]:
-        """(seq, ts, writer, writer_seq, head, prev_hash, anchor_hash), in order."""
-        with self._reading() as conn:
-            return conn.execute("SELECT seq, ts, writer, writer_seq, head, prev_hash, anchor_hash FROM audit_anchors"
-                                " ORDER BY seq").fetchall()
+            def rows() -> Iterator[tuple]:
+                with conn.cursor(name="ethicrec_verify") as cur:
+                    cur.itersize = 5000
+                    cur.execute(f"SELECT {', '.join(names)} FROM audit_records ORDER BY writer, writer_seq")
+                    for writer, wseq, rid, *values, prev, digest in cur:
+                        yield writer, wseq, rid, dict(zip(ROW_COLUMNS, values)), prev, digest
+
+            yield anchors, rows()
 
     # -- fleet-wide monitor windows -------------------------------------------------------------
     def window(self, kind: str, size: int, writer: str, encode: Callable[[Any], Any],
