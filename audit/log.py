@@ -690,8 +690,9 @@ class _Journal:
             if self._closing:
                 raise RuntimeError("audit log is closed")
             if self._pending_bytes + len(data) > self._max_bytes:
-                raise JournalFull(f"the audit store has been unreachable ({self._unavailable}) until the local "
-                                  f"journal held its bound of {self._max_bytes >> 20} MiB of unshipped records "
+                why = self._unavailable or "its commits are not keeping up"
+                raise JournalFull(f"the audit store {self._log.store.display} is not taking records ({why}) and "
+                                  f"the local journal holds its bound of {self._max_bytes >> 20} MiB of unshipped records "
                                   "(policy log.journal_max_mb); refusing further records until it is back")
             start = self._bytes
             end = start + len(data)
