@@ -25,7 +25,8 @@ from ethicrec.v1 import recommender_pb2 as pb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from audit.log import AuditLog
+from audit.log import AuditLog, default_writer
+from audit.store import StoreError
 from audit.policy import Policy
 from recsys.artifacts import Artifacts
 from recsys.device import freeze_loaded_objects, set_cpu_threads, single_threaded_blas
@@ -137,8 +138,7 @@ def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
     set_cpu_threads(config.torch_threads)
     single_threaded_blas()
     artifacts, policy = load_models(config)
-    audit_log = AuditLog(config.audit_log, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
-                         journal=policy.log.write == "journal", lazy=not open_log)
+    audit_log = make_audit_log(config, policy, lazy=not open_log)
     try:
         snapshot = assemble(config, artifacts, policy, audit_log)
     except BaseException:
@@ -152,6 +152,24 @@ def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
     metrics.watch_monitor(lambda: current.get().monitor())
     metrics.watch_exposure_window(lambda: current.get().exposure_window())
     return App(config, current, audit_log, health.HealthServicer(), metrics)
+
+
+def make_audit_log(config: ServiceConfig, policy: Policy, *, lazy: bool) -> AuditLog:
+    """The server's audit log on its configured store (a SQLite file, or PostgreSQL shared by the fleet: then
+    this process's chain is `<audit_writer or host name>/<pid>-<random>` and the monitors share one window)."""
+    return AuditLog(config.audit_target, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
+                    journal=policy.log.write == "journal", lazy=lazy, journal_dir=config.audit_journal_dir,
+                    writer=default_writer(config.audit_writer), journal_max_bytes=policy.log.journal_max_mb << 20,
+                    password_file=config.audit_store_password_file, shared_windows=True)
+
+
+def open_audit_log(log: AuditLog) -> None:
+    """Open the store (migrate its schema, ship dead processes' journals); a store that cannot be used stops
+    start-up with one line naming the key."""
+    try:
+        log.open()
+    except StoreError as exc:
+        raise ConfigError(f"config key audit_store: {exc}") from None
 
 
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
@@ -229,7 +247,7 @@ def serve_one(config: ServiceConfig) -> int:
         try:
             server, port = create_server(config, app)
             metrics_port = app.start_metrics()
-            app.audit_log.open()   # only now, with the ports bound: a failed start creates no log and no key
+            open_audit_log(app.audit_log)   # only now, with the ports bound: a failed start creates no log and no key
         except BaseException:
             app.close()
             raise

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterator, Protocol
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, EthicrecError
 
 
-class StoreError(Exception):
+class StoreError(EthicrecError):
     """The store cannot do what was asked (schema, integrity); not worth retrying."""
 
 
