@@ -376,7 +376,7 @@ class AuditLog:
             if self._key is None:
                 self._key = resolve_key(self.path, self._key_file, create=True)
             self.store.open()
-            if self.postgres:
+            if self.postgres and self._want_journal:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             else:
                 _warn_legacy_salt(self.path)
