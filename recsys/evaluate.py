@@ -203,7 +203,7 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_pr
 
     # The no-BERT ablation: the same recipe and selection as the artifact's ranker, without BERT columns (so the
     # training set's BERT columns are never read: the train-state vectors stand in for the fit-state ones).
-    tr_lists = training_lists(sd, als_fit, n, seed)
+    tr_lists = training_lists(sd, als_fit, n, seed, cuts=int(params.get("label_cuts", 1)))
     fb_fit = FeatureBuilder(sd.catalog_fit, sd.cooc_fit, als_fit, extra_names)
     train_set = build_ranking_set(tr_lists, fb_fit, vectors, user_vectors(encoder, sd.catalog_fit, tr_lists),
                                   graded=True, item_features=extra)

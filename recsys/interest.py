@@ -38,7 +38,7 @@ import torch
 from recsys.classifier_inference import classifier_logits
 from recsys.device import autocast, pick_device
 
-CROSS_MAX_LENGTH = 192   # user text (<= 128 tokens in the bi-encoder) + item text (<= 64)
+CROSS_MAX_LENGTH = 192   # user text + item text (64 + 64 in the bi-encoder), room to spare for the cross-encoder
 
 
 @runtime_checkable

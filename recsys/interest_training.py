@@ -39,7 +39,7 @@ import torch
 from recsys.catalog import Catalog
 from recsys.embedding_store import ITEM_MAX_LENGTH, USER_MAX_LENGTH
 from recsys.encoder import TextEncoder
-from recsys.text import user_text
+from recsys.text import USER_TEXT_ITEMS, user_text
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Pairs:
 
 
 def make_pairs(inter: pd.DataFrame, catalog: Catalog, t_end: int, *, max_pairs: int, min_history: int = 3,
-               max_history: int = 20, min_rating: float = 3.5, seed: int = 0) -> Pairs:
+               max_history: int = USER_TEXT_ITEMS, min_rating: float = 3.5, seed: int = 0) -> Pairs:
     """Pairs (history before t, item interacted with at t) from interactions before t_end only."""
     before = inter[inter["timestamp"] < t_end].sort_values(["user_id", "timestamp", "item_id"], kind="mergesort")
     rows = catalog.lookup(before["item_id"].tolist())

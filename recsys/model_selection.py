@@ -16,12 +16,12 @@ from recsys.split import POSITIVE_RATING
 
 #: ALS grids: `quick` for the demo profile, the full one for `recsys.train` without --quick and for the
 #: ALS *baseline* of `recsys.evaluate` (always the full grid: a baseline is never tuned less than ours).
-ALS_GRID_QUICK = {"factors": (32, 64), "alpha": (1.0, 5.0), "regularization": (0.05,)}
+ALS_GRID_QUICK = {"factors": (16, 32, 64), "alpha": (1.0,), "regularization": (0.05, 1.0)}
 ALS_GRID = {"factors": (16, 32, 64, 128), "alpha": (0.5, 1.0, 2.0, 5.0, 10.0, 20.0),
             "regularization": (0.01, 0.1, 1.0)}
 BPR_GRID = {"factors": (32, 64, 128), "learning_rate": (0.01, 0.05), "regularization": (0.001, 0.01)}
-RANKER_GRID_QUICK = ({"num_leaves": 31, "min_child_samples": 50},)
-RANKER_GRID = tuple({"num_leaves": n, "min_child_samples": m} for n in (15, 31, 63) for m in (20, 100))
+RANKER_GRID_QUICK = ({"num_leaves": 63, "min_child_samples": 100},)
+RANKER_GRID = tuple({"num_leaves": n, "min_child_samples": m} for n in (31, 63, 127) for m in (50, 200))
 
 
 def grid_points(grid: dict[str, Sequence]) -> list[dict]:

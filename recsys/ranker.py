@@ -13,7 +13,7 @@ from recsys.quickscorer import SplitMemo
 class LambdaRanker:
     """Keyword-only parameters, stored as given; learned state ends in `_`."""
 
-    def __init__(self, *, n_estimators: int = 600, learning_rate: float = 0.03, num_leaves: int = 31,
+    def __init__(self, *, n_estimators: int = 300, learning_rate: float = 0.03, num_leaves: int = 31,
                  min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
                  min_iterations: int = 50, eval_at: int = 10, random_state: int = 0, n_jobs: int = 2) -> None:
         self.n_estimators = n_estimators

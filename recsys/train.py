@@ -53,6 +53,7 @@ class TrainConfig:
     logq_correction: bool = True          # in-batch sampling-bias correction (recsys/interest_training.py)
     popular_val_pool: bool = True         # validation pool drawn like the evaluation's negatives
     freeze_layers: int = 0                # bottom BERT layers (and embeddings) left as they are while fine-tuning
+    label_cuts: int = 2                   # each user's label part cut in this many ranker training lists per kind
     holdout_share: float = 0.2            # each user's last share of interactions: validation / test targets
     label_share: float = 0.25             # of each user's train part: the ranker's training targets
     val_user_share: float = 0.3           # users whose holdout chooses hyper-parameters (the rest: test)
@@ -80,7 +81,7 @@ class TrainConfig:
     def quick(cls, **kw) -> "TrainConfig":
         """The demo profile: about ten minutes on 2 CPU cores."""
         base = dict(max_pairs=3000, batch_size=32, lr=1e-4, eval_every=25, patience=4, als_grid="quick",
-                    ranker_grid="quick")
+                    ranker_grid="quick", freeze_layers=4)
         base.update(kw)
         return cls(**base)
 
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig) -> Path:
     als = fit_als(sp.train, catalog, als_params, seed=cfg.seed)
     val_lists = {"uniform": val_uniform, "retrieval": holdout_lists(sd, "val", "retrieval", n, cfg.seed, als)}
     test_lists = {kind: holdout_lists(sd, "test", kind, n, cfg.seed, als) for kind in ("uniform", "retrieval", "cold")}
-    tr_lists = training_lists(sd, als_fit, n, cfg.seed)
+    tr_lists = training_lists(sd, als_fit, n, cfg.seed, cuts=cfg.label_cuts)
 
     extra = load_item_features(cfg.item_features, catalog) if cfg.item_features else None
     extra_names, extra_matrix = extra if extra else ((), None)
