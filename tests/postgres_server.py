@@ -125,7 +125,8 @@ class LocalPostgres:
                       "-o", opts, "start")
         if r.returncode != 0:
             log = (self.dir / "server.log").read_text(errors="replace")[-800:] if (self.dir / "server.log").exists() else ""
-            raise PostgresUnavailable(f"pg_ctl start failed: {(r.stderr or r.stdout).strip()[-300:]} {log}")
+            raise PostgresUnavailable(f"pg_ctl start failed (exit {r.returncode}): {r.stdout.strip()[-300:]} "
+                                      f"{r.stderr.strip()[-300:]}; server log: {log}")
 
     def stop(self, mode: str = "fast") -> None:
         if self.dir is not None and (self.dir / "data" / "postmaster.pid").exists():
