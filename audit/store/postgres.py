@@ -50,6 +50,11 @@ LOCK_WRITER, LOCK_ANCHOR, LOCK_MIGRATE = 0x45544800, 0x45544801, 0x45544802
 #: store counts as unreachable; and libpq's connect timeout.
 CHECKOUT_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 3
+#: How long the pool keeps retrying a lost connection (1 s, then 2 s apart) before it gives up; the next caller
+#: (the ingest thread retries at least every second) starts a new attempt at once. psycopg_pool's backoff
+#: doubles without bound within this time: with its usual 10 minutes, a database back after a 15 s outage was
+#: reconnected only 9 s later (bench/README.md, "Audit store on PostgreSQL"); with 2 s, within about a second.
+RECONNECT_S = 2.0
 #: A writer's head is anchored at least this often (and when it closes).
 ANCHOR_EVERY_S = 60.0
 
@@ -160,7 +165,7 @@ class PostgresStore:
                     self._pool = ConnectionPool(self.target.conninfo, kwargs=self._kwargs(), min_size=1,
                                                 max_size=self._pool_size, timeout=self._timeout, open=False,
                                                 check=ConnectionPool.check_connection, name="ethicrec-audit",
-                                                reconnect_timeout=3600.0)
+                                                reconnect_timeout=RECONNECT_S)
                     self._pool.open(wait=False)
         return self._pool
 
