@@ -154,10 +154,36 @@ def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
     return App(config, current, audit_log, health.HealthServicer(), metrics)
 
 
+def audit_target(config: ServiceConfig, policy: Policy) -> str:
+    """The audit store: config `audit_store`, else policy `log.store`, else the SQLite file `audit_log`;
+    ConfigError when config and policy name different stores (the trail must not silently go elsewhere
+    than one of them says)."""
+    if config.audit_store is not None and policy.log.store and config.audit_store != policy.log.store:
+        raise ConfigError(f"config key audit_store ({_shown(config.audit_store)}) and policy key log.store "
+                          f"({_shown(policy.log.store)}) name different audit stores; set one of them")
+    return config.audit_store if config.audit_store is not None else (policy.log.store or str(config.audit_log))
+
+
+def _shown(target: str) -> str:
+    """A store for a message: a URL without its password."""
+    from audit.store import is_postgres
+
+    if is_postgres(target) and "@" in target:
+        scheme, rest = target.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
+    return target
+
+
 def make_audit_log(config: ServiceConfig, policy: Policy, *, lazy: bool) -> AuditLog:
     """The server's audit log on its configured store (a SQLite file, or PostgreSQL shared by the fleet: then
     this process's chain is `<audit_writer or host name>/<pid>-<random>` and the monitors share one window)."""
-    return AuditLog(config.audit_target, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
+    target = audit_target(config, policy)
+    if config.audit_store is None and policy.log.store:
+        from audit.store import check_target
+
+        check_target(target, key="policy key log.store", password_file=config.audit_store_password_file)
+    return AuditLog(target, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
                     journal=policy.log.write == "journal", lazy=lazy, journal_dir=config.audit_journal_dir,
                     writer=default_writer(config.audit_writer), journal_max_bytes=policy.log.journal_max_mb << 20,
                     password_file=config.audit_store_password_file, shared_windows=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from audit.store.base import AuditStore, SchemaTooNew, StoreError, StoreUnavailable, WindowSource
-from audit.store.url import PASSWORD_ENV, PASSWORD_FILE_ENV, is_postgres, is_url, parse_postgres
+from audit.store.url import PASSWORD_ENV, PASSWORD_FILE_ENV, is_postgres, is_url, key_label, parse_postgres
 from recsys.errors import ConfigError
 
 __all__ = ["AuditStore", "SchemaTooNew", "StoreError", "StoreUnavailable", "WindowSource", "PASSWORD_ENV",
@@ -19,15 +19,16 @@ __all__ = ["AuditStore", "SchemaTooNew", "StoreError", "StoreUnavailable", "Wind
 
 
 def check_target(target: str | os.PathLike, *, key: str = "audit_store",
-                 password_file: str | os.PathLike | None = None) -> None:
-    """ConfigError naming `key` unless `target` is a usable path or PostgreSQL URL (nothing is opened)."""
+                 password_file: str | os.PathLike | None = None, need_password: bool = True) -> None:
+    """ConfigError naming `key` unless `target` is a usable path or PostgreSQL URL (nothing is opened);
+    `need_password`: also that a PostgreSQL URL has a password source."""
     text = str(target)
     if not text:
-        raise ConfigError(f"config key {key} must not be empty")
+        raise ConfigError(f"{key_label(key)} must not be empty")
     if is_postgres(text):
-        parse_postgres(text, password_file=password_file, key=key)
+        parse_postgres(text, password_file=password_file, key=key, need_password=need_password)
     elif is_url(text):
-        raise ConfigError(f"config key {key}: unknown store {text.split('://', 1)[0]}:// (a file path for SQLite, "
+        raise ConfigError(f"{key_label(key)}: unknown store {text.split('://', 1)[0]}:// (a file path for SQLite, "
                           "or postgresql://USER@HOST:PORT/DBNAME)")
 
 

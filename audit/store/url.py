@@ -62,27 +62,35 @@ def _pgpass_exists(env: dict[str, str]) -> bool:
     return Path(path).is_file()
 
 
+def key_label(key: str) -> str:
+    """How an error names the setting: `config key audit_store`, or `key` as given when it says more
+    (`policy key log.store`)."""
+    return key if " " in key else f"config key {key}"
+
+
 def parse_postgres(url: str, *, password_file: str | os.PathLike | None = None, key: str = "audit_store",
-                   env: dict[str, str] | None = None) -> PostgresTarget:
-    """ConfigError (naming `key`) for an unparseable URL, a missing database name or a missing password."""
+                   env: dict[str, str] | None = None, need_password: bool = True) -> PostgresTarget:
+    """ConfigError (naming `key`) for an unparseable URL, a missing database name or (with `need_password`)
+    no password source."""
     env = os.environ if env is None else env
+    label = key_label(key)
     try:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
     except ImportError:  # pragma: no cover - a dependency
-        raise ConfigError(f"config key {key}: a PostgreSQL store needs psycopg (pip install 'psycopg[binary,pool]')") from None
+        raise ConfigError(f"{label}: a PostgreSQL store needs psycopg (pip install 'psycopg[binary,pool]')") from None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         params = conninfo_to_dict(url)
     except Exception as exc:  # psycopg.ProgrammingError, ValueError
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config key {key}: not a valid PostgreSQL URL ({msg})") from None
+        raise ConfigError(f"{label}: not a valid PostgreSQL URL ({msg})") from None
     if not parts.hostname and not params.get("host"):
-        raise ConfigError(f"config key {key}: the URL names no host (postgresql://USER@HOST:PORT/DBNAME)")
+        raise ConfigError(f"{label}: the URL names no host (postgresql://USER@HOST:PORT/DBNAME)")
     if not params.get("dbname"):
-        raise ConfigError(f"config key {key}: the URL names no database (postgresql://USER@HOST:PORT/DBNAME)")
+        raise ConfigError(f"{label}: the URL names no database (postgresql://USER@HOST:PORT/DBNAME)")
     if not params.get("user"):
-        raise ConfigError(f"config key {key}: the URL names no user (postgresql://USER@HOST:PORT/DBNAME)")
+        raise ConfigError(f"{label}: the URL names no user (postgresql://USER@HOST:PORT/DBNAME)")
     password = params.pop("password", None)
     file_key = "audit_store_password_file"
     pw_file = password_file or env.get(PASSWORD_FILE_ENV)
@@ -92,9 +100,9 @@ def parse_postgres(url: str, *, password_file: str | os.PathLike | None = None, 
         password = _read_password_file(Path(pw_file), file_key)
     host = str(params.get("host", ""))
     socket_only = bool(host) and all(h.startswith("/") for h in host.split(","))
-    if (password is None and not socket_only and not env.get("PGPASSWORD") and not _pgpass_exists(env)
+    if (need_password and password is None and not socket_only and not env.get("PGPASSWORD") and not _pgpass_exists(env)
             and not params.get("sslcert")):
-        raise ConfigError(f"config key {key}: no password for {params['user']}@{host}: set {PASSWORD_ENV} or "
+        raise ConfigError(f"{label}: no password for {params['user']}@{host}: set {PASSWORD_ENV} or "
                           f"{file_key} (a file, mode 0600)")
     port = params.get("port")
     display = f"postgresql://{params['user']}@{host}{':' + str(port) if port else ''}/{params['dbname']}"
