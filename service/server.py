@@ -189,6 +189,24 @@ def make_audit_log(config: ServiceConfig, policy: Policy, *, lazy: bool) -> Audi
                     password_file=config.audit_store_password_file, shared_windows=True)
 
 
+def probe_audit_store(config: ServiceConfig) -> None:
+    """Before the model loads: a PostgreSQL store is reached once and its schema version checked, creating
+    nothing (a SQLite file is checked when it is opened, which costs nothing). A store that cannot be used
+    stops start-up with one line naming the key, in a second rather than after the model load."""
+    from audit.policy import load_policy
+    from audit.store import is_postgres, make_store
+
+    target = audit_target(config, load_policy(config.policy))
+    if not is_postgres(target):
+        return
+    key = "audit_store" if config.audit_store is not None else "policy key log.store"
+    store = make_store(target, key=key, password_file=config.audit_store_password_file)
+    try:
+        store.probe()
+    except StoreError as exc:
+        raise ConfigError(f"{'config key ' if ' ' not in key else ''}{key}: {exc}") from None
+
+
 def open_audit_log(log: AuditLog) -> None:
     """Open the store (migrate its schema, ship dead processes' journals); a store that cannot be used stops
     start-up with one line naming the key."""
@@ -266,6 +284,7 @@ def serve(config: ServiceConfig) -> int:
 def serve_one(config: ServiceConfig) -> int:
     """One server process: load, bind, serve; drain and stop on SIGTERM/SIGINT, reload on SIGHUP."""
     check_tls_files(config)  # before the slow model load: a bad certificate fails start-up at once
+    probe_audit_store(config)   # likewise: a database that cannot be used fails start-up at once
     previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP while loading must not kill us
     try:
         app = load_app(config, open_log=False)

@@ -205,6 +205,24 @@ class PostgresStore:
             raise StoreError(f"audit store {self.display}: {_first_line(exc)}") from exc
         self._get_pool()
 
+    def probe(self) -> None:
+        """Connect once and check the schema version without creating or changing anything: what a server
+        checks before its slow model load, so a wrong password, an unreachable database or a schema from a
+        newer release stops start-up at once (SchemaTooNew, StoreUnavailable, StoreError)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.target.conninfo, **self._kwargs()) as conn:
+                if conn.execute("SELECT to_regclass('ethicrec_schema')").fetchone()[0] is not None:
+                    self._check_version(conn.execute("SELECT coalesce(max(version), 0) FROM ethicrec_schema")
+                                        .fetchone()[0])
+        except StoreError:
+            raise
+        except self._unavailable as exc:
+            raise StoreUnavailable(f"audit store {self.display} is unreachable: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"audit store {self.display}: {_first_line(exc)}") from exc
+
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(f"audit store {self.display} has schema version {version}, newer than this ethicrec "
