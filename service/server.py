@@ -151,6 +151,7 @@ def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
     metrics.watch_batchers(lambda: current.get().batchers())
     metrics.watch_monitor(lambda: current.get().monitor())
     metrics.watch_exposure_window(lambda: current.get().exposure_window())
+    metrics.watch_audit_log(audit_log)
     return App(config, current, audit_log, health.HealthServicer(), metrics)
 
 

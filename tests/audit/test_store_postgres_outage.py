@@ -39,9 +39,16 @@ def test_journal_mode_rides_out_an_outage_within_its_bound(pg_url, postgres, tmp
     line = 420    # about one journal line of _rec
     log = AuditLog(pg_url, salt=b"s", journal=True, journal_dir=tmp_path / "j", writer="r/1",
                    journal_max_bytes=40 * line)
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.watch_audit_log(log)
     for i in range(10):
         log.append(_rec(i))
     log.flush()
+    assert b"ethicrec_audit_store_up 1.0" in generate_latest(metrics.registry)
     postgres.stop("fast")
     try:
         accepted = list(range(10))
@@ -59,10 +66,14 @@ def test_journal_mode_rides_out_an_outage_within_its_bound(pg_url, postgres, tmp
         while log.store_error() is None and time.monotonic() < deadline:   # the ingest thread's next attempt
             time.sleep(0.1)
         assert "unreachable" in log.store_error()
+        scraped = generate_latest(metrics.registry)
+        assert b"ethicrec_audit_store_up 0.0" in scraped
+        assert f"ethicrec_audit_journal_pending {float(len(accepted) - 10)}".encode() in scraped
     finally:
         postgres.start_again()
     log.flush()                                     # shipped once the database is back
     assert log.pending() == 0 and log.store_error() is None
+    assert b"ethicrec_audit_store_up 1.0" in generate_latest(metrics.registry)
     log.append(_rec(500))                           # and appends are accepted again
     log.close()
     assert _ids(pg_url) == [f"a{i}" for i in accepted] + ["a500"]   # each once, in order
