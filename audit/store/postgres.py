@@ -144,6 +144,7 @@ class PostgresStore:
         self._app = application_name
         self._pool = None
         self._pool_lock = threading.Lock()
+        self._closed = False   # after close(), no new pool behind the caller's back (a monitor thread still running)
         self._anchored: dict[str, float] = {}   # writer -> monotonic time of its last anchor
         self._unavailable = _unavailable_types()
 
@@ -157,6 +158,8 @@ class PostgresStore:
     def _get_pool(self):
         if self._pool is None:
             with self._pool_lock:
+                if self._closed:
+                    raise StoreUnavailable(f"audit store {self.display} is closed")
                 if self._pool is None:
                     from psycopg_pool import ConnectionPool
 
@@ -203,6 +206,8 @@ class PostgresStore:
             raise StoreUnavailable(f"audit store {self.display} is unreachable: {_first_line(exc)}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"audit store {self.display}: {_first_line(exc)}") from exc
+        with self._pool_lock:
+            self._closed = False
         self._get_pool()
 
     def probe(self) -> None:
@@ -364,6 +369,7 @@ class PostgresStore:
 
     def close(self) -> None:
         with self._pool_lock:
+            self._closed = True
             if self._pool is not None:
                 self._pool.close(timeout=5.0)
                 self._pool = None

@@ -35,6 +35,8 @@ def test_user_group_monitor_sees_the_fleet(pg_url, tmp_path):
     assert "of the fleet" in found[0].message
     assert {(f.code, f.group) for f in mons[0].refresh()} == {("USER_GROUP_DISPARITY", "gender=F")}
     assert {s.n for s in mons[0].stats()} == {80}
+    for mon in mons:
+        mon.close()
     for log in logs:
         log.close()
 
@@ -55,6 +57,8 @@ def test_exposure_window_sees_the_fleet(pg_url, tmp_path):
     found = mons[0].refresh()
     assert [(f.code, f.group) for f in found] == [("AMORTISED_EXPOSURE_DISPARITY", "b")]
     assert {s.group: s.responses for s in mons[0].stats()} == {"a": 300, "b": 300}
+    for mon in mons:
+        mon.close()
     for log in logs:
         log.close()
 
