@@ -804,16 +804,20 @@ class _Journal:
             retry, backoff = False, RETRY_MIN_S
             with self._cond:
                 self._unavailable = None
-                self._ingested += len(batch)
-                self._pending_bytes -= sum(map(len, batch))
-                done = [r for r in self._retired if r[3] <= self._ingested]
-                self._retired = [r for r in self._retired if r[3] > self._ingested]
-                self._cond.notify_all()
+                ingested = self._ingested + len(batch)
+                done = [r for r in self._retired if r[3] <= ingested]
+                self._retired = [r for r in self._retired if r[3] > ingested]
+            # Retired files whose records are all in the store go before flush() callers are told: once a
+            # flush returns, no journal of ingested records is left behind.
             for path, fd, m, _ in done:
                 path.unlink(missing_ok=True)  # before close: the flock keeps recovery away until it is gone
                 if m is not None:
                     m.close()
                 os.close(fd)
+            with self._cond:
+                self._ingested = ingested
+                self._pending_bytes -= sum(map(len, batch))
+                self._cond.notify_all()
             self._populate_ahead()
 
 

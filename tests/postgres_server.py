@@ -3,7 +3,7 @@
 
 PostgreSQL refuses to run as root, and CI runs as root: then the server runs as an unprivileged system user
 (`postgres`, which Debian's package creates, else `ethicrec-pg`, created here with useradd), through
-subprocess's `user=`/`group=` (setresuid in the child; no su, runuser or sudo needed). Its directory is made
+util-linux's setpriv (or subprocess's `user=`/`group=` where it is missing; no su or sudo needed). Its directory is made
 in /tmp (not under pytest's root-only temporary directory) and handed to that user.
 
     with LocalPostgres() as pg:
@@ -89,13 +89,25 @@ class LocalPostgres:
 
     # -- life cycle --------------------------------------------------------------------------
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        kw = {}
+        """Run a server binary, as the server's user when we are root. Through setpriv(1) where it exists:
+        subprocess's own user=/group= rule out vfork, and a plain fork() in a process with gRPC threads runs
+        gRPC's fork handlers, which sometimes abort the child before it execs (pg_ctl then silently never
+        ran). A child killed by a signal before it ran is retried."""
+        kw: dict = {}
+        cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._as is not None:
-            kw = {"user": self._as[0], "group": self._as[1], "extra_groups": []}
+            setpriv = shutil.which("setpriv")
+            if setpriv:
+                cmd = [setpriv, f"--reuid={self._as[0]}", f"--regid={self._as[1]}", "--clear-groups", *cmd]
+            else:
+                kw = {"user": self._as[0], "group": self._as[1], "extra_groups": []}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "LC_ALL": "C",
                "HOME": str(self.dir)}
-        return subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=self.dir, **kw)
+        for _ in range(3):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.dir, **kw)
+            if r.returncode >= 0:
+                return r
+        return r
 
     def start(self) -> "LocalPostgres":
         self._as = _server_user()
@@ -130,7 +142,10 @@ class LocalPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         if self.dir is not None and (self.dir / "data" / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "-t", "60", "stop")
+            r = self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "-t", "60", "stop")
+            if r.returncode != 0 and (self.dir / "data" / "postmaster.pid").exists():
+                raise PostgresUnavailable(f"pg_ctl stop failed (exit {r.returncode}): {r.stdout.strip()[-300:]} "
+                                          f"{r.stderr.strip()[-300:]}")
 
     def start_again(self) -> None:
         self._pg_ctl_start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from audit.record import COLUMNS, DECISION, GENESIS, NEUTRAL_DECISION, AuditRecord, candidate_entries, record_digest
-from audit.store.base import SchemaTooNew
+from audit.store.base import SchemaTooNew, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -70,6 +70,7 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._closed = False   # closed by its owner: a later commit fails (fail closed) instead of reopening
 
     @property
     def opened(self) -> bool:
@@ -78,6 +79,7 @@ class SQLiteStore:
     def open(self) -> None:
         if self._conn is not None:
             return
+        self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
         try:
@@ -119,6 +121,8 @@ class SQLiteStore:
         recorded with each row; SQLite keeps one chain for all of them.
         """
         if self._conn is None:
+            if self._closed:
+                raise StoreError(f"audit log {self.display} is closed")
             self.open()
         conn = self._conn
         assert conn is not None
@@ -158,6 +162,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
