@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from recsys.stable_dot import stable_dot
 import pandas as pd
 import scipy.sparse as sp
 
@@ -94,7 +95,7 @@ class ImplicitALS:
         if user is None:
             return out
         known = cand_idx >= 0
-        out[known] = self.item_factors_[cand_idx[known]].astype(np.float64) @ user
+        out[known] = stable_dot(self.item_factors_[cand_idx[known]], user)
         return out
 
     def max_similarity(self, cand_idx: np.ndarray, recent_idx: np.ndarray) -> np.ndarray:
@@ -104,7 +105,7 @@ class ImplicitALS:
         if len(recent) == 0:
             return out
         known = cand_idx >= 0
-        sims = self.unit_factors_[cand_idx[known]] @ self.unit_factors_[recent].T
+        sims = stable_dot(self.unit_factors_[cand_idx[known]], self.unit_factors_[recent].T)
         out[known] = sims.max(axis=1)
         return out
 

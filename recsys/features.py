@@ -37,6 +37,7 @@ from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.lru import LRUCache
 from recsys.sparse_kernels import tag_overlap
+from recsys.stable_dot import stable_dot
 
 MAX_SIM_HISTORY = 20
 # Features that come from the BERT bi-encoder (left out together for the "LightGBM without BERT" baseline).
@@ -114,7 +115,7 @@ class FeatureBuilder:
             gnorm = self._genre_norm[ki]
             # Divided only where the item has genres, NaN elsewhere (np.where over a full division gave the
             # same numbers, plus an errstate context manager per request).
-            X[rows, 6] = np.divide(self._genres[ki] @ profile, gnorm * max(pnorm, 1e-12),
+            X[rows, 6] = np.divide(stable_dot(self._genres[ki], profile), gnorm * max(pnorm, 1e-12),
                                    out=np.full(len(ki), np.nan), where=gnorm > 0)
             X[rows, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
         X[:, 8] = self.cooccurrence.score(cand_idx, history_idx)
@@ -176,4 +177,4 @@ def max_similarity(item_vecs: np.ndarray, history_vecs: np.ndarray) -> np.ndarra
     """Max cosine of each candidate to any history vector (vectors are L2-normalised); NaN without history."""
     if len(history_vecs) == 0:
         return np.full(len(item_vecs), np.nan)
-    return (np.asarray(item_vecs) @ np.asarray(history_vecs).T).max(axis=1).astype(np.float64)
+    return stable_dot(item_vecs, np.asarray(history_vecs).T).max(axis=1)

@@ -28,6 +28,7 @@ from recsys.embedding_store import USER_MAX_LENGTH
 from recsys.features import FeatureBuilder, max_similarity, recent_history
 from recsys.split import POSITIVE_RATING, SplitConfig, UserSplit, relevance, split_per_user
 from recsys.text import history_user_text
+from recsys.stable_dot import stable_dot
 
 LIST_KINDS = ("uniform", "retrieval", "cold")
 #: history kept per request (most recent first): the request limit (recsys.validation), and what users.json keeps
@@ -233,7 +234,7 @@ def build_ranking_set(lists: list[CandidateList], builder: FeatureBuilder, vecto
         else:
             y = (cl.ratings >= POSITIVE_RATING).astype(np.float64)
         iv = vectors[cl.candidates]
-        interest = (iv @ users[cl.history.tobytes()]).astype(np.float64)
+        interest = stable_dot(iv, users[cl.history.tobytes()])
         imax = max_similarity(iv, vectors[recent_history(cl.history)])
         extra = item_features[cl.candidates] if item_features is not None else None
         Xs.append(builder.build(cl.candidates, cl.history, interest, extra, interest_max=imax))
