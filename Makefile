@@ -10,7 +10,7 @@ PORT     ?= 50051
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run demo train serve test proto proto-check bench clean chromium postgresql
+.PHONY: setup run demo train serve test test-fast proto proto-check bench clean chromium postgresql
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ postgresql:
 test: $(BIN)/.installed chromium postgresql
 	$(BIN)/python scripts/gen_proto.py --check
 	$(BIN)/python -m pytest
+
+# The inner loop (< 90 s): everything but the tests marked slow and those needing the session's trained
+# artifact (tests/conftest.py marks them). `make test` runs all of them.
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow and not artifact"
 
 proto: $(BIN)/.installed
 	$(BIN)/python scripts/gen_proto.py

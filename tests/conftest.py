@@ -20,6 +20,15 @@ DATA = ROOT / "data" / "ml-latest-small"
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test that needs the session's trained artifact (`artifact_root`, directly or through another
+    fixture) `artifact`, from its fixture closure, so `make test-fast` (-m "not slow and not artifact") can
+    leave out the 2-3 minutes of building it without each test having to say so."""
+    for item in items:
+        if "artifact_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.artifact)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with the real MiniLM tokenizer."""

@@ -10,6 +10,7 @@ import pytest
 
 from audit.log import AuditLog, AuditRecord
 from audit.pseudonym import KEY_ENV, legacy_pseudonym
+from tests.cli import run_main
 
 OLD, NEW = "old-key-" + "o" * 32, "new-key-" + "n" * 32
 
@@ -95,13 +96,15 @@ def test_a_key_file_others_can_read_is_refused(rotated_log):
     assert res.returncode == 2 and "accessible to its group or to others" in res.stderr
 
 
-def test_the_report_needs_no_key(rotated_log, tmp_path):
+def test_the_report_needs_no_key(rotated_log, tmp_path, monkeypatch, capsys):
     """audit.report reads decisions, not user ids: it runs with no key anywhere in reach."""
+    from audit.report.__main__ import main
+
     db, *_ = rotated_log
-    env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, "ETHICREC_AUDIT_KEY_FILE")}
-    env["XDG_CONFIG_HOME"] = "/nonexistent-ethicrec-test"
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--log", str(db), "--out", str(tmp_path / "rep"),
-                          "--no-gate"], capture_output=True, text=True, env=env, timeout=300)
+    for name in (KEY_ENV, "ETHICREC_AUDIT_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent-ethicrec-test")
+    res = run_main(main, ["--log", db, "--out", tmp_path / "rep", "--no-gate"], capsys)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "rep" / "report.json").is_file()
     conn = sqlite3.connect(db)

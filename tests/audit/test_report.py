@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 
 from audit.log import AuditLog, AuditRecord
+from tests.cli import run_main
 
 
 def _write_log(path, n_requests, pick_b_every, attrs=lambda k: {}):
@@ -35,16 +36,16 @@ def _write_log(path, n_requests, pick_b_every, attrs=lambda k: {}):
     log.close()
 
 
-def _report(tmp_path, log, *extra):
+def _report(capsys, tmp_path, log, *extra):
+    from audit.report.__main__ import main
+
     out = tmp_path / "rep"
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--log", str(log), "--out", str(out),
-                          "--n-boot", "20", *extra], capture_output=True, text=True, timeout=300)
-    return res, out
+    return run_main(main, ["--log", log, "--out", out, "--n-boot", "20", *extra], capsys), out
 
 
-def test_numbers_equal_an_independent_computation(tmp_path):
+def test_numbers_equal_an_independent_computation(tmp_path, capsys):
     _write_log(tmp_path / "a.db", 40, 2, attrs=lambda k: {"gender": "F" if k % 4 == 0 else "M"})
-    res, out = _report(tmp_path, tmp_path / "a.db", "--no-gate")
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db", "--no-gate")
     assert res.returncode == 0, res.stderr
     rep = json.loads((out / "report.json").read_text())["log"]
     assert [t["stratum"] for t in rep["item_groups"]] == [{"top_k": 5}]
@@ -79,9 +80,9 @@ def test_numbers_equal_an_independent_computation(tmp_path):
     assert rep["popularity_bias"]["distinct_items_returned"] == 6
 
 
-def test_planted_bias_fails_naming_group_and_metric(tmp_path):
+def test_planted_bias_fails_naming_group_and_metric(tmp_path, capsys):
     _write_log(tmp_path / "a.db", 40, 4)
-    res, out = _report(tmp_path, tmp_path / "a.db", "--reference", "item_group=a")
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db", "--reference", "item_group=a")
     assert res.returncode == 3
     rep = json.loads((out / "report.json").read_text())
     assert not rep["passed"]
@@ -91,7 +92,7 @@ def test_planted_bias_fails_naming_group_and_metric(tmp_path):
     assert "FAIL" in (out / "summary.md").read_text()
 
 
-def test_fair_log_passes(tmp_path):
+def test_fair_log_passes(tmp_path, capsys):
     log = AuditLog(tmp_path / "f.db", salt=b"s")
     for k in range(40):
         cands = [{"item_id": f"{g}{i}", "group": g, "rank": (i + 1) * 2 - (g == "a") if i < 2 else 0, "removed": ""}
@@ -102,23 +103,23 @@ def test_fair_log_passes(tmp_path):
                     c["rank"] = {1: 2, 2: 1, 3: 4, 4: 3}[c["rank"]]
         log.append(AuditRecord(f"f{k}", float(k), "r", "m", "p", "h", "ENFORCE", "PASS", 4, [], [], cands, []))
     log.close()
-    res, out = _report(tmp_path, tmp_path / "f.db")
+    res, out = _report(capsys, tmp_path, tmp_path / "f.db")
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads((out / "report.json").read_text())["passed"]
 
 
-def test_small_groups_are_insufficient_evidence_with_their_n(tmp_path):
+def test_small_groups_are_insufficient_evidence_with_their_n(tmp_path, capsys):
     _write_log(tmp_path / "a.db", 1, 1)
-    res, out = _report(tmp_path, tmp_path / "a.db")
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db")
     groups = json.loads((out / "report.json").read_text())["log"]["item_groups"][0]["groups"]
     assert {(g["group"], g["n"], g["status"]) for g in groups} == {("a", 10.0, "insufficient evidence"),
                                                                   ("b", 10.0, "insufficient evidence")}
     assert res.returncode == 0
 
 
-def test_time_range_and_trend_windows(tmp_path):
+def test_time_range_and_trend_windows(tmp_path, capsys):
     _write_log(tmp_path / "a.db", 40, 2)
-    res, out = _report(tmp_path, tmp_path / "a.db", "--since", "1010", "--until", "1030", "--windows", "4",
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db", "--since", "1010", "--until", "1030", "--windows", "4",
                        "--no-gate")
     rep = json.loads((out / "report.json").read_text())["log"]
     assert rep["records"] == 20
@@ -126,9 +127,9 @@ def test_time_range_and_trend_windows(tmp_path):
     assert sum(w["harm_removals"] for w in rep["trend"]) == 20
 
 
-def test_html_parses_and_embeds_its_images(tmp_path):
+def test_html_parses_and_embeds_its_images(tmp_path, capsys):
     _write_log(tmp_path / "a.db", 10, 2, attrs=lambda k: {"age_band": "18-24"})
-    res, out = _report(tmp_path, tmp_path / "a.db", "--no-gate")
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db", "--no-gate")
     assert res.returncode == 0
 
     class Images(HTMLParser):
@@ -146,13 +147,13 @@ def test_html_parses_and_embeds_its_images(tmp_path):
     assert len(p.srcs) == 3 and all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in p.srcs)
 
 
-def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path):
-    res, out = _report(tmp_path, tmp_path / "none.db")
-    assert res.returncode == 2 and "not found" in res.stderr and "Traceback" not in res.stderr
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, capsys):
+    res, out = _report(capsys, tmp_path, tmp_path / "none.db")
+    assert res.returncode == 2 and "not found" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     _write_log(tmp_path / "a.db", 3, 1)
-    res, out = _report(tmp_path, tmp_path / "a.db", "--since", "2100-01-01")
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db", "--since", "2100-01-01")
     assert res.returncode == 2 and "no audit records" in res.stderr
-    res, out = _report(tmp_path, tmp_path / "a.db", "--reference", "item_group=zzz")
+    res, out = _report(capsys, tmp_path, tmp_path / "a.db", "--reference", "item_group=zzz")
     assert res.returncode == 2 and "reference group 'zzz'" in res.stderr
     assert not (out / "report.json").exists()
     res = subprocess.run([sys.executable, "-m", "audit.report", "--out", str(out)], capture_output=True, text=True)
@@ -174,12 +175,12 @@ def _log_records(path, plan):
     log.close()
 
 
-def test_strata_by_top_k_are_gated_apart(tmp_path):
+def test_strata_by_top_k_are_gated_apart(tmp_path, capsys):
     """At top_k 5 of 10+10 b gets 1 slot, at top_k 20 (everything) both get all: pooled, b would look far
     better than it fares where there is a choice."""
     plan = [(5, 10, 10, ["a", "a", "a", "a", "b"])] * 40 + [(20, 10, 10, ["a", "b"] * 10)] * 40
     _log_records(tmp_path / "s.db", plan)
-    res, out = _report(tmp_path, tmp_path / "s.db", "--n-boot", "200")
+    res, out = _report(capsys, tmp_path, tmp_path / "s.db", "--n-boot", "200")
     rep = json.loads((out / "report.json").read_text())
     tables = {t["stratum"]["top_k"]: {g["group"]: g for g in t["groups"]} for t in rep["log"]["item_groups"]}
     assert set(tables) == {5, 20}
@@ -190,7 +191,7 @@ def test_strata_by_top_k_are_gated_apart(tmp_path):
     assert "per top_k stratum" in (out / "report.html").read_text()
 
 
-def test_a_group_doing_better_or_with_overlapping_intervals_does_not_fail(tmp_path):
+def test_a_group_doing_better_or_with_overlapping_intervals_does_not_fail(tmp_path, capsys):
     """n = 32 requests; b is slightly behind with wide intervals (inconclusive, not fail); a named reference
     that is worse off makes the better-off group's ratio > 1.25 in its point estimate, still not a failure
     unless its whole interval is above the band."""
@@ -200,7 +201,7 @@ def test_a_group_doing_better_or_with_overlapping_intervals_does_not_fail(tmp_pa
         n_b_top = int(rng.binomial(4, 0.42))
         plan.append((4, 6, 6, rng.permutation(["a"] * (4 - n_b_top) + ["b"] * n_b_top).tolist()))
     _log_records(tmp_path / "o.db", plan)
-    res, out = _report(tmp_path, tmp_path / "o.db", "--n-boot", "300", "--reference", "item_group=b")
+    res, out = _report(capsys, tmp_path, tmp_path / "o.db", "--n-boot", "300", "--reference", "item_group=b")
     rep = json.loads((out / "report.json").read_text())
     g = {x["group"]: x for x in rep["log"]["item_groups"][0]["groups"]}
     lo, hi = g["a"]["selection_rate_ratio_ci"]
@@ -208,10 +209,10 @@ def test_a_group_doing_better_or_with_overlapping_intervals_does_not_fail(tmp_pa
     assert g["a"]["status"] != "fail" and res.returncode == 0, res.stdout
 
 
-def test_trend_labels_are_distinct_and_only_failing_cells_are_coloured(tmp_path):
+def test_trend_labels_are_distinct_and_only_failing_cells_are_coloured(tmp_path, capsys):
     plan = [(5, 10, 10, ["a", "a", "a", "a", "b"])] * 40
     _log_records(tmp_path / "t.db", plan)   # 40 requests within 40 seconds: one minute
-    res, out = _report(tmp_path, tmp_path / "t.db", "--windows", "5", "--n-boot", "100")
+    res, out = _report(capsys, tmp_path, tmp_path / "t.db", "--windows", "5", "--n-boot", "100")
     rep = json.loads((out / "report.json").read_text())
     labels = [w["label"] for w in rep["log"]["trend"]]
     assert len(labels) == 5 and len(set(labels)) == 5

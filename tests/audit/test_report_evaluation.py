@@ -1,7 +1,8 @@
 """The bias report reads recsys.evaluate's JSON: models overall and by user group, not gated."""
 import json
-import subprocess
-import sys
+
+from audit.report.__main__ import main
+from tests.cli import run_main
 
 
 def _evaluation():
@@ -15,12 +16,11 @@ def _evaluation():
             "by_group": {"popularity": {"gender": grp(0.2, 0.25)}, "blend": {"gender": grp(0.3, 0.5)}}}
 
 
-def test_report_includes_the_model_comparison(tmp_path):
+def test_report_includes_the_model_comparison(tmp_path, capsys):
     ev = tmp_path / "evaluation.json"
     ev.write_text(json.dumps(_evaluation()))
     out = tmp_path / "rep"
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--evaluation", str(ev), "--out", str(out)],
-                         capture_output=True, text=True, timeout=120)
+    res = run_main(main, ["--evaluation", ev, "--out", out], capsys)
     assert res.returncode == 0, res.stderr
     rep = json.loads((out / "report.json").read_text())
     (mc,) = rep["model_comparison"]
@@ -32,10 +32,9 @@ def test_report_includes_the_model_comparison(tmp_path):
     assert "blend 0.60" in res.stdout
 
 
-def test_not_an_evaluation_file_is_one_line_exit_2(tmp_path):
+def test_not_an_evaluation_file_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "x.json"
     bad.write_text('{"rows": []}')
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--evaluation", str(bad), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=120)
+    res = run_main(main, ["--evaluation", bad, "--out", tmp_path / "o"], capsys)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a recsys.evaluate JSON" in res.stderr
     assert not (tmp_path / "o").exists()

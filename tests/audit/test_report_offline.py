@@ -1,12 +1,11 @@
 """The report's offline mode: the real pipeline ranks MovieLens-100K test users and
 outcomes are split by gender, age band, occupation and their intersection."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.cli import run_main
 from tests.conftest import ML100K
 
 pytestmark = pytest.mark.skipif(not (ML100K / "u.data").is_file(),
@@ -82,13 +81,13 @@ def test_history_is_only_the_past(offline_run, ml100k_artifacts):
         assert train["timestamp"].max() <= hold["timestamp"].min()
 
 
-def test_cli_offline_and_log_together(ml100k_artifacts, tmp_path):
+def test_cli_offline_and_log_together(ml100k_artifacts, tmp_path, capsys):
+    from audit.report.__main__ import main
     from tests.audit.test_report import _write_log
 
     _write_log(tmp_path / "a.db", 12, 2)
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--dataset", "ml-100k", "--data", str(ML100K),
-                          "--artifacts", str(ml100k_artifacts), "--log", str(tmp_path / "a.db"), "--max-users", "40",
-                          "--n-boot", "10", "--out", str(tmp_path / "rep")], capture_output=True, text=True, timeout=600)
+    res = run_main(main, ["--dataset", "ml-100k", "--data", ML100K, "--artifacts", ml100k_artifacts, "--log",
+                          tmp_path / "a.db", "--max-users", "40", "--n-boot", "10", "--out", tmp_path / "rep"], capsys)
     assert res.returncode in (0, 3), res.stderr
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert {"log", "offline"} <= set(rep)
@@ -100,8 +99,10 @@ def test_cli_offline_and_log_together(ml100k_artifacts, tmp_path):
                 assert g["status"] == "insufficient evidence"
 
 
-def test_wrong_dataset_for_artifact_is_rejected(ml100k_artifacts, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "audit.report", "--dataset", "ml-latest-small", "--artifacts",
-                          str(ml100k_artifacts), "--out", str(tmp_path / "rep")], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 2 and "was trained on ml-100k" in res.stderr and "Traceback" not in res.stderr
+def test_wrong_dataset_for_artifact_is_rejected(ml100k_artifacts, tmp_path, capsys):
+    from audit.report.__main__ import main
+
+    res = run_main(main, ["--dataset", "ml-latest-small", "--artifacts", ml100k_artifacts, "--out", tmp_path / "rep"],
+                   capsys)
+    assert res.returncode == 2 and "was trained on ml-100k" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "rep").exists()

@@ -1,8 +1,5 @@
 """Batch rescoring: same answers as the gRPC Rank, chunking never changes an answer,
 clear errors before anything is written."""
-import subprocess
-import sys
-
 import grpc
 import pandas as pd
 import pyarrow as pa
@@ -12,6 +9,7 @@ from ethicrec.v1 import recommender_pb2 as pb
 from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
 from recsys.batch import BatchInputError, build_batch_pipeline, run_batch
+from tests.cli import run_main
 
 ABUSE = "you stupid bitch ass hoe, shut up"
 
@@ -167,15 +165,15 @@ def test_integer_ids_and_input_types_are_kept(artifacts, audit_log, known_items,
     assert sorted(out.column("rank").to_pylist()) == list(range(1, 9))
 
 
-def test_cli_one_line_error_and_exit_status(artifact_root, tmp_path):
+def test_cli_one_line_error_and_exit_status(artifact_root, tmp_path, capsys):
+    from recsys.batch.cli import main
+
     pd.DataFrame({"user_id": ["1"], "item": ["2"]}).to_csv(tmp_path / "bad.csv", index=False)
-    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "bad.csv"),
-                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
-                          "--audit-log", str(tmp_path / "a.db")], capture_output=True, text=True, timeout=300)
+    res = run_main(main, ["--input", tmp_path / "bad.csv", "--output", tmp_path / "out", "--artifacts", artifact_root,
+                          "--audit-log", tmp_path / "a.db"], capsys)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "missing required column" in res.stderr
-    assert "Traceback" not in res.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "a.db").exists()
 
 
 def test_audit_log_append_many_is_all_or_nothing(tmp_path):

@@ -1,49 +1,50 @@
 """The batch CLI leaves nothing behind for bad input (no output, no audit log, no key file) and reports
 progress as plain lines with rows, rows/s and ETA when stderr is not a terminal."""
 import io
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from recsys.batch.progress import LineProgress, progress
+from tests.cli import run_main
 
 LINE = re.compile(r"^scoring: [\d,]+/[\d,]+ rows \(\d+\.\d %\), [\d,]+ rows/s, ETA (\d+:\d\d:\d\d|\?)$")
 
 
-def _env(tmp_path, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("ETHICREC_AUDIT_KEY", "ETHICREC_AUDIT_KEY_FILE")}
-    return {**env, "HF_HUB_OFFLINE": "1", "ETHICREC_TORCH_THREADS": "1", "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-            **extra}
+@pytest.fixture()
+def no_key(monkeypatch, tmp_path):
+    """No audit key configured anywhere, and the default key file's home in tmp_path/cfg."""
+    for name in ("ETHICREC_AUDIT_KEY", "ETHICREC_AUDIT_KEY_FILE", "ETHICREC_TORCH_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
 
 
-def _cli(artifact_root, tmp_path, src, *extra):
-    return subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(src), "--output",
-                           str(tmp_path / "out"), "--artifacts", str(artifact_root), "--audit-log",
-                           str(tmp_path / "var" / "batch-audit.db"), *extra],
-                          capture_output=True, text=True, timeout=300, env=_env(tmp_path))
+def _cli(artifact_root, tmp_path, capsys, src, *extra, out="out", log="batch-audit.db"):
+    from recsys.batch.cli import main
+
+    return run_main(main, ["--input", src, "--output", tmp_path / out, "--artifacts", artifact_root, "--audit-log",
+                           tmp_path / "var" / log, *extra], capsys)
 
 
 @pytest.mark.parametrize("case", ["missing_column", "unknown_item"])
-def test_bad_input_creates_no_audit_log_and_no_key(artifact_root, known_items, tmp_path, case):
+def test_bad_input_creates_no_audit_log_and_no_key(artifact_root, known_items, tmp_path, case, no_key, capsys):
     frame = {"missing_column": pd.DataFrame({"user_id": ["1"], "item": ["2"]}),
              "unknown_item": pd.DataFrame({"user_id": ["1"] * 3, "item_id": [*known_items[:2], "no-such-item"]})}[case]
     frame.to_parquet(tmp_path / "in.parquet")
-    res = _cli(artifact_root, tmp_path, tmp_path / "in.parquet")
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    res = _cli(artifact_root, tmp_path, capsys, tmp_path / "in.parquet")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "var").exists()          # no audit db, no journal
     assert not (tmp_path / "cfg").exists()          # no default key file either
 
 
-def test_progress_lines_when_stderr_is_not_a_terminal(artifact_root, artifacts, known_items, tmp_path):
+def test_progress_lines_when_stderr_is_not_a_terminal(artifact_root, artifacts, known_items, tmp_path, capsys):
     users = list(artifacts.users)[:6]
     pd.DataFrame([{"user_id": u, "item_id": i} for u in users for i in known_items[:10]]).to_parquet(
         tmp_path / "in.parquet")
-    res = _cli(artifact_root, tmp_path, tmp_path / "in.parquet", "--chunk-users", "1", "--progress-every", "0.000001")
+    res = _cli(artifact_root, tmp_path, capsys, tmp_path / "in.parquet", "--chunk-users", "1",
+               "--progress-every", "0.000001")
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
     scoring = [line for line in lines if line.startswith("scoring: ")]
@@ -52,11 +53,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(artifact_root, artifacts, 
     assert any(line.startswith("checking input: ") for line in lines)
     assert "\r" not in res.stderr                   # no bar redraws in a log
     # --no-progress: silent.
-    (tmp_path / "out2").mkdir()
-    quiet = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.parquet"), "--output",
-                            str(tmp_path / "out2" / "o"), "--artifacts", str(artifact_root), "--audit-log",
-                            str(tmp_path / "var" / "b.db"), "--no-progress"], capture_output=True, text=True,
-                           timeout=300, env=_env(tmp_path))
+    quiet = _cli(artifact_root, tmp_path, capsys, tmp_path / "in.parquet", "--no-progress", out="out2", log="b.db")
     assert quiet.returncode == 0 and not [x for x in quiet.stderr.splitlines() if "rows/s" in x]
 
 

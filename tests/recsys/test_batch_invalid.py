@@ -1,8 +1,5 @@
 """--skip-invalid: users whose rows cannot be scored go to a rejects file with the
 reason; everyone else is scored exactly as without them."""
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -13,6 +10,7 @@ from recsys.batch import BatchInputError, build_batch_pipeline, run_batch
 from recsys.batch.inputs import Chunker, inspect_input, iter_chunks
 from recsys.batch.scoring import UserError, build_requests, chunk_columns
 from recsys.domain import AuditMode
+from tests.cli import run_main
 
 
 def _run(artifacts, log, src, out, **kw):
@@ -115,12 +113,12 @@ def test_csv_feature_that_is_not_a_number_names_its_row(tmp_path):
         == str(res[2])
 
 
-def test_cli_skip_invalid_exit_status_and_summary(artifact_root, known_items, tmp_path):
+def test_cli_skip_invalid_exit_status_and_summary(artifact_root, known_items, tmp_path, capsys):
+    from recsys.batch.cli import main
+
     df, bad = _messy(known_items)
     df.to_csv(tmp_path / "in.csv", index=False)
-    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.csv"),
-                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
-                          "--audit-log", str(tmp_path / "a.db"), "--skip-invalid", "--no-progress"],
-                         capture_output=True, text=True, timeout=300)
+    res = run_main(main, ["--input", tmp_path / "in.csv", "--output", tmp_path / "out", "--artifacts", artifact_root,
+                          "--audit-log", tmp_path / "a.db", "--skip-invalid", "--no-progress"], capsys)
     assert res.returncode == 0, res.stderr
     assert f"{len(bad)} rows of 2 users rejected" in res.stdout

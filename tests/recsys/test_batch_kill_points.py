@@ -1,7 +1,8 @@
 """Exactly one audit record per scored user for a finished batch job, whatever the point at which the job
 was killed (recsys/batch/job.py). Each case runs the real CLI in a subprocess that SIGKILLs itself at one
 point of the second chunk's commit sequence (injected by wrapping the function that marks that point),
-then reruns the same command to the end and checks the log against the output."""
+then reruns the same command to the end (in this process: `main(argv)`, the code `python -m recsys.batch`
+runs; the rerun needs no process of its own) and checks the log against the output."""
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from audit.log import read_records
+from tests.cli import run_main
 
 # point -> code run in the job's process before `recsys.batch.cli.main`: it arms a SIGKILL at that point.
 KILL_POINTS = {
@@ -113,7 +115,9 @@ def job_input(artifacts, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_exactly_one_record_per_user_whatever_the_kill_point(artifact_root, job_input, tmp_path, point):
+def test_exactly_one_record_per_user_whatever_the_kill_point(artifact_root, job_input, tmp_path, point, capsys):
+    from recsys.batch.cli import main
+
     src, n_rows = job_input
     out, db = tmp_path / "out", tmp_path / "audit.db"
     args = ["--input", str(src), "--output", str(out), "--artifacts", str(artifact_root), "--audit-log", str(db),
@@ -122,8 +126,7 @@ def test_exactly_one_record_per_user_whatever_the_kill_point(artifact_root, job_
     killed = subprocess.run([sys.executable, "-c", _driver(point), *args], env=env, capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    done = subprocess.run([sys.executable, "-m", "recsys.batch", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = run_main(main, args, capsys)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["complete"] and (out / "_SUCCESS").exists()

@@ -4,13 +4,13 @@ Ray is an optional extra (`pip install '.[ray]'`, which `make setup` installs): 
 equality test runs whenever Ray is importable and is skipped, saying so, only
 when it is not.
 """
-import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
 from recsys.batch import PipelineRecipe, build_batch_pipeline, run_batch
+from tests.cli import run_main
 from tests.recsys.batch_frames import mixed_frame
 
 
@@ -39,16 +39,13 @@ def test_ray_engine_gives_the_local_engines_rows(artifacts, artifact_root, audit
         [".lock", "_SUCCESS", "_manifest.json"]      # the spool is gone
 
 
-def test_engine_ray_without_ray_is_one_line(artifact_root, tmp_path):
-    fake = tmp_path / "noray" / "ray"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+def test_engine_ray_without_ray_is_one_line(artifact_root, tmp_path, capsys, monkeypatch):
+    from recsys.batch.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)     # `import ray` raises ImportError, as without the package
     pd.DataFrame({"user_id": ["1"], "item_id": ["1"]}).to_parquet(tmp_path / "in.parquet")
-    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.parquet"),
-                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
-                          "--audit-log", str(tmp_path / "a.db"), "--engine", "ray"],
-                         capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path / "noray")})
+    res = run_main(main, ["--input", tmp_path / "in.parquet", "--output", tmp_path / "out", "--artifacts",
+                          artifact_root, "--audit-log", tmp_path / "a.db", "--engine", "ray"], capsys)
     assert res.returncode == 2
     assert res.stderr.strip() == "error: --engine ray needs Ray, which is not installed: pip install '.[ray]'"
     assert not (tmp_path / "out").exists()

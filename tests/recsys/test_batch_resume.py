@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from recsys.batch import BatchInputError, build_batch_pipeline, run_batch
+from tests.cli import run_main
 
 
 def _frame(artifacts, known_items, n_users: int, per_user: int = 12) -> pd.DataFrame:
@@ -66,7 +67,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sigkilled_job_resumes_to_the_same_rows(artifacts, artifact_root, known_items, audit_log, tmp_path, workers):
+def test_sigkilled_job_resumes_to_the_same_rows(artifacts, artifact_root, known_items, audit_log, tmp_path, workers,
+                                               capsys):
     df = _frame(artifacts, known_items, n_users=120)
     src = tmp_path / "in.parquet"
     df.to_parquet(src)
@@ -96,7 +98,10 @@ def test_sigkilled_job_resumes_to_the_same_rows(artifacts, artifact_root, known_
     (out / "part-00059.parquet").write_bytes(b"half a part")
     (out / ".part-00058.parquet.tmp").write_bytes(b"temp")
 
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # the rerun: the same command line, through main(argv) in this process (what `python -m recsys.batch` runs)
+    from recsys.batch.cli import main
+
+    res = run_main(main, cmd[cmd.index("recsys.batch") + 1:], capsys)
     assert res.returncode == 0, res.stderr
     assert f"({committed} parts from an earlier run)" in res.stdout
     assert not list(out.glob(".*.tmp"))

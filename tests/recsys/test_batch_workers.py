@@ -1,13 +1,12 @@
 """`--engine local --workers N`: worker processes give exactly the in-process engine's rows, one audit
 record per user in one intact hash chain, and refuse to score for a job whose pipeline they do not hold."""
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from recsys.batch import PipelineRecipe, build_batch_pipeline, run_batch
 from recsys.blend import Blend
+from tests.cli import run_main
 from tests.recsys.batch_frames import mixed_frame
 
 
@@ -44,14 +43,13 @@ def test_worker_processes_give_the_in_process_rows(artifacts, artifact_root, aud
     assert not list((tmp_path / "other").glob("part-*"))
 
 
-def test_cli_workers_apply_to_the_local_engine_and_address_does_not(artifact_root, tmp_path):
+def test_cli_workers_apply_to_the_local_engine_and_address_does_not(artifact_root, tmp_path, capsys):
+    from recsys.batch.cli import main
+
     pd.DataFrame({"user_id": ["1"], "item_id": ["1"]}).to_parquet(tmp_path / "in.parquet")
-    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.parquet"),
-                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
-                          "--address", "ray://nowhere:1"], capture_output=True, text=True)
+    base = ["--input", tmp_path / "in.parquet", "--output", tmp_path / "out", "--artifacts", artifact_root]
+    res = run_main(main, [*base, "--address", "ray://nowhere:1"], capsys)
     assert res.returncode == 2 and res.stderr.strip() == "error: --address applies to --engine ray"
-    res = subprocess.run([sys.executable, "-m", "recsys.batch", "--input", str(tmp_path / "in.parquet"),
-                          "--output", str(tmp_path / "out"), "--artifacts", str(artifact_root),
-                          "--workers", "0"], capture_output=True, text=True)
+    res = run_main(main, [*base, "--workers", "0"], capsys)
     assert res.returncode == 2 and res.stderr.strip() == "error: --workers must be >= 1, got 0"
     assert not (tmp_path / "out").exists()
