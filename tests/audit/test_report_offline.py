@@ -17,8 +17,9 @@ def ml100k_artifacts(tmp_path_factory, tiny_bert):
     from recsys.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("art100k")
+    # 300 of the 943 users (218 of them test users; the whole 1,682-item catalog): ~40 s instead of ~4 min
     train(TrainConfig(data=ML100K, out=root, base_model=tiny_bert, max_pairs=256, lr=5e-4, harm_max_rows=6000,
-                      als_grid="quick", ranker_grid="quick"))
+                      als_grid="quick", ranker_grid="quick", sample_users=300))
     return root
 
 
