@@ -1,5 +1,7 @@
 """`python -m recsys.evaluate`: every list kind, model and goal on the artifact's own per-user split; bad input
 is one line and exit 2 with nothing written; training is deterministic."""
+import contextlib
+import io
 import json
 import shutil
 
@@ -12,10 +14,18 @@ FAST = ["--baseline-grid", "quick", "--n-boot", "200", "--min-slice-users", "5",
 
 
 @pytest.fixture(scope="module")
-def result(artifact_root, tmp_path_factory):
+def evaluated(artifact_root, tmp_path_factory) -> tuple[dict, str]:
+    """One evaluation run for the module (about 30 s): its JSON and what it printed."""
     out = tmp_path_factory.mktemp("eval") / "eval.json"
-    assert main(["--data", str(DATA), "--artifacts", str(artifact_root), "--out", str(out), *FAST]) == 0
-    return json.loads(out.read_text())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--data", str(DATA), "--artifacts", str(artifact_root), "--out", str(out), *FAST]) == 0
+    return json.loads(out.read_text()), printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def result(evaluated) -> dict:
+    return evaluated[0]
 
 
 def test_every_kind_has_every_model_on_the_same_lists(result):
@@ -49,10 +59,8 @@ def test_goals_are_written_down_met_or_not(result, capsys):
     assert any(n.startswith("cold: blend >= 2x random") for n in names)
 
 
-def test_table_on_stdout(artifact_root, tmp_path, capsys):
-    out = tmp_path / "e.json"
-    assert main(["--data", str(DATA), "--artifacts", str(artifact_root), "--out", str(out), *FAST]) == 0
-    text = capsys.readouterr().out
+def test_table_on_stdout(evaluated):
+    text = evaluated[1]
     assert "### cold lists" in text and "| blend |" in text and "(cannot score: ties)" in text
     assert "| goal | met | figures |" in text
 
@@ -107,8 +115,8 @@ def test_bad_flags(artifact_root, tmp_path, capsys):
 def test_training_is_deterministic_for_a_fixed_seed(tiny_bert, tmp_path):
     from recsys.train import TrainConfig, train
 
-    dirs = [train(TrainConfig(data=DATA, out=tmp_path / f"a{i}", base_model=tiny_bert, sample_users=120,
-                              max_pairs=64, lr=5e-4, harm_max_rows=3000, seed=7, als_grid="quick",
+    dirs = [train(TrainConfig(data=DATA, out=tmp_path / f"a{i}", base_model=tiny_bert, sample_users=80,
+                              max_pairs=64, lr=5e-4, harm_max_rows=1000, seed=7, als_grid="quick",
                               ranker_grid="quick")) for i in range(2)]
     metas = [json.loads((d / "metadata.json").read_text()) for d in dirs]
     assert metas[0]["metrics"]["offline"] == metas[1]["metrics"]["offline"]

@@ -19,7 +19,7 @@ def featured(tmp_path_factory, tiny_bert):
     pd.DataFrame({"item_id": movies["movieId"], "price": rng.uniform(1, 20, len(movies)).round(2)}) \
         .to_csv(tmp / "items.csv", index=False)
     train(TrainConfig(data=DATA, out=tmp / "art", base_model=tiny_bert, sample_users=150, max_pairs=64, lr=5e-4,
-                      harm_max_rows=3000, item_features=tmp / "items.csv"))
+                      harm_max_rows=3000, item_features=tmp / "items.csv", als_grid="quick", ranker_grid="quick"))
     return load_artifacts(tmp / "art", device="cpu")
 
 
