@@ -14,7 +14,7 @@ validation F1 (harmful vs neither) and is then raised, if needed, so that at mos
 artifact's catalog texts, of the MovieLens titles and of the distinct tag strings are flagged.
 The new version (`recsys.artifact_update.derive_version`: copy LATEST, change, re-hash,
 load-check, publish atomically) holds `harm_bert/` and a catalog.parquet whose harm scores come
-from the new model; load_artifacts prefers harm_bert/ over the n-gram harm/.
+from the new model; recsys.compose.load_artifacts prefers harm_bert/ over the n-gram harm/.
 
 Profiles: --quick (CPU, 2 cores, ~10 min): 3000 training rows, 1500 validation rows, 1 epoch,
 max_length 64. Full (GPU): all 19.8k training rows, all 2.5k validation rows, 3 epochs,
@@ -69,6 +69,7 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, movielens: Path | 
                                  fine_tune, identity_texts, softmax, split_indices, stratified_subsample)
     from recsys.artifact_update import base_version_dir, derive_version
     from recsys.catalog import Catalog
+    from recsys.compose import check_servable
     from recsys.encoder import base_model_path
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -132,7 +133,7 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, movielens: Path | 
             "catalog_flag_rate": clf.metrics["catalog_flag_rate"], "training": summary}
         return {"harm_bert": {"threshold": clf.threshold, "n_train": len(train_texts)}}
 
-    final = derive_version(vdir, "harm_bert", add)
+    final = derive_version(vdir, "harm_bert", add, check=check_servable)
     _log(f"published {final} (LATEST) with harm_bert/; catalog flag rate {clf.metrics['catalog_flag_rate']:.4%}; "
          f"{clf.metrics['seconds_total']:.0f}s in all")
     return final

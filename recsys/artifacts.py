@@ -17,6 +17,11 @@
     <root>/<version>/user_vectors.npy   known users' vectors, keyed by user_vectors.keys.json (written
                                         by training; python -m recsys.user_vectors adds them to older ones)
 
+The harm classifier is the audit package's (audit/harm.py, audit/harm_bert.py). This module is recsys
+core and does not import audit: `load_version` takes the harm loader as a parameter and `Artifacts.harm`
+is typed by the `HarmModel` protocol below. The composition root (recsys/compose.py) supplies audit's
+loader: `recsys.compose.load_artifacts` is what applications call.
+
 Every file's sha256 is in metadata.json and checked at load; a file inside an optional
 part (cross_encoder/) that metadata.json does not list is rejected too, so an optional
 model (or user vectors) cannot be dropped into a published version unverified.
@@ -29,12 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from audit.harm import HarmClassifier
-from audit.harm_bert import BertHarmClassifier
+import numpy as np
+
 from recsys.als import ImplicitALS
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
@@ -43,7 +49,7 @@ from recsys.encoder import TextEncoder
 from recsys.errors import ArtifactError
 from recsys.interest import CrossEncoder
 from recsys.ranker import LambdaRanker
-from recsys.user_vectors import load_user_vectors
+from recsys.known_user_vectors import load_user_vectors
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
             "als.npz", "ranker.txt", "harm")
@@ -89,6 +95,19 @@ def publish(root: Path, staging: Path, version: str) -> Path:
     return final
 
 
+class HarmModel(Protocol):
+    """What recsys and the audit stage call on the artifact's harm classifier (audit.harm.HarmClassifier,
+    audit.harm_bert.BertHarmClassifier): P(harmful) and a category per text, and the calibrated threshold."""
+
+    threshold: float
+
+    def score(self, texts: list[str]) -> tuple[np.ndarray, list[str]]: ...
+
+
+HarmLoader = Callable[[Path, str], HarmModel]
+"""(version directory, device) -> the version's harm classifier; raises on a missing or corrupt model."""
+
+
 @dataclass
 class Artifacts:
     version: str
@@ -97,7 +116,7 @@ class Artifacts:
     catalog: Catalog
     store: EmbeddingStore
     ranker: LambdaRanker
-    harm: HarmClassifier | BertHarmClassifier   # harm_bert/ when present, else the n-gram harm/
+    harm: HarmModel   # the loader's choice; recsys.compose: harm_bert/ when present, else the n-gram harm/
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
     als: ImplicitALS
@@ -112,9 +131,11 @@ class Artifacts:
         return tuple(self.metadata["features"].get("extra", []))
 
 
-def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True,
-                   vectors_in_memory: bool = False, encode_precision: str = "auto") -> Artifacts:
-    """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off. Item and
+def load_version(path: str | Path, *, load_harm: HarmLoader, device: str = "auto", verify: bool = True,
+                 vectors_in_memory: bool = False, encode_precision: str = "auto") -> Artifacts:
+    """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off, with the
+    harm classifier `load_harm(version_dir, device)` returns (applications call `recsys.compose.load_artifacts`,
+    which passes audit's). Item and
     user vectors are memory-mapped (tools and batch workers share the page cache) unless `vectors_in_memory`
     (the server: rows gathered per request from memory with huge pages, fewer TLB misses).
     `encode_precision` is the text encoder's (recsys.device.inference_precision) for texts encoded after
@@ -150,8 +171,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
             raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
         encoder = TextEncoder.load(vdir / "interest", device=device, precision=encode_precision)
         ranker = LambdaRanker.load(vdir / "ranker.txt")
-        harm = (BertHarmClassifier.load(vdir / "harm_bert", device=device) if (vdir / "harm_bert").is_dir()
-                else HarmClassifier.load(vdir / "harm"))
+        harm = load_harm(vdir, device)
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
         als = ImplicitALS.load(vdir / "als.npz")

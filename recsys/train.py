@@ -119,7 +119,7 @@ def train(cfg: TrainConfig) -> Path:
     from recsys.offline_scores import score_test_lists
     from recsys.ranking_data import (RankingSet, build_ranking_set, fit_als, histories, holdout_lists,
                                      load_item_features, split_data, training_lists, user_vectors)
-    from recsys.user_vectors import write_user_vectors
+    from recsys.known_user_vectors import write_user_vectors
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t_start = time.perf_counter()

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from audit.log import AuditLog
 from audit.policy import Policy, load_policy
-from recsys.artifacts import Artifacts, load_artifacts, resolve_version_dir
+from recsys.artifacts import Artifacts, resolve_version_dir
 from recsys.blend import Blend
+from recsys.compose import build_pipeline, load_artifacts
 from recsys.errors import ConfigError, EthicrecError
 from recsys.lru import LRUCache
 from recsys.microbatch import MicroBatcher
-from recsys.pipeline import Pipeline, build_pipeline
+from recsys.pipeline import Pipeline
 from service.config import ServiceConfig
 
 

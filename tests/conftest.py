@@ -70,7 +70,7 @@ def artifact_root(tmp_path_factory, tiny_bert) -> Path:
 
 @pytest.fixture(scope="session")
 def artifacts(artifact_root):
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
 
     return load_artifacts(artifact_root, device="cpu")
 
@@ -87,7 +87,7 @@ def audit_log(tmp_path):
 @pytest.fixture()
 def pipeline(artifacts, audit_log):
     from audit.policy import load_policy
-    from recsys.pipeline import build_pipeline
+    from recsys.compose import build_pipeline
 
     return build_pipeline(artifacts, policy=load_policy(), audit_log=audit_log)
 

@@ -8,8 +8,9 @@ import pytest
 
 from audit.policy import load_policy
 from audit.stage import AuditStage
+from recsys.compose import build_pipeline
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
-from recsys.pipeline import RankContext, build_pipeline
+from recsys.pipeline import RankContext
 
 ALPHA = load_policy().exposure.alpha
 

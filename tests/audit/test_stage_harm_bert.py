@@ -7,8 +7,7 @@ def test_audit_stage_uses_the_bert_classifier_when_the_artifact_has_one(copy_art
     from audit.harm_bert import BertHarmClassifier
     from audit.policy import load_policy
     from audit.train_harm import train_harm
-    from recsys.artifacts import load_artifacts
-    from recsys.pipeline import build_pipeline
+    from recsys.compose import build_pipeline, load_artifacts
 
     before = (copy_artifacts / "LATEST").read_text().strip()
     final = train_harm(copy_artifacts, base_model=tiny_bert, max_rows=160, max_val_rows=120, max_steps=4,

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from recsys.artifacts import REQUIRED, load_artifacts, resolve_version_dir
+from recsys.artifacts import REQUIRED, resolve_version_dir
+from recsys.compose import load_artifacts
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.errors import ArtifactError
 
