@@ -135,9 +135,9 @@ def load_version(path: str | Path, *, load_harm: HarmLoader, device: str = "auto
                  vectors_in_memory: bool = False, encode_precision: str = "auto") -> Artifacts:
     """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off, with the
     harm classifier `load_harm(version_dir, device)` returns (applications call `recsys.compose.load_artifacts`,
-    which passes audit's). Item and
-    user vectors are memory-mapped (tools and batch workers share the page cache) unless `vectors_in_memory`
-    (the server: rows gathered per request from memory with huge pages, fewer TLB misses).
+    which passes audit's). Item and user vectors are memory-mapped (tools and batch workers share the page
+    cache) unless `vectors_in_memory` (the server: rows gathered per request from memory with huge pages,
+    fewer TLB misses).
     `encode_precision` is the text encoder's (recsys.device.inference_precision) for texts encoded after
     loading: cold item texts, unknown users, upserts."""
     from recsys.device import PRECISIONS
