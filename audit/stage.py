@@ -23,7 +23,8 @@ from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_
 from audit.harm import normalise
 from audit.log import AuditLog, AuditRecord, CandidateCodes
 from audit.monitor import UserGroupMonitor
-from audit.policy import Policy
+from audit.harm_categories import LESSER_CATEGORIES
+from audit.policy import HarmPolicy, Policy
 from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
 from recsys.domain import AuditMode, AuditResult, Finding, IdCandidates, RemovedItem, Verdict
@@ -32,16 +33,33 @@ from recsys.lru import LRUCache
 
 
 class HarmScorer:
-    """Catalog items use scores computed at training time; other texts are scored and cached."""
+    """Catalog items use scores computed at training time; other texts are scored and cached.
 
-    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000, *, threshold: float | None = None) -> None:
+    A candidate is flagged when its category is a lesser one (the classifier already applied its own
+    lesser-harm threshold) or P >= the threshold, and the policy does not IGNORE its category. The words
+    that drove a flag (`explain`) come with the model for catalog texts, or are computed once by occlusion
+    and cached."""
+
+    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000, *, threshold: float | None = None,
+                 policy: HarmPolicy | None = None) -> None:
         self.catalog = artifacts.catalog
         self.clf = artifacts.harm
         self.cache: LRUCache[str, tuple[float, str]] = LRUCache(cache_size)
+        self.spans: LRUCache[str, tuple[str, ...]] = LRUCache(max(1, cache_size // 10))
         self.threshold = artifacts.harm.threshold if threshold is None else threshold
-        # Catalog rows at or above the threshold, with a False appended so that row -1 (an unknown item,
-        # which always has a request text) reads False: a request of catalog items is one lookup.
-        self._flagged_rows = np.append(self.catalog.harm_score >= self.threshold, False)
+        self._action = policy.action_for if policy is not None else (lambda _c: "ENFORCE")
+        cats = np.asarray(self.catalog.harm_category, dtype=object)
+        names, codes = np.unique(cats.astype(str), return_inverse=True) if len(cats) else (np.array([]), np.array([], int))
+        lesser = np.isin(names, LESSER_CATEGORIES)[codes] if len(cats) else np.zeros(0, bool)
+        acted = np.array([self._action(str(c)) != "IGNORE" for c in names], dtype=bool)[codes] if len(cats) \
+            else np.zeros(0, bool)
+        hit = (lesser | (self.catalog.harm_score >= self.threshold)) & acted
+        # Catalog rows flagged, with a False appended so that row -1 (an unknown item, which always has a
+        # request text) reads False: a request of catalog items is one lookup.
+        self._flagged_rows = np.append(hit, False)
+
+    def is_flagged(self, p: float, category: str) -> bool:
+        return (category in LESSER_CATEGORIES or p >= self.threshold) and self._action(category) != "IGNORE"
 
     def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, dict[int, str]]:
         """P(harmful) for each candidate, and the category of those judged on a request-supplied text.
@@ -67,7 +85,7 @@ class HarmScorer:
         return prob, cats
 
     def flagged(self, cand_idx: np.ndarray, texts: list[str | None]) -> list[tuple[int, float, str]]:
-        """(position, P(harmful), category) of the candidates at or above the threshold, in candidate order.
+        """(position, P(harmful), category) of the flagged candidates, in candidate order.
 
         The usual request (catalog items, no request texts) costs one boolean lookup and no per-candidate
         Python; `score` runs only when some candidate brings its own text."""
@@ -80,8 +98,29 @@ class HarmScorer:
             return [(i, float(cat.harm_score[cand_idx[i]]), cat.harm_category[cand_idx[i]])
                     for i in hits.tolist()]
         prob, cats = self.score(cand_idx, texts)
-        return [(i, float(prob[i]), self.category(i, cand_idx, cats))
-                for i in np.flatnonzero(prob >= self.threshold).tolist()]
+        out = []
+        for i in range(len(texts)):
+            if texts[i] is None:
+                if self._flagged_rows[cand_idx[i]]:
+                    out.append((i, float(prob[i]), self.catalog.harm_category[cand_idx[i]]))
+            elif self.is_flagged(float(prob[i]), cats[i]):
+                out.append((i, float(prob[i]), cats[i]))
+        return out
+
+    def explain(self, text: str, category: str) -> tuple[str, ...]:
+        """The words that drove `text`'s flag (cached; the classifier's stored ones for catalog texts)."""
+        hit = self.spans.get(text)
+        if hit is not None:
+            return hit
+        if hasattr(self.clf, "explain"):
+            span = self.clf.explain([text], [category])[0]
+        else:   # older classifiers: occlusion on their P(harmful)
+            from audit.harm_explain import explain
+
+            fn = lambda xs: self.clf.score(list(xs))[0]  # noqa: E731
+            span = explain([text], fn, fn([text]))[0]
+        self.spans.put(text, tuple(span))
+        return tuple(span)
 
     def category(self, i: int, cand_idx: np.ndarray, cats: dict[int, str]) -> str:
         return cats[i] if i in cats else self.catalog.harm_category[cand_idx[i]]
@@ -105,7 +144,8 @@ class AuditStage:
         self.log = log
         self.model_version = artifacts.version
         self.harm_threshold = policy.harm.threshold if policy.harm.threshold is not None else artifacts.harm.threshold
-        self.harm = HarmScorer(artifacts, threshold=self.harm_threshold)
+        self.harm = HarmScorer(artifacts, threshold=self.harm_threshold, policy=policy.harm)
+        self._p_name = getattr(artifacts.harm, "score_name", "P(harmful)")
         self._log_attrs = frozenset(policy.log.audit_attributes)
         self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
         # Long-tail flag per catalog row, False appended so that row -1 (an unknown item) reads False.
@@ -151,12 +191,16 @@ class AuditStage:
         removed: list[RemovedItem] = []
         drop: dict[int, str] = {}   # position -> reason of each removed candidate
 
+        harm_details: dict[int, dict] = {}   # finding index -> category and span, for the audit record
         if pol.harm.enabled:
             for i, p, category in self.harm.flagged(ctx.cand_idx, ctx.texts):
                 iid = ctx.item_ids[i]
-                msg = f"item text classified {category} (P(harmful)={p:.3f})"
+                span = self.harm.explain(self.harm.text(i, ctx.cand_idx, ctx.texts), category)
+                because = f"; driven by: {', '.join(repr(w) for w in span)}" if span else ""
+                msg = f"item text classified {category} ({self._p_name}={p:.3f}){because}"
+                harm_details[len(findings)] = {"category": category, "span": list(span)}
                 findings.append(Finding("HARMFUL_TEXT", "harm_probability", p, self.harm_threshold, iid, msg))
-                if enforce and pol.harm.action == "ENFORCE":
+                if enforce and pol.harm.action_for(category) == "ENFORCE":
                     drop[i] = "HARMFUL_TEXT"
                     removed.append(RemovedItem(iid, "HARMFUL_TEXT", msg))
             if self._block:
@@ -169,7 +213,7 @@ class AuditStage:
                             iid = ctx.item_ids[i]
                             msg = f"item text contains a blocklisted {term.category} term"
                             findings.append(Finding("BLOCKLISTED_TERM", "blocklist_match", 1.0, 1.0, iid, msg))
-                            if enforce and pol.harm.action == "ENFORCE":
+                            if enforce and pol.harm.action_for(term.category) == "ENFORCE":
                                 drop[i] = "BLOCKLISTED_TERM"
                                 removed.append(RemovedItem(iid, "BLOCKLISTED_TERM", msg))
                             break
@@ -226,7 +270,8 @@ class AuditStage:
             # stores it as its per-candidate columns (audit/log.py CandidateCodes).
             candidates=CandidateCodes(ctx.item_ids, names, coded, final, drop),
             findings=[{"code": f.code, "metric": f.metric, "value": f.value, "threshold": f.threshold,
-                       "group": f.group, "message": f.message} for f in findings],
+                       "group": f.group, "message": f.message, **harm_details.get(n, {})}
+                      for n, f in enumerate(findings)],
             user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},
         ))
         ctx.timings["audit.log_write"] = time.perf_counter() - t_log

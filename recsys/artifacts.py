@@ -8,7 +8,8 @@
     <root>/<version>/users.json         known users' recent history (item ids, most recent first)
     <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
     <root>/<version>/ranker.txt         LightGBM text model
-    <root>/<version>/harm/              harm classifier (JSON + .npy)
+    <root>/<version>/harm/              harm classifier: audit/harm_model.py (harm_model.json + safetensors/.npy;
+                                        older artifacts: the char-n-gram params.json + .npy)
     <root>/<version>/cross_encoder/     optional: BERT cross-encoder for top-N re-scoring
                                         (python -m recsys.train_cross_encoder; safetensors)
     <root>/<version>/harm_bert/         optional: fine-tuned BERT harm classifier, preferred over harm/
@@ -34,6 +35,7 @@ from typing import Any
 
 from audit.harm import HarmClassifier
 from audit.harm_bert import BertHarmClassifier
+from audit.harm_model import HarmModel, load_harm
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
@@ -95,7 +97,7 @@ class Artifacts:
     catalog: Catalog
     store: EmbeddingStore
     ranker: LambdaRanker
-    harm: HarmClassifier | BertHarmClassifier   # harm_bert/ when present, else the n-gram harm/
+    harm: HarmModel | BertHarmClassifier | HarmClassifier   # audit.harm_model.load_harm: harm_bert/, else harm/
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
     cross_encoder: CrossEncoder | None = None
@@ -147,8 +149,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
             raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
         encoder = TextEncoder.load(vdir / "interest", device=device, precision=encode_precision)
         ranker = LambdaRanker.load(vdir / "ranker.txt")
-        harm = (BertHarmClassifier.load(vdir / "harm_bert", device=device) if (vdir / "harm_bert").is_dir()
-                else HarmClassifier.load(vdir / "harm"))
+        harm = load_harm(vdir, device=device)
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
         cross = CrossEncoder.load(vdir / "cross_encoder", device=device) if (vdir / "cross_encoder").is_dir() else None

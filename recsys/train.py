@@ -55,7 +55,7 @@ class TrainConfig:
     @classmethod
     def quick(cls, **kw) -> "TrainConfig":
         """The demo profile: finishes in a few minutes on 2 CPU cores."""
-        base = dict(max_pairs=768, batch_size=32, lr=1e-4, eval_every=8)
+        base = dict(max_pairs=768, batch_size=32, lr=1e-4, eval_every=8, harm_max_rows=4000)
         base.update(kw)
         return cls(**base)
 
@@ -94,7 +94,7 @@ def _versions() -> dict:
 def train(cfg: TrainConfig) -> Path:
     import torch
 
-    from audit.harm import load_davidson, train_harm_classifier
+    from audit.harm_fit import fit_artifact_harm
     from recsys.artifacts import file_hashes, publish
     from recsys.data import load_dataset
     from recsys.device import pick_device
@@ -160,10 +160,8 @@ def train(cfg: TrainConfig) -> Path:
         _log(f"offline {name}: NDCG@10={m['ndcg@10']:.4f} Recall@10={m['recall@10']:.4f} (n={m['n_queries']})")
 
     _log("training the harm classifier")
-    harm_data = load_davidson(cfg.harm_data)
-    if cfg.harm_max_rows:
-        harm_data = harm_data.sample(n=min(cfg.harm_max_rows, len(harm_data)), random_state=cfg.seed)
-    harm = train_harm_classifier(harm_data, benign_texts=list(catalog.titles), seed=cfg.seed)
+    harm = fit_artifact_harm(cfg.harm_data, catalog, encoder_path=base, max_rows=cfg.harm_max_rows, seed=cfg.seed,
+                             device=cfg.device, log=_log)
     scores, categories = harm.score(list(catalog.texts))
     catalog.harm_score, catalog.harm_category = scores, np.asarray(categories, dtype=object)
     _log(f"harm: val AUC {harm.metrics['val_auc']:.3f}, threshold {harm.threshold:.3f}, "

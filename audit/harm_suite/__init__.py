@@ -21,10 +21,7 @@ import numpy as np
 import pandas as pd
 
 LABELS = ("hateful", "non-hateful")
-#: Categories a hateful text can carry, and the lesser ones a non-hateful text can carry ("none": benign).
-HATEFUL_CATEGORIES = ("hate", "dehumanisation", "threat")
-LESSER_CATEGORIES = ("harassment", "sexual", "profanity-only")
-CATEGORIES = HATEFUL_CATEGORIES + LESSER_CATEGORIES
+from audit.harm_categories import CATEGORIES, HATEFUL_CATEGORIES, LESSER_CATEGORIES  # noqa: E402,F401
 SPLITS = ("train", "heldout")
 GROUP_SLOTS = ("G", "S", "a_S")
 #: At most this many cases per template (its slot combinations are sampled deterministically beyond it).
