@@ -348,12 +348,17 @@ def benign_sets_of(catalog) -> dict[str, list[str]]:
     return {"catalog_texts": list(catalog.texts), "catalog_titles": list(catalog.titles), "catalog_tags": tags}
 
 
-def fit_artifact_harm(data: str | Path, catalog, *, encoder_path: str | Path, max_rows: int | None = None,
-                      seed: int = 0, device: str = "auto", log: Callable[[str], None] | None = None) -> HarmModel:
-    """What `recsys.train` trains: the frozen-MiniLM harm model on `max_rows` Davidson training rows (None:
-    all) + the suite's train templates, capped on the catalog's texts, titles and tags. Scoring the
-    catalog's texts afterwards costs no second model pass (memoised)."""
-    model = fit_harm_model(data, encoder_path=encoder_path, benign=benign_sets_of(catalog), max_rows=max_rows,
+def fit_artifact_harm(data: str | Path, catalog, *, encoder_path: str | Path | None = None,
+                      max_rows: int | None = None, seed: int = 0, device: str = "auto",
+                      log: Callable[[str], None] | None = None) -> HarmModel:
+    """What `recsys.train` trains: the harm model on `max_rows` Davidson training rows (None: all) + the
+    suite's train templates, capped on the catalog's texts, titles and tags. Its encoder is the shipped
+    all-MiniLM-L6-v2 unless `encoder_path` says otherwise: the harm check does not depend on which base the
+    interest model was fine-tuned from. Scoring the catalog's texts afterwards costs no second model pass
+    (memoised)."""
+    from recsys.encoder import base_model_path
+
+    model = fit_harm_model(data, encoder_path=encoder_path or base_model_path(), benign=benign_sets_of(catalog), max_rows=max_rows,
                            max_val_rows=None if max_rows is None else max(500, max_rows // 4), seed=seed,
                            device=device, log=log)
     model.metrics["val_auc"] = model.metrics["val_auc_suite"]

@@ -160,8 +160,8 @@ def train(cfg: TrainConfig) -> Path:
         _log(f"offline {name}: NDCG@10={m['ndcg@10']:.4f} Recall@10={m['recall@10']:.4f} (n={m['n_queries']})")
 
     _log("training the harm classifier")
-    harm = fit_artifact_harm(cfg.harm_data, catalog, encoder_path=base, max_rows=cfg.harm_max_rows, seed=cfg.seed,
-                             device=cfg.device, log=_log)
+    harm = fit_artifact_harm(cfg.harm_data, catalog, max_rows=cfg.harm_max_rows, seed=cfg.seed, device=cfg.device,
+                             log=_log)
     scores, categories = harm.score(list(catalog.texts))
     catalog.harm_score, catalog.harm_category = scores, np.asarray(categories, dtype=object)
     _log(f"harm: val AUC {harm.metrics['val_auc']:.3f}, threshold {harm.threshold:.3f}, "
