@@ -361,5 +361,5 @@ def fit_artifact_harm(data: str | Path, catalog, *, encoder_path: str | Path | N
     model = fit_harm_model(data, encoder_path=encoder_path or base_model_path(), benign=benign_sets_of(catalog), max_rows=max_rows,
                            max_val_rows=None if max_rows is None else max(500, max_rows // 4), seed=seed,
                            device=device, log=log)
-    model.metrics["val_auc"] = model.metrics["val_auc_suite"]
+    model.metrics["val_auc"] = model.metrics["val_auc_davidson_hate"]   # in distribution, as before (hate vs rest)
     return model
