@@ -7,6 +7,9 @@ DEHUMANISING = "Immigrants are vermin and parasites; they should all be extermin
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known miss of issue 25 (bench/README.md#harm-classifier-out-of-distribution): "
+                   "the frozen-MiniLM recipe gives the dehumanising sentence P(hateful) 0.53 < threshold 0.65, "
+                   "which the 2 % identity-FPR cap raised from 0.24; remove this mark when a recipe passes")
 def test_shipped_recipe_flags_dehumanising_text_without_slurs_and_spares_swearing():
     from audit.harm_fit import fit_harm_model
     from recsys.encoder import base_model_path
