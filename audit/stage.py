@@ -57,6 +57,9 @@ class HarmScorer:
         # Catalog rows flagged, with a False appended so that row -1 (an unknown item, which always has a
         # request text) reads False: a request of catalog items is one lookup.
         self._flagged_rows = np.append(hit, False)
+        # One scoring call at start-up: the first inference of a torch model pays thread-pool and allocator
+        # set-up (hundreds of ms on CPU) that must not land on a request's audit time budget.
+        self.clf.score(["warm-up"])
 
     def is_flagged(self, p: float, category: str) -> bool:
         return (category in LESSER_CATEGORIES or p >= self.threshold) and self._action(category) != "IGNORE"
@@ -107,11 +110,19 @@ class HarmScorer:
                 out.append((i, float(prob[i]), cats[i]))
         return out
 
-    def explain(self, text: str, category: str) -> tuple[str, ...]:
-        """The words that drove `text`'s flag (cached; the classifier's stored ones for catalog texts)."""
+    def explain(self, text: str, category: str, *, allowed: bool = True) -> tuple[str, ...] | None:
+        """The words that drove `text`'s flag (cached; the classifier's stored ones for catalog texts).
+        None when it is neither cached nor stored and `allowed` is False (the audit's time budget is half
+        spent: occlusion costs one model call of up to 33 texts)."""
         hit = self.spans.get(text)
         if hit is not None:
             return hit
+        stored = getattr(self.clf, "explanations", {}).get(text)
+        if stored is not None:
+            self.spans.put(text, tuple(stored))
+            return tuple(stored)
+        if not allowed:
+            return None
         if hasattr(self.clf, "explain"):
             span = self.clf.explain([text], [category])[0]
         else:   # older classifiers: occlusion on their P(harmful)
@@ -195,10 +206,12 @@ class AuditStage:
         if pol.harm.enabled:
             for i, p, category in self.harm.flagged(ctx.cand_idx, ctx.texts):
                 iid = ctx.item_ids[i]
-                span = self.harm.explain(self.harm.text(i, ctx.cand_idx, ctx.texts), category)
-                because = f"; driven by: {', '.join(repr(w) for w in span)}" if span else ""
+                span = self.harm.explain(self.harm.text(i, ctx.cand_idx, ctx.texts), category,
+                                         allowed=time.perf_counter() - t0 < self._budget_s / 2)
+                because = (f"; driven by: {', '.join(repr(w) for w in span)}" if span
+                           else "; span not computed within the time budget" if span is None else "")
                 msg = f"item text classified {category} ({self._p_name}={p:.3f}){because}"
-                harm_details[len(findings)] = {"category": category, "span": list(span)}
+                harm_details[len(findings)] = {"category": category, "span": None if span is None else list(span)}
                 findings.append(Finding("HARMFUL_TEXT", "harm_probability", p, self.harm_threshold, iid, msg))
                 if enforce and pol.harm.action_for(category) == "ENFORCE":
                     drop[i] = "HARMFUL_TEXT"
