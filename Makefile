@@ -10,7 +10,7 @@ PORT     ?= 50051
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run demo train serve test proto proto-check bench clean
+.PHONY: setup run demo train serve test proto proto-check bench clean chromium
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -38,7 +38,15 @@ demo: $(BIN)/.installed $(ARTIFACTS)/LATEST
 serve: $(BIN)/.installed $(ARTIFACTS)/LATEST
 	$(BIN)/python -m service --artifacts $(ARTIFACTS) --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.installed
+# The bias report's browser test (tests/audit/test_report_browser.py) renders the HTML in Debian's headless
+# Chromium; installed here when missing (as root, as CI runs). If it cannot be installed the test says so
+# (and fails under CI, where the CI variable is set).
+chromium:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+		echo "warning: could not install chromium; tests/audit/test_report_browser.py will not run"
+
+test: $(BIN)/.installed chromium
 	$(BIN)/python scripts/gen_proto.py --check
 	$(BIN)/python -m pytest
 

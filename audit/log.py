@@ -45,10 +45,10 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import mmap
 import operator
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -59,6 +59,10 @@ import orjson
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from audit.pseudonym import LEGACY_SALT_ENV, AuditKey, resolve_key
+
+_log = logging.getLogger("ethicrec.audit")
 
 # NORMAL (default): in WAL mode a committed record survives the process being killed at any point
 # (tests/audit/test_log_kill.py), but not an OS crash or power loss. FULL: also survives those, at the price
@@ -331,47 +335,97 @@ def candidate_entries(stored: list[dict[str, Any]] | dict[str, list[Any]]) -> li
     return [dict(zip(CANDIDATE_FIELDS, values)) for values in zip(*(stored[name] for name in CANDIDATE_FIELDS))]
 
 
-def load_or_create_salt(log_path: Path) -> bytes:
-    """Salt for hashing user ids: ETHICREC_AUDIT_SALT, else a 0600 file beside the log."""
-    env = os.environ.get("ETHICREC_AUDIT_SALT")
-    if env:
-        return env.encode()
-    salt_path = log_path.with_name(log_path.name + ".salt")
-    if salt_path.exists():
-        return salt_path.read_bytes()
-    salt = secrets.token_hex(16).encode()
-    fd = os.open(salt_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(salt)
-    return salt
+def _warn_legacy_salt(log_path: Path) -> None:
+    """The earlier scheme kept its salt beside the log, which makes the legacy user hashes in this log
+    reversible for whoever holds the directory; say so (the log itself is never rewritten)."""
+    salt = log_path.with_name(log_path.name + ".salt")
+    if salt.exists():
+        _log.warning("%s holds the salt of this log's legacy user hashes (records written before keyed "
+                     "pseudonyms): anyone who can read it can recover those user ids by trying candidates. Move it "
+                     "out of the log's directory, to where the audit key is kept (audit.lookup "
+                     "--legacy-salt-file reads it there), or delete it", salt)
+    if os.environ.get(LEGACY_SALT_ENV):
+        _log.warning("%s is set but no longer used for new records (they use the audit key); audit.lookup "
+                     "--legacy-salt-env reads it for records written before", LEGACY_SALT_ENV)
 
 
 class AuditLog:
-    def __init__(self, path: str | Path, salt: bytes | None = None, *, synchronous: str = "NORMAL",
-                 journal: bool = False) -> None:
+    """The audit log at `path`.
+
+    User ids are stored pseudonymised with the audit key (audit/pseudonym.py): `key` (an `AuditKey`, or
+    the key's bytes; `salt` is the earlier name of the same argument, for embedding and tests), else the
+    configured key (`ETHICREC_AUDIT_KEY`, `key_file`, or the default key file, created if missing).
+
+    `lazy`: create nothing on disk yet (not the database, not a default key file); `open()` does, and so
+    does the first write or the first `hash_user`. A server opens its log once its port is bound, a batch
+    job once its input has been checked, so a start-up that fails leaves nothing behind. A misconfigured
+    key (a key file that may not be read, a short ETHICREC_AUDIT_KEY) raises ConfigError here even so.
+    """
+
+    def __init__(self, path: str | Path, salt: bytes | None = None, *, key: AuditKey | bytes | None = None,
+                 key_file: str | Path | None = None, synchronous: str = "NORMAL", journal: bool = False,
+                 lazy: bool = False) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._salt = salt if salt is not None else load_or_create_salt(self.path)
+        given = key if key is not None else salt
+        self._key_file = Path(key_file) if key_file is not None else None
+        if isinstance(given, AuditKey):
+            self._key: AuditKey | None = given
+        elif given is not None:
+            self._key = AuditKey(bytes(given), "given")
+        else:
+            self._key = resolve_key(self.path, self._key_file, create=False)   # checks now, creates later
         self._user_hashes: dict[str, str] = {}
         self._full = synchronous == "FULL"
+        self._synchronous = synchronous
+        self._want_journal = journal
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._conn.executescript(SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(audit_records)")}
-        # Logs written before these columns existed; their old rows stay unchained (NULL hashes).
-        if "user_attributes" not in columns:
-            self._conn.execute("ALTER TABLE audit_records ADD COLUMN user_attributes TEXT NOT NULL DEFAULT '{}'")
-        for name in ("prev_hash", "record_hash"):
-            if name not in columns:
-                self._conn.execute(f"ALTER TABLE audit_records ADD COLUMN {name} TEXT")
-        self.recovered = self._recover_journals()
+        self._open_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
         self._journal: _Journal | None = None
-        if journal:
-            self._journal = _Journal(self)
+        self.recovered = 0
+        if not lazy:
+            self.open()
+
+    @property
+    def key(self) -> AuditKey:
+        """The pseudonymisation key (created now if it is the default key file and does not exist yet)."""
+        if self._key is None:
+            with self._open_lock:
+                if self._key is None:
+                    self._key = resolve_key(self.path, self._key_file, create=True)
+        return self._key   # type: ignore[return-value]
+
+    @property
+    def opened(self) -> bool:
+        return self._conn is not None
+
+    def open(self) -> "AuditLog":
+        """Create (or open) the database, ingest dead processes' journals, start this one's; idempotent."""
+        with self._open_lock:
+            if self._conn is not None:
+                return self
+            if self._key is None:
+                self._key = resolve_key(self.path, self._key_file, create=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_records)")}
+            # Logs written before these columns existed; their old rows stay unchained (NULL hashes).
+            if "user_attributes" not in columns:
+                conn.execute("ALTER TABLE audit_records ADD COLUMN user_attributes TEXT NOT NULL DEFAULT '{}'")
+            for name in ("prev_hash", "record_hash"):
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE audit_records ADD COLUMN {name} TEXT")
+            self._conn = conn
+            _warn_legacy_salt(self.path)
+            self.recovered = self._recover_journals()
+            if self._want_journal:
+                self._journal = _Journal(self)
+        return self
 
     def hash_user(self, user_id: str) -> str:
         # Cached: the same users come back request after request (a bounded dict; cleared when full).
@@ -379,8 +433,7 @@ class AuditLog:
         if digest is None:
             if len(self._user_hashes) >= 100_000:
                 self._user_hashes.clear()
-            digest = self._user_hashes[user_id] = hashlib.sha256(
-                self._salt + b"\x00" + user_id.encode("utf-8")).hexdigest()
+            digest = self._user_hashes[user_id] = self.key.pseudonym(user_id)
         return digest
 
     def append(self, rec: AuditRecord) -> None:
@@ -389,15 +442,23 @@ class AuditLog:
         if self._journal is not None:
             self._journal.append(_journal_line(rec))
         else:
+            if self._conn is None:
+                self.open()
+                if self._journal is not None:
+                    self._journal.append(_journal_line(rec))
+                    return
             self._commit([_stored_values(rec)])
 
-    def append_many(self, recs: list[AuditRecord]) -> None:
+    def append_many(self, recs: list[AuditRecord], *, skip_existing: bool = False) -> int:
         """Chain and commit several records in one transaction (one fsync under FULL); returns once all
         are durable, or raises with none of them written. Batch jobs commit a chunk's records this way
-        (straight to SQLite, also in journal mode: it is one transaction already)."""
+        (straight to SQLite, also in journal mode: it is one transaction already).
+
+        `skip_existing`: leave out records whose audit_id the log already holds (inside the same
+        transaction), so writing the same records again is a no-op: a batch job's rerun of a chunk whose
+        records were committed before it was killed. Returns how many were written."""
         rows = [_stored_values(rec) for rec in recs]
-        if rows:
-            self._commit(rows)
+        return self._commit(rows, skip_existing=skip_existing) if rows else 0
 
     def flush(self) -> None:
         """Wait until every record appended so far is in SQLite (journal mode; a no-op otherwise)."""
@@ -408,7 +469,8 @@ class AuditLog:
         if self._journal is not None:
             self._journal.close()
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
     def _commit(self, rows: list[dict[str, Any]], *, skip_existing: bool = False) -> int:
         """Chain and commit rows in one transaction; returns how many were inserted.
@@ -417,13 +479,17 @@ class AuditLog:
         BEGIN IMMEDIATE is what serialises writers across processes (a batch run pointed at the service's
         log): a per-process cache would fork the chain. The lookup is one primary-key seek.
         """
+        if self._conn is None:
+            self.open()
+        conn = self._conn
+        assert conn is not None
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 if skip_existing:
-                    rows = [r for r in rows if self._conn.execute(
+                    rows = [r for r in rows if conn.execute(
                         "SELECT 1 FROM audit_records WHERE audit_id = ?", (r["audit_id"],)).fetchone() is None]
-                last = self._conn.execute(
+                last = conn.execute(
                     "SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
                 prev = last[0] if last and last[0] else GENESIS
                 params = []
@@ -431,11 +497,11 @@ class AuditLog:
                     digest = record_digest(row, prev)
                     params.append((*row.values(), prev, digest))
                     prev = digest
-                self._conn.executemany(_INSERT, params)
-                self._conn.execute("COMMIT")
+                conn.executemany(_INSERT, params)
+                conn.execute("COMMIT")
             except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         return len(params)
 
@@ -661,8 +727,10 @@ class _Journal:
             self._populate_ahead()
 
 
-def read_records(path: str | Path, since: float | None = None, until: float | None = None) -> Iterator[AuditRecord]:
-    """Read records (oldest first), optionally within [since, until). Does not verify the chain."""
+def read_records(path: str | Path, since: float | None = None, until: float | None = None,
+                 user_hashes: list[str] | None = None) -> Iterator[AuditRecord]:
+    """Read records (oldest first), optionally within [since, until) and only those whose stored user hash
+    is one of `user_hashes` (see audit.lookup). Does not verify the chain."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"audit log not found: {p}")
@@ -676,7 +744,10 @@ def read_records(path: str | Path, since: float | None = None, until: float | No
         extra = ", ".join(name if name in columns else default for name, default in optional.items())
         sql = ("SELECT audit_id, ts, request_id, model_version, policy_version, user_hash, audit_mode, verdict,"
                f" top_k, returned_ids, removed, candidates, findings, {extra} FROM audit_records WHERE 1=1")
-        args: list[float] = []
+        args: list[Any] = []
+        if user_hashes is not None:
+            sql += f" AND user_hash IN ({', '.join('?' * len(user_hashes))})"
+            args.extend(user_hashes)
         if since is not None:
             sql += " AND ts >= ?"
             args.append(since)

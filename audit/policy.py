@@ -26,6 +26,23 @@ class ExposurePolicy:
     # ENFORCE re-ranking may cost at most this much NDCG@k, measured against the
     # original list with the model's own scores as gains (0.05 = 5 %).
     max_ndcg_loss: float = 0.05
+    # Family-wise error level of the per-request group-blind tests (audit/exposure_significance.py): a
+    # disparity is reported only when its Holm-adjusted p-value is at most alpha.
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class ExposureWindowPolicy:
+    """Amortised exposure (audit/exposure_window.py): each item group's position-weighted exposure summed
+    over the last `window` responses vs what a group-blind ranking of the same candidates would give."""
+
+    enabled: bool = True
+    window: int = 2000                   # most recent responses kept
+    min_requests: int = 100              # responses a group must appear in before it is judged
+    min_ratio: float = 0.8               # amortised exposure ratio whose whole interval lies below -> finding
+    confidence: float = 0.95             # of the (two-sided) interval on the ratio
+    refresh_every: int = 100             # responses between recomputations (off the request path)
+    max_busy_share: float = 0.05         # share of the process's time the refresh thread may take
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,7 @@ class Policy:
     log: LogPolicy = field(default_factory=LogPolicy)
     report: ReportPolicy = field(default_factory=ReportPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+    exposure_window: ExposureWindowPolicy = field(default_factory=ExposureWindowPolicy)
 
 
 def _take(table: dict[str, Any], prefix: str, allowed: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
@@ -150,7 +168,7 @@ def _ratio(value: float, key: str) -> float:
 def parse_policy(data: dict[str, Any]) -> Policy:
     top = _take(data, "", {"version": str, "failure_mode": str, "failure_status": str, "time_budget_ms": (int, float),
                            "exposure": dict, "harm": dict, "audience": dict, "log": dict, "report": dict,
-                           "monitor": dict})
+                           "monitor": dict, "exposure_window": dict})
     if "version" not in top or not top["version"]:
         raise ConfigError("policy key version is required (a non-empty string)")
     mode = top.get("failure_mode", "closed")
@@ -164,13 +182,17 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         raise ConfigError(f"policy key time_budget_ms must be > 0; got {budget!r}")
     e = _take(top.get("exposure", {}), "exposure.", {
         "enabled": bool, "action": str, "min_selection_rate_ratio": (int, float),
-        "min_exposure_ratio": (int, float), "min_group_size": int, "max_ndcg_loss": (int, float)})
+        "min_exposure_ratio": (int, float), "min_group_size": int, "max_ndcg_loss": (int, float),
+        "alpha": (int, float)})
     exposure = ExposurePolicy(
         enabled=e.get("enabled", True), action=_action(e.get("action", "FLAG"), "exposure.action"),
         min_selection_rate_ratio=_ratio(e.get("min_selection_rate_ratio", 0.8), "exposure.min_selection_rate_ratio"),
         min_exposure_ratio=_ratio(e.get("min_exposure_ratio", 0.8), "exposure.min_exposure_ratio"),
         min_group_size=e.get("min_group_size", 5),
-        max_ndcg_loss=_ratio(e.get("max_ndcg_loss", ExposurePolicy.max_ndcg_loss), "exposure.max_ndcg_loss"))
+        max_ndcg_loss=_ratio(e.get("max_ndcg_loss", ExposurePolicy.max_ndcg_loss), "exposure.max_ndcg_loss"),
+        alpha=float(e.get("alpha", ExposurePolicy.alpha)))
+    if not 0 < exposure.alpha < 0.5:
+        raise ConfigError(f"policy key exposure.alpha must be in (0, 0.5); got {exposure.alpha!r}")
     if exposure.min_group_size < 1:
         raise ConfigError(f"policy key exposure.min_group_size must be >= 1; got {exposure.min_group_size}")
     h = _take(top.get("harm", {}), "harm.", {"enabled": bool, "action": str, "threshold": (int, float),
@@ -230,7 +252,33 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     if report.n_boot < 0:
         raise ConfigError(f"policy key report.n_boot must be >= 0; got {report.n_boot}")
     return Policy(top["version"], mode, status, budget, exposure, harm, audience, LogPolicy(tuple(attrs), sync, write),
-                  report, _monitor(top.get("monitor", {})))
+                  report, _monitor(top.get("monitor", {})), _exposure_window(top.get("exposure_window", {})))
+
+
+def _exposure_window(table: dict[str, Any]) -> ExposureWindowPolicy:
+    w = _take(table, "exposure_window.", {"enabled": bool, "window": int, "min_requests": int,
+                                          "min_ratio": (int, float), "confidence": (int, float),
+                                          "refresh_every": int, "max_busy_share": (int, float)})
+    d = ExposureWindowPolicy()
+    for key in ("window", "min_requests", "refresh_every"):
+        if w.get(key, 1) < 1:
+            raise ConfigError(f"policy key exposure_window.{key} must be >= 1; got {w[key]}")
+    if w.get("min_requests", d.min_requests) > w.get("window", d.window):
+        raise ConfigError("policy key exposure_window.min_requests must be <= exposure_window.window; got "
+                          f"{w.get('min_requests', d.min_requests)} > {w.get('window', d.window)}")
+    conf = float(w.get("confidence", d.confidence))
+    if not 0.5 <= conf < 1:
+        raise ConfigError(f"policy key exposure_window.confidence must be in [0.5, 1); got {conf!r}")
+    ratio = float(w.get("min_ratio", d.min_ratio))
+    if not 0 < ratio <= 1:
+        raise ConfigError(f"policy key exposure_window.min_ratio must be in (0, 1]; got {ratio!r}")
+    busy = float(w.get("max_busy_share", d.max_busy_share))
+    if not 0 < busy <= 1:
+        raise ConfigError(f"policy key exposure_window.max_busy_share must be in (0, 1]; got {busy!r}")
+    return ExposureWindowPolicy(enabled=w.get("enabled", d.enabled), window=w.get("window", d.window),
+                                min_requests=w.get("min_requests", d.min_requests), min_ratio=ratio,
+                                confidence=conf, refresh_every=w.get("refresh_every", d.refresh_every),
+                                max_busy_share=busy)
 
 
 def _monitor(table: dict[str, Any]) -> MonitorPolicy:

@@ -7,6 +7,7 @@
     <root>/<version>/catalog.parquet    items, texts, statistics, groups, harm scores
     <root>/<version>/users.json         known users' recent history (item ids, most recent first)
     <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
+    <root>/<version>/als.npz            ALS item factors and parameters (recsys/als.py), for the ALS features
     <root>/<version>/ranker.txt         LightGBM text model
     <root>/<version>/harm/              harm classifier: audit/harm_model.py (harm_model.json + safetensors/.npy;
                                         older artifacts: the char-n-gram params.json + .npy)
@@ -36,6 +37,7 @@ from typing import Any
 from audit.harm import HarmClassifier
 from audit.harm_bert import BertHarmClassifier
 from audit.harm_model import HarmModel, load_harm
+from recsys.als import ImplicitALS
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
@@ -46,7 +48,7 @@ from recsys.ranker import LambdaRanker
 from recsys.user_vectors import load_user_vectors
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
-            "ranker.txt", "harm")
+            "als.npz", "ranker.txt", "harm")
 OPTIONAL = ("cross_encoder", "harm_bert", "user_vectors.npy", "user_vectors.keys.json")
 
 
@@ -100,6 +102,7 @@ class Artifacts:
     harm: HarmModel | BertHarmClassifier | HarmClassifier   # audit.harm_model.load_harm: harm_bert/, else harm/
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
+    als: ImplicitALS
     cross_encoder: CrossEncoder | None = None
 
     @property
@@ -152,6 +155,9 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
         harm = load_harm(vdir, device=device)
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
+        als = ImplicitALS.load(vdir / "als.npz")
+        if als.n_items != len(catalog):
+            raise ArtifactError(f"als.npz has {als.n_items} item rows; catalog has {len(catalog)}")
         cross = CrossEncoder.load(vdir / "cross_encoder", device=device) if (vdir / "cross_encoder").is_dir() else None
     except ArtifactError:
         raise
@@ -170,4 +176,4 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"artifact {vdir} has unreadable user vectors: {type(exc).__name__}: {exc}") from None
     return Artifacts(meta["version"], vdir, meta, catalog, EmbeddingStore(encoder, vectors, known_users=known_users),
-                     ranker, harm, users, cooc, cross)
+                     ranker, harm, users, cooc, als, cross)

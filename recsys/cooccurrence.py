@@ -18,7 +18,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.sparse_kernels import cooccurrence_scores, distinct_known
+from recsys.sparse_kernels import cooccurrence_scores, cooccurrence_scores_weighted, distinct_known
+
+#: recency weighting of `score_recent`: the i-th most recent distinct history item weighs 0.5 ** (i / RECENCY_HALF_LIFE)
+RECENCY_HALF_LIFE = 10.0
+RECENT_ITEMS = 50
 
 
 class CoOccurrence:
@@ -56,6 +60,17 @@ class CoOccurrence:
         X = self.X
         return cooccurrence_scores(X.indptr, X.indices, self.inv_sqrt, hist, cand_idx, X.shape[0])
 
+    def score_recent(self, cand_idx: np.ndarray, history_idx: np.ndarray) -> np.ndarray:
+        """Like `score`, but each history item weighs 0.5 ** (i / RECENCY_HALF_LIFE) by its recency rank i among
+        the RECENT_ITEMS most recent distinct known items (history is most recent first): what a user did
+        lately says more about their next item than what they did years ago. NaN without a known item."""
+        hist = recent_distinct(history_idx, RECENT_ITEMS)
+        if len(hist) == 0:
+            return np.full(len(cand_idx), np.nan)
+        weights = 0.5 ** (np.arange(len(hist)) / RECENCY_HALF_LIFE)
+        X = self.X
+        return cooccurrence_scores_weighted(X.indptr, X.indices, self.inv_sqrt, hist, weights, cand_idx, X.shape[0])
+
     def save(self, path: Path) -> None:
         np.savez(path, indptr=self.X.indptr, indices=self.X.indices, shape=np.asarray(self.X.shape))
 
@@ -65,3 +80,10 @@ class CoOccurrence:
             shape = tuple(int(x) for x in z["shape"])
             m = sp.csc_matrix((np.ones(len(z["indices"]), dtype=np.float32), z["indices"], z["indptr"]), shape=shape)
         return cls(m)
+
+
+def recent_distinct(history_idx: np.ndarray, n: int) -> np.ndarray:
+    """The first `n` distinct known rows of a most-recent-first history, in that order."""
+    known = np.asarray(history_idx)[np.asarray(history_idx) >= 0]
+    _, first = np.unique(known, return_index=True)
+    return known[np.sort(first)][:n]

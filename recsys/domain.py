@@ -111,6 +111,10 @@ class Finding:
     threshold: float
     group: str
     message: str
+    # Statistical findings carry their evidence: the (Holm-adjusted) p-value and the policy level it was
+    # compared with (audit/exposure_significance.py); None for rule-based findings.
+    p_value: float | None = None
+    alpha: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from recsys.encoder import TextEncoder
 from recsys.lru import LRUCache
 from recsys.microbatch import MicroBatcher
 
-USER_MAX_LENGTH = 128
+USER_MAX_LENGTH = 64
 ITEM_MAX_LENGTH = 64
 
 

@@ -12,7 +12,8 @@ class InvalidRequest(EthicrecError):
     (e.g. ``candidates[3].item_id``) so clients can point at it."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        # An empty field: the request as a whole (e.g. bytes that are not a request at all).
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.description = message
 

@@ -1,22 +1,29 @@
 """`python -m recsys.evaluate --data DIR --artifacts DIR [--out FILE]`
 
-Compares, on the artifact's own temporal split and candidate lists (rebuilt
-exactly as at training time), cross-fitted over the two halves of the users
-active after t_val (see `evaluate`), so every such user is a test user once:
+Evaluates an artifact the way frontends use the plugin, on the artifact's own per-user temporal split
+(recsys/split.py): each test user's last interactions are held out; their earlier ones are the request's
+history. Three candidate-list kinds (recsys/ranking_data.py): `uniform` (held-out positives + 100 items the
+user never rated), `retrieval` (the ALS retrieval stage's top 100 unseen items, positives not injected) and
+`cold` (held-out positives among items with no training interaction at all, + cold items the user never
+rated). Positives: rating >= 4. Ties are broken at random and their share reported.
 
-    popularity        time-decayed item popularity (the item_log_pop feature)
-    als               implicit's ALS, fit on interactions before t_val; test users'
-                      factors recomputed from their request-time history; factors and
-                      alpha tuned on the other half's users (grid in ALS_GRID)
-    bert_base         the base all-MiniLM-L6-v2 (not fine-tuned), same user/item texts
-    bert_only         the fine-tuned bi-encoder's interest score
-    lightgbm_no_bert  the same LambdaRanker, trained without the BERT features (interest, interest_max)
-    blend             the artifact's LambdaRanker recipe (LightGBM with the BERT scores as features)
-    blend_linear      0.5 * norm(interest) + 0.5 * norm(blend ranker), per request
+Models:
 
-Metrics: NDCG@10, Recall@10, MRR, catalog coverage of the top 10. With user
-demographics (MovieLens 100K) each row is also split by gender and age band
-(Fairlearn MetricFrame) and written to the JSON for the bias report.
+    random            the exact expected score of a uniformly random order
+    popularity        training-part item popularity (time-decayed)
+    als               implicit's ALS, fit on every user's train part, users from all their training
+                      interactions; factors, alpha and regularization tuned *per list kind* on the validation
+                      users over a grid wider than ours (recsys/model_selection.py ALS_GRID)
+    bpr               implicit's BPR, tuned the same way (BPR_GRID)
+    bert_base         the base all-MiniLM-L6-v2 (not fine-tuned) as the same bi-encoder: user text vs item text
+    bert_only         the artifact's fine-tuned bi-encoder alone
+    lightgbm_no_bert  the artifact's ranker recipe and selection, trained without the BERT features
+    blend             the artifact's ranker as served (the BERT scores among its features)
+
+Every choice is made on the validation users; the test users are scored once. Each model is compared with
+the best baseline (the best non-ethicrec row on that list kind) and with ALS by a paired bootstrap over the
+test lists; the issue's goals are checked and written down as met or missed. JSON to
+`reports/evaluation-<dataset>.json` (`audit.report --evaluation` reads it), a table to stdout.
 """
 from __future__ import annotations
 
@@ -31,85 +38,67 @@ import pandas as pd
 
 from recsys.errors import EthicrecError
 
-
-ALS_GRID = {"factors": (32, 64, 128), "alpha": (1.0, 10.0, 40.0)}
-
-
-def tune_als(sd, stop, *, iterations: int, regularization: float, seed: int) -> dict:
-    """Give the baseline a fair chance: pick factors and alpha by NDCG@10 on the early-stopping users."""
-    best, best_ndcg = None, -1.0
-    for f in ALS_GRID["factors"]:
-        for a in ALS_GRID["alpha"]:
-            sc = als_scores(sd, stop, factors=f, iterations=iterations, regularization=regularization, alpha=a,
-                            seed=seed)
-            ndcg = float(per_query(stop, sc)["ndcg@10"].mean())
-            if ndcg > best_ndcg:
-                best, best_ndcg = {"factors": f, "alpha": a}, ndcg
-    return best | {"stop_ndcg@10": best_ndcg}
+BASELINES = ("random", "popularity", "als", "bpr", "bert_base")
+OURS = ("bert_only", "lightgbm_no_bert", "blend")
+#: models that cannot score an item without training interactions (cold lists: all ties)
+NEEDS_INTERACTIONS = ("popularity", "als", "bpr")
 
 
-def als_scores(sd, rs, *, factors: int, iterations: int, regularization: float, alpha: float, seed: int) -> np.ndarray:
-    import scipy.sparse as sp
-    from implicit.cpu.als import AlternatingLeastSquares
+def bpr_scores(sd, lists, point: dict, seed: int, matrix, users: np.ndarray) -> list[np.ndarray]:
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
     from threadpoolctl import threadpool_limits
 
-    cat = sd.catalog
-    inter = sd.ds.interactions
-    before = inter[inter["timestamp"] < sd.cut.t_val]
-    cols = cat.lookup(before["item_id"].tolist())
-    users, rows = np.unique(before["user_id"].to_numpy(), return_inverse=True)
-    ok = cols >= 0
-    m = sp.csr_matrix((np.ones(ok.sum(), dtype=np.float32), (rows[ok], cols[ok])), shape=(len(users), len(cat)))
-    m.data[:] = 1.0
-    with threadpool_limits(1, "blas"):  # implicit's own advice: BLAS threads fight its thread pool
-        model = AlternatingLeastSquares(factors=factors, iterations=iterations, regularization=regularization,
-                                        alpha=alpha, random_state=seed, num_threads=2)
-        model.fit(m, show_progress=False)
-    out = np.empty(len(rs.y))
-    for (s, e), cands, hist in zip(rs.bounds(), rs.candidates, rs.histories):
-        h = np.unique(hist[hist >= 0])
-        row = sp.csr_matrix((np.ones(len(h), dtype=np.float32), (np.zeros(len(h), dtype=int), h)),
-                            shape=(1, len(cat)))
-        ids, sc = model.recommend(0, row, N=len(cands), filter_already_liked_items=False, items=cands,
-                                  recalculate_user=True)
-        pos = {int(i): float(v) for i, v in zip(ids, sc)}
-        out[s:e] = [pos.get(int(c), -np.inf) for c in cands]
+    with threadpool_limits(1, "blas"):
+        model = BayesianPersonalizedRanking(factors=int(point["factors"]), learning_rate=float(point["learning_rate"]),
+                                            regularization=float(point["regularization"]),
+                                            iterations=int(point.get("iterations", 100)), random_state=seed,
+                                            num_threads=2)
+        model.fit(matrix, show_progress=False)
+    U, V = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    row = {str(u): i for i, u in enumerate(users)}
+    out = []
+    for cl in lists:
+        i = row.get(cl.user_id)
+        out.append(V[cl.candidates] @ U[i] if i is not None else np.zeros(len(cl.candidates)))
     return out
 
 
-def base_model_scores(sd, rs, base_model: str | None = None, device: str = "cpu",
-                      precision: str = "auto") -> np.ndarray:
-    """Interest scores of the un-tuned model the artifact was fine-tuned from (default: the shipped
-    all-MiniLM-L6-v2) on the same queries and candidates."""
+def tune_baseline(name: str, sd, val: dict, grid: dict, seed: int, score_fn, log) -> dict[str, dict]:
+    """Best grid point per list kind, by validation NDCG@10 (one fit per point, all kinds scored)."""
+    from recsys.model_selection import grid_points, mean_ndcg
+
+    best: dict[str, tuple[float, dict]] = {}
+    for point in grid_points(grid):
+        per_kind = score_fn(point, val)
+        for kind, scores in per_kind.items():
+            v = mean_ndcg(val[kind], scores, seed=seed)
+            if kind not in best or v > best[kind][0]:
+                best[kind] = (v, point)
+        log(f"{name} {point}: " + ", ".join(f"{k} {mean_ndcg(val[k], s, seed=seed):.4f}" for k, s in per_kind.items()))
+    return {kind: point | {"val_ndcg@10": v} for kind, (v, point) in best.items()}
+
+
+def base_bert_scores(encoder_path, catalog, lists: list, device: str, precision: str) -> list[np.ndarray]:
+    """The base model as the same bi-encoder (user text from the history, item texts): what fine-tuning adds."""
     from recsys.embedding_store import ITEM_MAX_LENGTH, USER_MAX_LENGTH
     from recsys.encoder import TextEncoder, base_model_path
-    from recsys.text import user_text
+    from recsys.text import history_user_text
 
-    path = Path(base_model) if base_model else base_model_path()
+    path = Path(encoder_path) if encoder_path else base_model_path()
     if not (path / "config.json").is_file():
         raise EthicrecError(f"the artifact was fine-tuned from {path}, which is not there any more")
     base = TextEncoder.load(path, device=device, precision=precision)
-    cat = sd.catalog
-    needed = np.unique(np.concatenate(rs.candidates)) if len(rs) else np.zeros(0, dtype=np.int64)
-    V = base.encode([cat.texts[i] for i in needed], max_length=ITEM_MAX_LENGTH, batch_size=128)
+    needed = np.unique(np.concatenate([cl.candidates for cl in lists])) if lists else np.zeros(0, np.int64)
+    V = base.encode([catalog.texts[i] for i in needed], max_length=ITEM_MAX_LENGTH, batch_size=128)
     row = {int(i): j for j, i in enumerate(needed)}
-    U = base.encode([user_text([cat.texts[i] for i in h[h >= 0]]) for h in rs.histories], max_length=USER_MAX_LENGTH,
-                    batch_size=32)
-    out = np.empty(len(rs.y))
-    for (s, e), cands, u in zip(rs.bounds(), rs.candidates, U):
-        out[s:e] = V[[row[int(c)] for c in cands]] @ u
-    return out
-
-
-def per_query(rs, scores: np.ndarray, k: int = 10) -> pd.DataFrame:
-    from recsys.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, top_k
-
-    rows = []
-    for (s, e), uid, cands in zip(rs.bounds(), rs.user_ids, rs.candidates):
-        y, sc = rs.y[s:e], scores[s:e]
-        rows.append({"user_id": uid, f"ndcg@{k}": ndcg_at_k(y, sc, k), f"recall@{k}": recall_at_k(y, sc, k),
-                     "mrr": reciprocal_rank(y, sc), "top": cands[top_k(sc, k)]})
-    return pd.DataFrame(rows)
+    keys, texts = {}, []
+    for cl in lists:
+        k = cl.history.tobytes()
+        if k not in keys:
+            keys[k] = len(texts)
+            texts.append(history_user_text(catalog.texts, cl.history))
+    U = base.encode(texts, max_length=USER_MAX_LENGTH, batch_size=32)
+    return [V[[row[int(c)] for c in cl.candidates]] @ U[keys[cl.history.tobytes()]] for cl in lists]
 
 
 def by_group(q: pd.DataFrame, users: pd.DataFrame, attribute: str) -> dict:
@@ -130,104 +119,201 @@ def by_group(q: pd.DataFrame, users: pd.DataFrame, attribute: str) -> dict:
         "_ratio_min_over_max": {c: float(mf.ratio()[c]) for c in cols}}
 
 
+def _goal(name: str, ok: bool, detail: str) -> dict:
+    return {"goal": name, "met": bool(ok), "detail": detail}
+
+
+def check_goals(kinds: dict) -> list[dict]:
+    """The issue's goals (README "Ranking quality"), each met or missed with its figures."""
+    goals = []
+    for kind in ("uniform", "retrieval"):
+        if kind not in kinds:
+            continue
+        c = kinds[kind]["comparisons"]["blend_vs_als"]
+        goals.append(_goal(f"{kind}: blend >= 1.05x ALS NDCG@10, paired CI of the difference above 0",
+                           c["ratio"] >= 1.05 and c["diff_lo"] > 0,
+                           f"{c['ratio']:.3f}x, diff {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]"))
+        c = kinds[kind]["comparisons"]["blend_vs_lightgbm_no_bert"]
+        goals.append(_goal(f"{kind}: blend beats the same blend without BERT, paired CI above 0", c["diff_lo"] > 0,
+                           f"diff {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]"))
+        c = kinds[kind]["comparisons"]["bert_only_vs_bert_base"]
+        goals.append(_goal(f"{kind}: fine-tuned bi-encoder >= 1.30x base MiniLM NDCG@10", c["ratio"] >= 1.30,
+                           f"{c['ratio']:.3f}x [{c['ratio_lo']:.3f}, {c['ratio_hi']:.3f}]"))
+    if "cold" in kinds:
+        c = kinds["cold"]["comparisons"]
+        r = c["blend_vs_random"]
+        goals.append(_goal("cold: blend >= 2x random NDCG@10", r["ratio"] >= 2.0,
+                           f"{r['ratio']:.3f}x [{r['ratio_lo']:.3f}, {r['ratio_hi']:.3f}]"))
+        b = c["blend_vs_bert_base"]
+        goals.append(_goal("cold: blend beats the base-MiniLM content profile, paired CI above 0", b["diff_lo"] > 0,
+                           f"diff {b['diff']:+.4f} [{b['diff_lo']:+.4f}, {b['diff_hi']:+.4f}]"))
+    return goals
+
+
 def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_precision: str = "auto",
-             als_factors: int | None = None, als_iterations: int = 15, als_regularization: float = 0.05,
-             als_alpha: float | None = None) -> dict:
-    """Cross-fitted over the two halves of the users active after t_val.
-
-    Each half is evaluated once, with everything that is tuned or early-stopped (both LightGBM rankers,
-    ALS factors/alpha unless given) fitted on the other half; per-user results are pooled, so every
-    user active after t_val is a test user exactly once and no model ever sees its own test users.
-    The BERT model and the LightGBM training queries come from before t_val and are shared by both
-    halves. The deployed ranker (early-stopped on the first half) is also scored on the second half
-    alone, as `deployed_ranker_second_half`.
-    """
+             n_boot: int = 2000, min_slice_users: int = 20, baseline_grid: str = "full", log=None) -> dict:
     from recsys.artifacts import load_artifacts
-    from recsys.blend import Blend
     from recsys.data import load_dataset
-    from recsys.features import BERT_FEATURES
-    from recsys.offline import check_dataset_matches
-    from recsys.ranker import LambdaRanker
-    from recsys.ranking_data import ranking_sets, split_data
-    from recsys.train import encode_catalogs
+    from recsys.features import BERT_FEATURES, FeatureBuilder
+    from recsys.model_selection import (ALS_GRID, ALS_GRID_QUICK, BPR_GRID, RANKER_GRID, RANKER_GRID_QUICK,
+                                        als_list_scores, select_ranker)
+    from recsys.offline import check_dataset_matches, split_of
+    from recsys.offline_scores import paired_bootstrap, per_list, random_ndcg, summary
+    from recsys.ranking_data import (RankingSet, build_ranking_set, fit_als, full_histories, holdout_lists,
+                                     load_item_features, training_lists, user_vectors)
 
+    log = log or (lambda msg: print(f"[evaluate] {msg}", file=sys.stderr, flush=True))
     art = load_artifacts(artifacts_path, device=device, encode_precision=encode_precision)
-    params = art.metadata["params"]
+    meta, params = art.metadata, art.metadata["params"]
+    if meta.get("split", {}).get("protocol") != "per-user temporal":
+        raise EthicrecError(f"artifact {art.version} was trained with the old global-time split; retrain it "
+                            "(python -m recsys.train) to evaluate it on the per-user protocol")
     seed = int(params["seed"])
     ds = load_dataset(data)
     if params.get("sample_users"):
         ds = ds.subset_users(int(params["sample_users"]), seed=seed)
     check_dataset_matches(art, ds)
-    sd = split_data(ds, params.get("max_eval_queries"))
-    encoder = art.store.encoder
-    vectors_fit, vectors = encode_catalogs(encoder, sd.catalog_fit, sd.catalog)
+    split = meta["split"]
+    sd = split_of(art, ds)
+    if not (np.array_equal(sd.catalog.texts, art.catalog.texts)
+            and np.allclose(sd.catalog.stats.log_pop, art.catalog.stats.log_pop, rtol=1e-12, atol=0)):
+        raise EthicrecError(f"the catalog rebuilt from {data} differs from artifact {art.version}'s (texts or "
+                            "statistics): it was trained by another version of ethicrec; retrain it")
+    n = int(params["n_candidates"])
     feats = params.get("item_features")
     if feats and not Path(feats).is_file():
         raise EthicrecError(f"the artifact was trained with --item-features {feats}, which is not there any more")
-    train, half_a, half_b = ranking_sets(sd, encoder, vectors_fit, vectors, int(params["n_candidates"]), seed, feats)
-    if len(half_a) == 0 or len(half_b) == 0:
-        raise EthicrecError("too few users after t_val to evaluate (both halves need at least one)")
-    names = list(train.names)
-    i_int, i_pop = names.index("interest"), names.index("item_log_pop")
-    keep = [j for j in range(len(names)) if names[j] not in BERT_FEATURES]
-    linear = Blend("linear", 0.5)
-    fixed_als = als_factors is not None and als_alpha is not None
-    per_model: dict[str, list[pd.DataFrame]] = {}
-    als_chosen = []
-    for tune_on, test in ((half_a, half_b), (half_b, half_a)):
-        blend = LambdaRanker(random_state=seed).fit(train.X, train.y, train.groups, feature_names=names,
-                                                     eval_set=(tune_on.X, tune_on.y, tune_on.groups))
-        no_bert = LambdaRanker(random_state=seed).fit(
-            train.X[:, keep], train.y, train.groups, feature_names=[names[j] for j in keep],
-            eval_set=(tune_on.X[:, keep], tune_on.y, tune_on.groups))
-        if fixed_als:
-            als = {"factors": als_factors, "alpha": als_alpha}
-        else:
-            als = tune_als(sd, tune_on, iterations=als_iterations, regularization=als_regularization, seed=seed)
-        als_chosen.append(als)
-        blend_scores = blend.predict(test.X)
+    extra_names, extra = load_item_features(feats, sd.catalog) if feats else ((), None)
+    encoder, vectors, als = art.store.encoder, np.asarray(art.store.item_vectors), art.als
+    als_fit = fit_als(sd.split.fit, sd.catalog_fit, meta["selection"]["als"], seed=seed)
+    val = {"uniform": holdout_lists(sd, "val", "uniform", n, seed),
+           "retrieval": holdout_lists(sd, "val", "retrieval", n, seed, als)}
+    test = {k: holdout_lists(sd, "test", k, n, seed, als) for k in ("uniform", "retrieval", "cold")}
+    for kind, ls in test.items():
+        if len(ls) < min_slice_users:
+            raise EthicrecError(f"the {kind} slice has {len(ls)} test users with a held-out positive; at least "
+                                f"{min_slice_users} are needed (--min-slice-users)")
+    fb = FeatureBuilder(sd.catalog, sd.cooc, als, extra_names)
+    every = [cl for ls in (*val.values(), *test.values()) for cl in ls]
+    users = user_vectors(encoder, sd.catalog, every)
+    val_sets = {k: build_ranking_set(v, fb, vectors, users, graded=False, item_features=extra) for k, v in val.items()}
+    test_sets = {k: build_ranking_set(v, fb, vectors, users, graded=False, item_features=extra)
+                 for k, v in test.items()}
+    log(f"{ds.name}: test lists " + ", ".join(f"{k} {len(v)}" for k, v in test_sets.items()))
+
+    # The no-BERT ablation: the same recipe and selection as the artifact's ranker, without BERT columns (so the
+    # training set's BERT columns are never read: the train-state vectors stand in for the fit-state ones).
+    tr_lists = training_lists(sd, als_fit, n, seed, cuts=int(params.get("label_cuts", 1)))
+    fb_fit = FeatureBuilder(sd.catalog_fit, sd.cooc_fit, als_fit, extra_names)
+    train_set = build_ranking_set(tr_lists, fb_fit, vectors, user_vectors(encoder, sd.catalog_fit, tr_lists),
+                                  graded=True, item_features=extra)
+    names = list(train_set.names)
+    keep = [j for j, nm in enumerate(names) if nm not in BERT_FEATURES]
+    grid = RANKER_GRID if params.get("ranker_grid", "full") == "full" else RANKER_GRID_QUICK
+    no_bert, _ = select_ranker(train_set, RankingSet.concat(list(val_sets.values())), grid, seed=seed, columns=keep,
+                               log=log)
+
+    full = full_histories(sd)
+    als_grid = ALS_GRID if baseline_grid == "full" else ALS_GRID_QUICK
+    als_best = tune_baseline("ALS", sd, val, als_grid, seed, lambda p, v: {
+        k: als_list_scores(fit_als(sd.split.train, sd.catalog, p, seed), ls, full_history=full) for k, ls in v.items()},
+        log) if baseline_grid else {}
+    from recsys.als import interaction_matrix
+
+    matrix, matrix_users = interaction_matrix(sd.split.train, sd.catalog.item_ids)
+    bpr_grid = BPR_GRID if baseline_grid == "full" else {k: v[:1] for k, v in BPR_GRID.items()}
+    bpr_best = tune_baseline("BPR", sd, val, bpr_grid, seed, lambda p, v: {
+        k: bpr_scores(sd, ls, p, seed, matrix, matrix_users) for k, ls in v.items()}, log)
+
+    import tempfile
+
+    from audit.log import AuditLog
+    from audit.policy import load_policy
+    from recsys.offline import served_scores
+    from recsys.pipeline import build_pipeline
+
+    kinds: dict[str, dict] = {}
+    per_list_rows: dict[str, dict[str, pd.DataFrame]] = {}
+    tmp = tempfile.TemporaryDirectory(prefix="ethicrec-evaluate-")
+    audit_log = AuditLog(Path(tmp.name) / "evaluate-audit.db", salt=b"evaluate")
+    pipe = build_pipeline(art, policy=load_policy(), audit_log=audit_log)
+    served_gap = 0.0
+    for kind, rs in test_sets.items():
+        X = rs.X
+        tune_kind = kind if kind != "cold" else "uniform"   # cold lists: the uniform choice (no cold validation)
+        ap = {k: v for k, v in als_best[tune_kind].items() if k != "val_ndcg@10"}
+        bp = {k: v for k, v in bpr_best[tune_kind].items() if k != "val_ndcg@10"}
         scores = {
-            "popularity": test.X[:, i_pop],
-            "als": als_scores(sd, test, factors=als["factors"], iterations=als_iterations,
-                              regularization=als_regularization, alpha=als["alpha"], seed=seed),
-            "bert_base": base_model_scores(sd, test, params.get("base_model"), device=device,
-                                           precision=encode_precision),
-            "bert_only": test.X[:, i_int],
-            "lightgbm_no_bert": no_bert.predict(test.X[:, keep]),
-            "blend": blend_scores,
-            "blend_linear": np.concatenate([linear.combine(test.X[s:e, i_int], blend_scores[s:e])
-                                            for s, e in test.bounds()]),
+            "popularity": X[:, names.index("item_log_pop")],
+            "als": np.concatenate(als_list_scores(fit_als(sd.split.train, sd.catalog, ap, seed), rs.lists,
+                                                  full_history=full)),
+            "bpr": np.concatenate(bpr_scores(sd, rs.lists, bp, seed, matrix, matrix_users)),
+            "bert_base": np.concatenate(base_bert_scores(params.get("base_model"), sd.catalog, rs.lists, device,
+                                                         encode_precision)),
+            "bert_only": X[:, names.index("interest")],
+            "lightgbm_no_bert": no_bert.predict(X[:, keep]),
+            # the blend as the server computes it (the whole serving pipeline, per list)
+            "blend": np.concatenate(served_scores(pipe, art.catalog, rs.lists)),
         }
-        for name, sc in scores.items():
-            per_model.setdefault(name, []).append(per_query(test, sc))
-    rows, groups = {}, {}
-    for name, parts in per_model.items():
-        q = pd.concat(parts, ignore_index=True)
-        rows[name] = _summary(q, len(sd.catalog))
-        if len(ds.users):
-            groups[name] = {a: by_group(q, ds.users, a) for a in ("gender", "age_band") if a in ds.users.columns}
-    deployed = _summary(per_query(half_b, art.ranker.predict(half_b.X)), len(sd.catalog))
-    return {"dataset": ds.name, "artifact_version": art.version, "split": art.metadata["split"],
-            "protocol": "cross-fitted: users active after t_val split in two halves by user hash; each half "
-                        "evaluated with rankers early-stopped and ALS tuned on the other half; results pooled",
-            "n_candidates": int(params["n_candidates"]), "test_users": int(len(half_a) + len(half_b)),
-            "als": {"chosen_per_half": als_chosen, "iterations": als_iterations,
-                    "regularization": als_regularization},
-            "models": rows, "deployed_ranker_second_half": deployed, "by_group": groups}
-
-
-def _summary(q: pd.DataFrame, n_items: int) -> dict:
-    covered = len({int(i) for top in q["top"] for i in top})
-    return {"ndcg@10": float(q["ndcg@10"].mean()), "recall@10": float(q["recall@10"].mean()),
-            "mrr": float(q["mrr"].mean()), "coverage@10": covered / n_items, "n_queries": int(len(q))}
+        served_gap = max(served_gap, float(np.max(np.abs(scores["blend"] - art.ranker.predict(X)))))
+        if kind == "cold":
+            # No training interaction: ALS solves a cold item's factors to zero, popularity is zero, and BPR
+            # leaves them at their random initialisation. None of them can tell cold items apart; they are
+            # scored as one tie (broken at random) rather than credited with their initial noise.
+            for m in NEEDS_INTERACTIONS:
+                scores[m] = np.zeros(len(X))
+        q = {"random": random_ndcg(rs)} | {m: per_list(rs, sc, seed=seed) for m, sc in scores.items()}
+        per_list_rows[kind] = q
+        rows = {m: summary(v, len(sd.catalog)) for m, v in q.items()}
+        best = max(BASELINES, key=lambda m: rows[m]["ndcg@10"])
+        nd = {m: v["ndcg@10"].to_numpy() for m, v in q.items()}
+        comps = {f"{m}_vs_best_baseline": paired_bootstrap(nd[m], nd[best], n_boot=n_boot, seed=seed)
+                 for m in (*BASELINES, *OURS) if m != best}
+        for a, b in (("blend", "als"), ("blend", "lightgbm_no_bert"), ("bert_only", "bert_base"), ("blend", "random"),
+                     ("blend", "bert_base"), ("lightgbm_no_bert", "als")):
+            comps[f"{a}_vs_{b}"] = paired_bootstrap(nd[a], nd[b], n_boot=n_boot, seed=seed)
+        kinds[kind] = {"models": rows, "best_baseline": best, "comparisons": comps, "n_lists": int(len(rs)),
+                       "tuned": {"als": als_best.get(tune_kind), "bpr": bpr_best.get(tune_kind)},
+                       "cannot_score": list(NEEDS_INTERACTIONS) if kind == "cold" else []}
+    audit_log.close()
+    tmp.cleanup()
+    groups = {}
+    if len(ds.users):
+        for m in ("als", "blend"):
+            q = per_list_rows["uniform"][m]
+            groups[m] = {a: by_group(q, ds.users, a) for a in ("gender", "age_band") if a in ds.users.columns}
+    return {"dataset": ds.name, "artifact_version": art.version, "split": split,
+            "protocol": "per-user temporal holdout; validation users choose, test users reported once; "
+                        "lists: uniform, retrieval (ALS top-N, positives not injected), cold-start items; "
+                        "binary relevance (rating >= 4); random tie-breaking",
+            "n_candidates": n, "test_users": len(sd.split.test_users), "kinds": kinds,
+            # the uniform lists, in the shape audit.report --evaluation reads
+            "models": kinds["uniform"]["models"], "by_group": groups, "goals": check_goals(kinds),
+            "n_boot": n_boot,
+            # |served blend score - offline feature-matrix score|, max over every test candidate: the served
+            # order is what was evaluated (the blend column comes from the serving pipeline itself)
+            "served_vs_offline_max_abs_diff": served_gap}
 
 
 def markdown(result: dict) -> str:
-    lines = [f"{result['dataset']} — artifact {result['artifact_version']}, {result['test_users']} test users "
-             f"(cross-fitted halves), {result['n_candidates']} candidates each", "",
-             "| model | NDCG@10 | Recall@10 | MRR | coverage@10 |", "|---|---:|---:|---:|---:|"]
-    for name, m in result["models"].items():
-        lines.append(f"| {name} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['mrr']:.4f} | {m['coverage@10']:.4f} |")
+    lines = [f"{result['dataset']} — artifact {result['artifact_version']}, {result['test_users']} test users, "
+             f"{result['n_candidates']} candidates per list", ""]
+    for kind, r in result["kinds"].items():
+        best = r["best_baseline"]
+        lines += [f"### {kind} lists ({r['n_lists']}; best baseline: {best})", "",
+                  "| model | NDCG@10 | Recall@10 | MRR | tie share | vs best baseline (95 % CI) |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for name, m in r["models"].items():
+            c = r["comparisons"].get(f"{name}_vs_best_baseline")
+            vs = "—" if c is None else f"{c['ratio']:.3f}x, {c['diff']:+.4f} [{c['diff_lo']:+.4f}, {c['diff_hi']:+.4f}]"
+            note = " (cannot score: ties)" if name in r.get("cannot_score", []) else ""
+            mrr = "—" if np.isnan(m["mrr"]) else f"{m['mrr']:.4f}"
+            lines.append(f"| {name}{note} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {mrr} | "
+                         f"{m['tie_share']:.3f} | {vs} |")
+        lines.append("")
+    lines += ["| goal | met | figures |", "|---|---|---|"]
+    for g in result["goals"]:
+        lines.append(f"| {g['goal']} | {'yes' if g['met'] else '**no**'} | {g['detail']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -240,23 +326,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
-    ap.add_argument("--als-factors", type=int, default=None, help="with --als-alpha: skip tuning")
-    ap.add_argument("--als-iterations", type=int, default=15)
-    ap.add_argument("--als-regularization", type=float, default=0.05)
-    ap.add_argument("--als-alpha", type=float, default=None)
+    ap.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    ap.add_argument("--min-slice-users", type=int, default=20,
+                    help="fewest test users a list kind needs to be reported (default 20)")
+    ap.add_argument("--baseline-grid", choices=["quick", "full"], default="full",
+                    help="the ALS / BPR baselines' grids (full: wider than ours; quick: for tests only)")
     args = ap.parse_args(argv)
+    if args.n_boot < 100:
+        print(f"error: --n-boot must be at least 100; got {args.n_boot}", file=sys.stderr)
+        return 2
+    if args.min_slice_users < 1:
+        print(f"error: --min-slice-users must be at least 1; got {args.min_slice_users}", file=sys.stderr)
+        return 2
     try:
         import implicit  # noqa: F401
     except ImportError:
-        print("error: the ALS baseline needs the dev extra: pip install -e '.[dev]'", file=sys.stderr)
+        print("error: the ALS and BPR baselines need the implicit package: pip install -e .", file=sys.stderr)
         return 2
     from recsys.data.movielens import DatasetError
 
     try:
         result = evaluate(args.data, args.artifacts, device=args.device, encode_precision=args.encode_precision,
-                          als_factors=args.als_factors,
-                          als_iterations=args.als_iterations, als_regularization=args.als_regularization,
-                          als_alpha=args.als_alpha)
+                          n_boot=args.n_boot, min_slice_users=args.min_slice_users, baseline_grid=args.baseline_grid)
     except (EthicrecError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,8 +37,9 @@ import torch
 
 from recsys.classifier_inference import classifier_logits
 from recsys.device import autocast, pick_device
+from recsys.stable_dot import stable_dot
 
-CROSS_MAX_LENGTH = 192   # user text (<= 128 tokens in the bi-encoder) + item text (<= 64)
+CROSS_MAX_LENGTH = 192   # user text + item text (64 + 64 in the bi-encoder), room to spare for the cross-encoder
 
 
 @runtime_checkable
@@ -63,7 +64,7 @@ class BiEncoderScorer:
         """(scores, item vectors): the interest stage also needs the vectors (interest_max)."""
         u = self.store.user_vector(user_text)
         items = self.store.item_vectors_for(cand_idx, list(texts))
-        return (items @ u).astype(np.float64), items
+        return stable_dot(items, u), items
 
     def score(self, user_text: str, cand_idx: np.ndarray, texts: Sequence[str | None]) -> np.ndarray:
         return self.score_with_vectors(user_text, cand_idx, texts)[0]

@@ -23,6 +23,7 @@ from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import ITEM_FEATURES, FeatureBuilder, item_features, max_similarity, recent_history
 from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
 from recsys.lru import LRUCache
+from recsys.order import served_order
 from recsys.text import history_user_text
 from recsys.validation import Limits, validate_request
 
@@ -166,8 +167,10 @@ class FeatureStage:
     inputs = ("cand_idx", "history_idx", "interest", "interest_max")
     outputs = ("X",)
 
-    def __init__(self, artifacts: Artifacts) -> None:
-        self.builder = FeatureBuilder(artifacts.catalog, artifacts.cooccurrence, artifacts.extra_features)
+    def __init__(self, artifacts: Artifacts, *, user_factor_cache_size: int = 50_000) -> None:
+        self.user_factors: LRUCache[bytes, np.ndarray] = LRUCache(user_factor_cache_size)
+        self.builder = FeatureBuilder(artifacts.catalog, artifacts.cooccurrence, artifacts.als,
+                                      artifacts.extra_features, user_factor_cache=self.user_factors)
 
     def __call__(self, ctx: RankContext) -> None:
         extra = None
@@ -195,7 +198,7 @@ class RankStage:
     def __call__(self, ctx: RankContext) -> None:
         ctx.ranker_scores = self.ranker.predict(ctx.X, keys=ctx.cand_idx, memo=self.item_memo)
         ctx.scores = self.blend.combine(ctx.interest, ctx.ranker_scores)
-        ctx.order = np.argsort(-ctx.scores, kind="stable")
+        ctx.order = served_order(ctx.scores, ctx.interest, ctx.cand_idx)
 
 
 class CrossEncoderStage:

@@ -18,7 +18,7 @@ def item_text(title: str, genres: str = "", tags: Sequence[str] = (), descriptio
 
 
 #: History items (most recent first) that make a user's text.
-USER_TEXT_ITEMS = 20
+USER_TEXT_ITEMS = 10
 
 
 def user_text(history_item_texts: Sequence[str], history_texts: Sequence[str] = (),

@@ -1,9 +1,11 @@
 """`python -m recsys.train --data DIR --out ARTIFACTS [--quick]`: build one versioned artifact.
 
-Steps: temporal split -> fine-tune the bi-encoder on history->item pairs from
-before t_fit -> encode the catalog -> train the LightGBM ranker on queries
-from [t_fit, t_val) with item statistics from before t_fit -> evaluate on
-queries from after t_val -> train the harm classifier -> write and publish.
+Steps (recsys/split.py has the per-user temporal split): fine-tune the bi-encoder on history->item pairs of
+each user's fit part -> encode the catalog -> choose the ALS (features and retrieval stage) on the validation
+users -> train the LightGBM ranker on every user's label part, features from fit-part models, its grid and
+tree count chosen on the validation users' holdout -> score the test users' holdout once (uniform, retrieval
+and cold-start lists) -> train the harm classifier -> write and publish. The artifact serves the models refit
+on every user's train part (fit + label); no holdout interaction reaches it.
 """
 from __future__ import annotations
 
@@ -21,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from recsys.catalog import Catalog
-from recsys.ranking_data import ranking_sets, split_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HARM_DATA = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
+GRIDS = ("quick", "full")
 
 
 @dataclass(frozen=True)
@@ -37,25 +39,49 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 1
     lr: float = 5e-5
-    n_candidates: int = 100
+    n_candidates: int = 100               # negatives per uniform list, items per retrieval list
     seed: int = 0
     device: str = "auto"
     encode_precision: str = "auto"        # text encoding (catalog, users, mining): auto | fp32 | bf16
     harm_data: Path = DEFAULT_HARM_DATA
     harm_max_rows: int | None = None
-    max_eval_queries: int | None = None
     item_features: Path | None = None     # CSV: item_id + numeric columns, declared as request features
     hard_negatives: bool = True           # one mined hard negative per pair (recsys/interest_training.py)
-    val_share: float = 0.1                # pairs of this share of users: early stopping on Recall@10
+    val_share: float = 0.1                # BERT pairs of this share of users: early stopping on Recall@10
     eval_every: int = 100                 # steps between validation checks
     patience: int = 3                     # checks without improvement before stopping
     logq_correction: bool = True          # in-batch sampling-bias correction (recsys/interest_training.py)
     popular_val_pool: bool = True         # validation pool drawn like the evaluation's negatives
+    freeze_layers: int = 0                # bottom BERT layers (and embeddings) left as they are while fine-tuning
+    label_cuts: int = 2                   # each user's label part cut in this many ranker training lists per kind
+    holdout_share: float = 0.2            # each user's last share of interactions: validation / test targets
+    label_share: float = 0.25             # of each user's train part: the ranker's training targets
+    val_user_share: float = 0.3           # users whose holdout chooses hyper-parameters (the rest: test)
+    cold_item_share: float = 0.05         # items whose every interaction is held out: the cold-start slice
+    fit_cold_item_share: float = 0.05     # items new to the fit state only: cold-start lessons for the ranker
+    als_grid: str = "full"                # quick | full (recsys/model_selection.py)
+    ranker_grid: str = "full"
+
+    def __post_init__(self) -> None:
+        for name in ("als_grid", "ranker_grid"):
+            if getattr(self, name) not in GRIDS:
+                raise ValueError(f"{name} must be one of {', '.join(GRIDS)}; got {getattr(self, name)!r}")
+        if self.n_candidates < 10:
+            raise ValueError(f"n_candidates must be at least 10; got {self.n_candidates!r}")
+
+    @property
+    def split_config(self):
+        from recsys.split import SplitConfig
+
+        return SplitConfig(holdout_share=self.holdout_share, label_share=self.label_share,
+                           val_user_share=self.val_user_share, cold_item_share=self.cold_item_share,
+                           fit_cold_item_share=self.fit_cold_item_share, seed=self.seed)
 
     @classmethod
     def quick(cls, **kw) -> "TrainConfig":
-        """The demo profile: finishes in a few minutes on 2 CPU cores."""
-        base = dict(max_pairs=768, batch_size=32, lr=1e-4, eval_every=8, harm_max_rows=4000)
+        """The demo profile: about ten minutes on 2 CPU cores."""
+        base = dict(max_pairs=3000, batch_size=32, lr=1e-4, eval_every=25, patience=4, als_grid="quick",
+                    ranker_grid="quick", freeze_layers=4, harm_max_rows=4000)
         base.update(kw)
         return cls(**base)
 
@@ -64,31 +90,16 @@ def _log(msg: str) -> None:
     print(f"[train {datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def evaluate_set(rs, scorers: dict, k: int = 10) -> dict:
-    """Mean NDCG@k, Recall@k and MRR per scorer over a ranking set (one candidate list per query)."""
-    from recsys.metrics import ndcg_at_k, recall_at_k, reciprocal_rank
-
-    out = {}
-    for name, fn in scorers.items():
-        scores = fn(rs)
-        nd, rc, rr = [], [], []
-        for s, e in rs.bounds():
-            nd.append(ndcg_at_k(rs.y[s:e], scores[s:e], k))
-            rc.append(recall_at_k(rs.y[s:e], scores[s:e], k))
-            rr.append(reciprocal_rank(rs.y[s:e], scores[s:e]))
-        out[name] = {f"ndcg@{k}": float(np.mean(nd)), f"recall@{k}": float(np.mean(rc)), "mrr": float(np.mean(rr)),
-                     "n_queries": len(nd)}
-    return out
-
-
 def _versions() -> dict:
     import fairlearn
+    import implicit
     import lightgbm
     import torch
     import transformers
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "lightgbm": lightgbm.__version__, "fairlearn": fairlearn.__version__, "ethicrec": "0.1.0"}
+            "lightgbm": lightgbm.__version__, "fairlearn": fairlearn.__version__, "implicit": implicit.__version__,
+            "ethicrec": "0.1.0"}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -97,13 +108,17 @@ def train(cfg: TrainConfig) -> Path:
     from audit.harm_fit import fit_artifact_harm
     from recsys.artifacts import file_hashes, publish
     from recsys.data import load_dataset
-    from recsys.device import pick_device
     from recsys.data.movielens import DatasetError
+    from recsys.device import pick_device
     from recsys.embedding_store import EmbeddingStore
-    from recsys.features import BASE_FEATURES
     from recsys.encoder import TextEncoder, base_model_path
+    from recsys.features import BASE_FEATURES, FeatureBuilder
     from recsys.interest_training import fine_tune, make_pairs, mine_hard_negatives
-    from recsys.ranker import LambdaRanker
+    from recsys.model_selection import (ALS_GRID, ALS_GRID_QUICK, RANKER_GRID, RANKER_GRID_QUICK, select_ranker,
+                                        tune_als)
+    from recsys.offline_scores import score_test_lists
+    from recsys.ranking_data import (RankingSet, build_ranking_set, fit_als, histories, holdout_lists,
+                                     load_item_features, split_data, training_lists, user_vectors)
     from recsys.user_vectors import write_user_vectors
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,15 +128,19 @@ def train(cfg: TrainConfig) -> Path:
     ds = load_dataset(cfg.data)
     if cfg.sample_users:
         ds = ds.subset_users(cfg.sample_users, seed=cfg.seed)
-    inter = ds.interactions
-    sd = split_data(ds, cfg.max_eval_queries)
-    cut = sd.cut
+    sd = split_data(ds, cfg.split_config)
+    sp = sd.split
     catalog_fit, catalog = sd.catalog_fit, sd.catalog
-    _log(f"{ds.name}: {len(inter)} interactions, {len(ds.items)} items; t_fit={cut.t_fit} t_val={cut.t_val}")
+    _log(f"{ds.name}: {len(ds.interactions)} interactions, {len(ds.items)} items, "
+         f"{len(sp.val_users)} validation / {len(sp.test_users)} test users; parts "
+         + ", ".join(f"{p} {n}" for p, n in sp.interactions["part"].value_counts().items()))
 
     base = cfg.base_model or base_model_path()
     encoder = TextEncoder.load(base, device=cfg.device, precision=cfg.encode_precision)
-    all_pairs = make_pairs(inter, catalog_fit, cut.t_fit, max_pairs=cfg.max_pairs, seed=cfg.seed)
+    fit = sp.fit
+    all_pairs = make_pairs(fit, catalog_fit, int(fit["timestamp"].max()) + 1, max_pairs=cfg.max_pairs, seed=cfg.seed)
+    if len(all_pairs.item_rows) == 0:
+        raise DatasetError("no BERT training pairs in the users' fit parts; use more data")
     pairs, val_pairs = all_pairs.split_users(cfg.val_share, seed=cfg.seed) if cfg.val_share > 0 else (all_pairs, None)
     hard = None
     if cfg.hard_negatives:
@@ -133,7 +152,7 @@ def train(cfg: TrainConfig) -> Path:
                                  lr=cfg.lr, seed=cfg.seed, hard_negatives=hard, val=val_pairs,
                                  eval_every=cfg.eval_every, patience=cfg.patience,
                                  pool_popularity=catalog_fit.stats.n_ratings if cfg.popular_val_pool else None,
-                                 logq_correction=cfg.logq_correction)
+                                 logq_correction=cfg.logq_correction, freeze_layers=cfg.freeze_layers)
     _log(f"loss {interest_summary['loss_first']:.3f} -> {interest_summary['loss_last']:.3f} "
          f"in {interest_summary['seconds']:.0f}s; validation Recall@10 {interest_summary['val_recall@10_base']} "
          f"(base) -> {interest_summary['val_recall@10_best']} (best, step {interest_summary['best_step']})")
@@ -141,23 +160,44 @@ def train(cfg: TrainConfig) -> Path:
     _log(f"encoding {len(catalog)} catalog items")
     vectors_fit, vectors = encode_catalogs(encoder, catalog_fit, catalog)
 
-    _log(f"queries: {len(sd.train_q)} ranker-train, {len(sd.stop_q)} early-stop, {len(sd.test_q)} test")
-    train_set, stop_set, test_set = ranking_sets(sd, encoder, vectors_fit, vectors, cfg.n_candidates, cfg.seed,
-                                                 cfg.item_features)
+    n = cfg.n_candidates
+    val_uniform = holdout_lists(sd, "val", "uniform", n, cfg.seed)
+    if not val_uniform:
+        raise DatasetError("no validation users with a held-out positive; use more data")
+    als_params, als_table = tune_als(sd, {"uniform": val_uniform}, ALS_GRID if cfg.als_grid == "full" else
+                                     ALS_GRID_QUICK, seed=cfg.seed, log=_log)
+    _log(f"ALS chosen on validation: {als_params}")
+    als_fit = fit_als(fit, catalog_fit, als_params, seed=cfg.seed)
+    als = fit_als(sp.train, catalog, als_params, seed=cfg.seed)
+    val_lists = {"uniform": val_uniform, "retrieval": holdout_lists(sd, "val", "retrieval", n, cfg.seed, als)}
+    test_lists = {kind: holdout_lists(sd, "test", kind, n, cfg.seed, als) for kind in ("uniform", "retrieval", "cold")}
+    tr_lists = training_lists(sd, als_fit, n, cfg.seed, cuts=cfg.label_cuts)
+
+    extra = load_item_features(cfg.item_features, catalog) if cfg.item_features else None
+    extra_names, extra_matrix = extra if extra else ((), None)
+    fb_fit = FeatureBuilder(catalog_fit, sd.cooc_fit, als_fit, extra_names)
+    fb = FeatureBuilder(catalog, sd.cooc, als, extra_names)
+    _log(f"features: {len(tr_lists)} training lists, validation "
+         + ", ".join(f"{k} {len(v)}" for k, v in val_lists.items()) + ", test "
+         + ", ".join(f"{k} {len(v)}" for k, v in test_lists.items()))
+    train_set = build_ranking_set(tr_lists, fb_fit, vectors_fit, user_vectors(encoder, catalog_fit, tr_lists),
+                                  graded=True, item_features=extra_matrix)
+    every = [cl for ls in (*val_lists.values(), *test_lists.values()) for cl in ls]
+    users = user_vectors(encoder, catalog, every)
+    val_sets = {k: build_ranking_set(v, fb, vectors, users, graded=False, item_features=extra_matrix)
+                for k, v in val_lists.items()}
+    test_sets = {k: build_ranking_set(v, fb, vectors, users, graded=False, item_features=extra_matrix)
+                 for k, v in test_lists.items()}
     if len(train_set) == 0:
-        raise DatasetError("no ranker training queries in [t_fit, t_val); use more data")
+        raise DatasetError("no ranker training lists (label parts without a known item); use more data")
+    val_set = RankingSet.concat(list(val_sets.values()))
+    ranker, ranker_table = select_ranker(train_set, val_set, RANKER_GRID if cfg.ranker_grid == "full" else
+                                         RANKER_GRID_QUICK, seed=cfg.seed, log=_log)
     names = list(train_set.names)
-    ranker = LambdaRanker(random_state=cfg.seed).fit(
-        train_set.X, train_set.y, train_set.groups, feature_names=names,
-        eval_set=(stop_set.X, stop_set.y, stop_set.groups) if len(stop_set) else None)
-    _log(f"ranker: best iteration {ranker.best_iteration_}")
-    offline = evaluate_set(test_set, {
-        "popularity": lambda rs: rs.X[:, names.index("item_log_pop")],
-        "interest_only": lambda rs: rs.X[:, names.index("interest")],
-        "blend": lambda rs: ranker.predict(rs.X),
-    }) if len(test_set) else {}
-    for name, m in offline.items():
-        _log(f"offline {name}: NDCG@10={m['ndcg@10']:.4f} Recall@10={m['recall@10']:.4f} (n={m['n_queries']})")
+    _log(f"ranker: {ranker.best_iteration_} trees, validation NDCG@10 {ranker.best_validation_ndcg_:.4f}")
+    offline = score_test_lists(test_sets, ranker, seed=cfg.seed)
+    for kind, models in offline.items():
+        _log(f"test {kind}: " + ", ".join(f"{m} {v['ndcg@10']:.4f}" for m, v in models.items()))
 
     _log("training the harm classifier")
     harm = fit_artifact_harm(cfg.harm_data, catalog, max_rows=cfg.harm_max_rows, seed=cfg.seed, device=cfg.device,
@@ -179,34 +219,39 @@ def train(cfg: TrainConfig) -> Path:
         catalog.save(staging / "catalog.parquet")
         ranker.save(staging / "ranker.txt")
         sd.cooc.save(staging / "cooccurrence.npz")
+        als.save(staging / "als.npz")
         harm.save(staging / "harm")
-        users = (inter.sort_values(["timestamp", "item_id"], ascending=[False, True], kind="mergesort")
-                 .drop_duplicates(["user_id", "item_id"]).groupby("user_id", sort=True)["item_id"]
-                 .apply(lambda s: list(s.head(50))).to_dict())
-        users_json = json.dumps(users)
+        # Known users' histories: their train part only (no holdout interaction reaches the artifact), exactly
+        # the histories the evaluation's requests carry (recsys.ranking_data.histories).
+        users_hist = {u: [str(catalog.item_ids[r]) for r in rows if r >= 0]
+                      for u, rows in histories(sp.train, catalog).items()}
+        users_json = json.dumps(users_hist)
         (staging / "users.json").write_text(users_json)
         # From the JSON, as serving reads it (string user and item ids), so the user texts match.
-        user_vectors = write_user_vectors(staging, encoder, catalog, json.loads(users_json), progress=True)
-        iso = lambda t: datetime.fromtimestamp(t, tz=timezone.utc).isoformat()  # noqa: E731
+        user_vecs = write_user_vectors(staging, encoder, catalog, json.loads(users_json), progress=True)
         meta = {
             "version": version,
             "created_at": datetime.now(timezone.utc).isoformat(),
             "dataset": {"name": ds.name, "path": str(cfg.data), "sha256": ds.sha256,
-                        "n_interactions": int(len(inter)), "n_items": int(len(ds.items)),
-                        "n_users": int(inter["user_id"].nunique())},
-            "split": {"t_fit": cut.t_fit, "t_val": cut.t_val, "t_fit_iso": iso(cut.t_fit), "t_val_iso": iso(cut.t_val),
-                      "doc": "BERT + ranker-train stats < t_fit; ranker labels [t_fit, t_val); "
-                             "eval labels >= t_val; serving stats < t_val"},
+                        "n_interactions": int(len(ds.interactions)), "n_items": int(len(ds.items)),
+                        "n_users": int(ds.interactions["user_id"].nunique())},
+            "split": {"protocol": "per-user temporal", **asdict(cfg.split_config),
+                      "n_val_users": len(sp.val_users), "n_test_users": len(sp.test_users),
+                      "doc": "each user's last holdout_share of interactions is held out (validation users: "
+                             "selection; test users: reported); of the rest, the last label_share are the "
+                             "ranker's training targets with features from models fit on the part before; "
+                             "served models are refit on fit + label"},
             "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-            "user_vectors": user_vectors["user_vectors"],
+            "user_vectors": user_vecs["user_vectors"],
             # What the item and user vectors were encoded in (auto resolved on the training machine).
             "encode_precision": encoder.precision,
             "features": {"names": list(names), "extra": [n for n in names if n not in BASE_FEATURES]},
+            "selection": {"als": als_params, "als_table": als_table, "ranker_table": ranker_table},
             "metrics": {
                 "interest_training": {k: v for k, v in interest_summary.items() if k != "loss_curve"},
                 "interest_loss_curve": [round(x, 4) for x in interest_summary["loss_curve"]],
                 "ranker": {"best_iteration": ranker.best_iteration_, "feature_importance_gain":
-                           ranker.feature_importance_},
+                           ranker.feature_importance_, "validation_ndcg@10": ranker.best_validation_ndcg_},
                 "offline": offline,
                 "harm": harm.metrics | {"threshold": harm.threshold,
                                         "catalog_flag_rate": float((catalog.harm_score >= harm.threshold).mean())},
@@ -239,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "ml-latest-small",
                     help="MovieLens latest-small or 100K directory")
     ap.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (versions go inside)")
-    ap.add_argument("--quick", action="store_true", help="demo profile: a few minutes on 2 CPU cores")
+    ap.add_argument("--quick", action="store_true", help="demo profile: about ten minutes on 2 CPU cores")
     ap.add_argument("--base-model", type=Path, default=None, help="BERT dir (default: shipped all-MiniLM-L6-v2)")
     ap.add_argument("--sample-users", type=int, default=None, help="train on a deterministic sample of users")
     ap.add_argument("--max-pairs", type=int, default=None)
@@ -251,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     ap.add_argument("--harm-data", type=Path, default=DEFAULT_HARM_DATA)
     ap.add_argument("--harm-max-rows", type=int, default=None)
-    ap.add_argument("--max-eval-queries", type=int, default=None)
+    ap.add_argument("--n-candidates", type=int, default=None,
+                    help="negatives per uniform list and items per retrieval list (default 100)")
+    ap.add_argument("--als-grid", choices=GRIDS, default=None, help="ALS grid searched on validation users "
+                    "(default: quick with --quick, else full)")
+    ap.add_argument("--ranker-grid", choices=GRIDS, default=None, help="LightGBM grid searched on validation users")
     ap.add_argument("--item-features", type=Path, default=None,
                     help="CSV of item_id + numeric columns; declared as request features of the artifact")
     ap.add_argument("--no-logq", action="store_true",
@@ -259,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uniform-val-pool", action="store_true",
                     help="ablation: validation Recall@10 against a uniform pool instead of popularity + uniform")
     ap.add_argument("--no-hard-negatives", action="store_true", help="ablation: in-batch negatives only")
+    ap.add_argument("--freeze-layers", type=int, default=None,
+                    help="bottom BERT layers frozen while fine-tuning (default: 0, --quick: see TrainConfig.quick)")
     args = ap.parse_args(argv)
     from recsys.data.movielens import DatasetError
     from recsys.device import set_cpu_threads
@@ -266,13 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
               seed=args.seed, device=args.device, encode_precision=args.encode_precision, harm_data=args.harm_data,
-              harm_max_rows=args.harm_max_rows, max_eval_queries=args.max_eval_queries, item_features=args.item_features,
+              harm_max_rows=args.harm_max_rows, item_features=args.item_features,
               logq_correction=not args.no_logq, popular_val_pool=not args.uniform_val_pool,
               hard_negatives=not args.no_hard_negatives)
     if args.max_pairs is not None:
         kw["max_pairs"] = args.max_pairs
     if args.epochs is not None:
         kw["epochs"] = args.epochs
+    for name in ("n_candidates", "als_grid", "ranker_grid", "freeze_layers"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
     cfg = TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)
     if not cfg.harm_data.is_file():
         print(f"error: harm training data not found: {cfg.harm_data}", file=sys.stderr)

@@ -1,11 +1,11 @@
 """`python -m recsys.train_cross_encoder --data DIR --artifacts ARTIFACTS [--quick]`: add a BERT
 cross-encoder to the latest artifact, as a new version.
 
-The cross-encoder learns on the same temporal split as the artifact's bi-encoder: the
-data must be the one the artifact was trained on (its sha256, with the artifact's
-`sample_users`, is checked), positives are `make_pairs` pairs from interactions before
-the artifact's t_fit with item texts as of t_fit, negatives are sampled uniformly from
-items with an interaction before t_fit. It starts from the shipped all-MiniLM-L6-v2
+The cross-encoder learns on the same per-user split as the artifact's bi-encoder
+(recsys/split.py): the data must be the one the artifact was trained on (its sha256,
+with the artifact's `sample_users`, is checked), positives are `make_pairs` pairs from
+each user's fit part with item texts as of the fit state, negatives are sampled
+uniformly from items with an interaction in some user's fit part. It starts from the shipped all-MiniLM-L6-v2
 (`--base-model` to change; a fresh one-logit head is added) and is saved with
 safetensors as `cross_encoder/` in a NEW version derived from LATEST
 (`recsys.artifact_update`: copy, add, re-hash, verify, publish atomically; the
@@ -36,12 +36,11 @@ def train_cross_encoder(data: Path, artifacts: Path, *, base_model: Path | None 
     import torch
 
     from recsys.artifact_update import base_version_dir, derive_version
-    from recsys.catalog import Catalog
     from recsys.data import load_dataset
     from recsys.encoder import base_model_path
     from recsys.interest import CrossEncoder, fine_tune_cross_encoder
     from recsys.interest_training import make_pairs
-    from recsys.split import temporal_cutoffs
+    from recsys.offline import split_from_metadata
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     vdir = base_version_dir(artifacts)
@@ -53,16 +52,19 @@ def train_cross_encoder(data: Path, artifacts: Path, *, base_model: Path | None 
     if ds.sha256 != meta["dataset"]["sha256"]:
         raise ValueError(f"--data {data} is not the data artifact {meta['version']} was trained on "
                          f"(sha256 {ds.sha256[:12]}… vs {meta['dataset']['sha256'][:12]}…)")
-    inter = ds.interactions
-    cut = temporal_cutoffs(inter)
-    if cut.t_fit != meta["split"]["t_fit"]:
-        raise ValueError(f"the split differs from the artifact's (t_fit {cut.t_fit} vs {meta['split']['t_fit']})")
-    catalog_fit = Catalog.build(ds.items, ds.tags, inter, cut.t_fit)
+    from recsys.errors import EthicrecError
+
+    try:
+        sd = split_from_metadata(meta, ds)
+    except EthicrecError as exc:
+        raise ValueError(str(exc)) from None
+    catalog_fit = sd.catalog_fit
+    fit = sd.split.fit
     torch.manual_seed(seed)
     np.random.seed(seed)
-    pairs = make_pairs(inter, catalog_fit, cut.t_fit, max_pairs=max_pairs, seed=seed)
+    pairs = make_pairs(fit, catalog_fit, int(fit["timestamp"].max()) + 1, max_pairs=max_pairs, seed=seed)
     if len(pairs.item_rows) == 0:
-        raise ValueError("no training pairs before t_fit; use more data")
+        raise ValueError("no training pairs in the users' fit parts; use more data")
     seen = np.flatnonzero(catalog_fit.stats.n_ratings > 0)
     base = base_model or base_model_path()
     model = CrossEncoder.from_base(base, device=device, seed=seed)
@@ -77,7 +79,7 @@ def train_cross_encoder(data: Path, artifacts: Path, *, base_model: Path | None 
         model.save(staging / "cross_encoder")
         info = {k: v for k, v in summary.items() if k != "loss_curve"}
         info.update(base_model=str(base), max_pairs=max_pairs, epochs=epochs, batch_size=batch_size, lr=lr,
-                    seed=seed, t_fit=cut.t_fit, output="logit")
+                    seed=seed, split="per-user fit part", output="logit")
         m.setdefault("metrics", {})["cross_encoder_training"] = info
         return {"cross_encoder": {"n_positives": info["n_positives"], "loss_last": info["loss_last"]}}
 

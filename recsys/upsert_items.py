@@ -10,7 +10,7 @@ prior mean rating (what an item without ratings gets at training), group `long_t
 already in the catalog keep their statistics and tags; their title/genres/year/text are replaced
 (an empty optional cell keeps the stored value). For every changed row the text is encoded with
 the artifact's own bi-encoder (item_vectors.npy: appended or replaced rows) and scored by the
-artifact's harm classifier; cooccurrence.npz gets empty columns for new items. The ranker and the
+artifact's harm classifier; cooccurrence.npz gets empty columns and als.npz zero factors for new items. The ranker and the
 encoders are unchanged, so scores of untouched items do not move.
 
 Written as a new version derived from LATEST (`recsys.artifact_update`: copy, change, re-hash,
@@ -125,6 +125,7 @@ def apply_upsert(staging: Path, artifacts, rows: list[ItemRow]) -> dict:
     """Rewrite catalog.parquet, item_vectors.npy and cooccurrence.npz in `staging`."""
     import scipy.sparse as sp
 
+    from recsys.als import ImplicitALS
     from recsys.catalog import Catalog, ItemStats
     from recsys.cooccurrence import CoOccurrence
     from recsys.data.movielens import _year_from_title
@@ -191,6 +192,14 @@ def apply_upsert(staging: Path, artifacts, rows: list[ItemRow]) -> dict:
         wide = sp.csc_matrix((X.data, X.indices, indptr), shape=(X.shape[0], n))
         (staging / "cooccurrence.npz").unlink()
         CoOccurrence(wide).save(staging / "cooccurrence.npz")
+        # New items have no interaction, so no ALS factors: zero rows (their ALS features read 0, as a
+        # cold item's do after training).
+        als = artifacts.als
+        grown = ImplicitALS(factors=als.factors, regularization=als.regularization, alpha=als.alpha,
+                            iterations=als.iterations)
+        grown.item_factors_ = np.vstack([als.item_factors_, np.zeros((len(new_rows), als.factors), np.float32)])
+        (staging / "als.npz").unlink()
+        grown.save(staging / "als.npz")
     return {"added": len(new_rows), "updated": len(upd_rows), "new_genres": extra}
 
 

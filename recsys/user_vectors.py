@@ -1,6 +1,6 @@
 """Precomputed interest vectors of the artifact's known users (`user_vectors.npy`, `user_vectors.keys.json`).
 
-Why: a user's vector is one BERT forward pass over up to 128 tokens of history titles, ~70 ms on one
+Why: a user's vector is one BERT forward pass over up to 64 tokens of history titles, tens of ms on one
 CPU thread. Without this file every process pays it once per known user: a server on each user's first
 request, a batch job (and each of its workers) for every user it meets — in the bench's 1,000-user job
 that was most of a cold run. Training encodes them once (on the GPU, where there is one).

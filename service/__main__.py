@@ -15,11 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", help="artifact root (uses LATEST) or one version directory")
     ap.add_argument("--policy", help="audit policy TOML (default: the shipped policy)")
     ap.add_argument("--audit-log", dest="audit_log", help="SQLite audit log path")
+    ap.add_argument("--audit-key-file", dest="audit_key_file",
+                    help="pseudonymisation key file (0600, outside the log's directory; default: ETHICREC_AUDIT_KEY, "
+                         "else ~/.config/ethicrec/audit.key, created on first start)")
     ap.add_argument("--reflection", choices=["auto", "on", "off"])
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"],
                     help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus /metrics port (0 = off)")
+    ap.add_argument("--metrics-host", dest="metrics_host", help="address /metrics binds (default 127.0.0.1)")
     ap.add_argument("--log-format", dest="log_format", choices=["auto", "json", "text"])
     ap.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="drain time on SIGTERM/SIGINT")
     ap.add_argument("--processes", type=int, help="server processes sharing the port (default 1)")
@@ -31,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
-            "host", "port", "artifacts", "policy", "audit_log", "reflection", "device", "encode_precision",
-            "metrics_port", "log_format", "grace_seconds", "processes")})
+            "host", "port", "artifacts", "policy", "audit_log", "audit_key_file", "reflection", "device",
+            "encode_precision", "metrics_port", "metrics_host", "log_format", "grace_seconds", "processes")})
         configure_logging(config.log_format, config.log_level, background=True)
         return serve(config)
     except (EthicrecError, OSError) as exc:

@@ -39,8 +39,14 @@ class ServiceConfig:
     artifacts: Path = Path("artifacts")
     policy: Path | None = None            # None: the shipped default policy
     audit_log: Path = Path("var/audit.db")
+    audit_key_file: Path | None = None    # pseudonymisation key (audit/pseudonym.py); None: ETHICREC_AUDIT_KEY,
+                                          # else the default key file (created on first start)
     max_workers: int = 0                  # RPCs executing at once; 0 = auto (`rpc_workers`)
     max_queue: int = 16                   # RPCs waiting for a worker; more in flight -> RESOURCE_EXHAUSTED
+    max_streams: int = 0                  # RankStreams (any streaming call) open at once, on their own threads;
+                                          # 0 = auto (`rpc_workers`); more -> RESOURCE_EXHAUSTED (service/lanes.py)
+    stream_idle_timeout_s: float = 30.0   # a stream with no request and no response taken for this long is ended
+    request_read_timeout_s: float = 10.0  # a unary call whose request message has not arrived by then is ended
     processes: int = 1                    # server processes sharing the port (service/processes.py)
     max_message_bytes: int = 16 * 1024 * 1024
     reflection: str = "auto"              # auto (on when bound to loopback) | on | off
@@ -58,7 +64,10 @@ class ServiceConfig:
     tls_client_ca: Path | None = None     # PEM CA bundle; set = mutual TLS (client certificates required)
     auth_tokens_file: Path | None = None  # one bearer token per line; with ETHICREC_AUTH_TOKENS turns auth on
     auth_tokens: tuple[str, ...] = field(default=(), repr=False)   # from ETHICREC_AUTH_TOKENS (comma-separated)
-    metrics_port: int | None = None       # Prometheus /metrics over HTTP on host:metrics_port; None/0 = off
+    metrics_port: int | None = None       # Prometheus /metrics on metrics_host:metrics_port; None/0 = off
+    metrics_host: str = "127.0.0.1"       # loopback by default, whatever `host` is
+    metrics_tls: str = "auto"             # auto: HTTPS with tls_cert/tls_key (and tls_client_ca) when set | on | off
+    metrics_auth: str = "auto"            # auto: the gRPC bearer tokens required when auth is on | on | off
     log_format: str = "auto"              # auto (text on a terminal, else JSON) | json | text
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
@@ -77,6 +86,11 @@ class ServiceConfig:
         if self.processes > 1 and self.metrics_port and self.metrics_port + self.processes - 1 > 65535:
             raise ConfigError(f"config key metrics_port: processes {self.processes} serve /metrics on "
                               f"{self.metrics_port}..{self.metrics_port + self.processes - 1}, past 65535")
+        if self.max_streams < 0:
+            raise ConfigError(f"config key max_streams must be >= 1, or 0 for auto; got {self.max_streams}")
+        for key in ("stream_idle_timeout_s", "request_read_timeout_s"):
+            if not 0 < getattr(self, key) <= 86400:
+                raise ConfigError(f"config key {key} must be > 0 and at most 86400 seconds; got {getattr(self, key)}")
         if self.max_queue < 0:
             raise ConfigError(f"config key max_queue must be >= 0; got {self.max_queue}")
         if self.torch_threads is not None and self.torch_threads < 1:
@@ -103,6 +117,12 @@ class ServiceConfig:
             raise ConfigError(f"config key grace_seconds must be >= 0; got {self.grace_seconds}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"config key metrics_port must be 0..65535 (0 = off); got {self.metrics_port}")
+        if self.metrics_tls not in ("auto", "on", "off"):
+            raise ConfigError(f"config key metrics_tls must be auto, on or off; got {self.metrics_tls!r}")
+        if self.metrics_tls == "on" and self.tls_cert is None:
+            raise ConfigError("config key metrics_tls = on needs tls_cert and tls_key (/metrics uses the same certificate)")
+        if self.metrics_auth not in ("auto", "on", "off"):
+            raise ConfigError(f"config key metrics_auth must be auto, on or off; got {self.metrics_auth!r}")
         if self.log_format not in ("auto", "json", "text"):
             raise ConfigError(f"config key log_format must be auto, json or text; got {self.log_format!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -115,8 +135,15 @@ class ServiceConfig:
             path = getattr(self, key)
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"config key {key}: file not found: {path}")
+        if self.audit_key_file is not None:
+            from audit.pseudonym import check_key_file
+
+            check_key_file(Path(self.audit_key_file), Path(self.audit_log), "config key audit_key_file:")
         if any(not t or any(c.isspace() for c in t) for t in self.auth_tokens):
             raise ConfigError(f"{TOKENS_ENV}: tokens must be non-empty and contain no whitespace")
+        if self.metrics_auth == "on" and not self.auth_enabled:
+            raise ConfigError("config key metrics_auth = on needs bearer tokens (auth_tokens_file or "
+                              f"{TOKENS_ENV}); /metrics accepts the same tokens")
         if self.auth_tokens_file is not None:
             read_tokens_file(self.auth_tokens_file)  # fail at start-up, not on the first call
 
@@ -144,6 +171,12 @@ class ServiceConfig:
         return min(8, max(2, cpus))
 
     @property
+    def stream_slots(self) -> int:
+        """Streaming calls open at once: max_streams, or with 0 as many as RPC workers. They run on threads
+        of their own (service/lanes.py), so idle or slow streams never hold a `Rank` worker."""
+        return self.max_streams or self.rpc_workers
+
+    @property
     def auth_enabled(self) -> bool:
         return bool(self.auth_tokens) or self.auth_tokens_file is not None
 
@@ -161,15 +194,26 @@ class ServiceConfig:
     def loopback(self) -> bool:
         return _is_loopback(self.host)
 
+    @property
+    def metrics_tls_enabled(self) -> bool:
+        return self.metrics_tls == "on" or (self.metrics_tls == "auto" and self.tls_enabled)
+
+    @property
+    def metrics_auth_enabled(self) -> bool:
+        return self.metrics_auth == "on" or (self.metrics_auth == "auto" and self.auth_enabled)
+
 
 _CASTS: dict[str, Any] = {
-    "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "max_workers": int,
-    "max_queue": int, "max_message_bytes": int, "processes": int,
+    "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "audit_key_file": Path,
+    "max_workers": int,
+    "max_queue": int, "max_message_bytes": int, "processes": int, "max_streams": int,
+    "stream_idle_timeout_s": float, "request_read_timeout_s": float,
     "reflection": str, "device": str, "encode_precision": str, "torch_threads": int, "grace_seconds": float,
     "blend": str, "blend_weight": float, "encode_batch_max": int, "encode_batch_wait_ms": float,
     "encode_batch_instances": int,
     "tls_cert": Path, "tls_key": Path, "tls_client_ca": Path, "auth_tokens_file": Path,
-    "metrics_port": int, "log_format": str, "log_level": str,
+    "metrics_port": int, "metrics_host": str, "metrics_tls": str, "metrics_auth": str,
+    "log_format": str, "log_level": str,
 }
 
 

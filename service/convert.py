@@ -90,6 +90,7 @@ def _candidates(msg: pb.RankRequest) -> tuple[Candidate, ...] | IdCandidates:
 
 
 _FIELD_REF = re.compile(r"^candidates\[(\d+)\](?:\.item_id)?")
+_COUNT = re.compile(r"^(\d+) candidates; the limit is (\d+)$")
 _FIRST_AT = re.compile(r"\(first at candidates\[(\d+)\]\)$")
 
 
@@ -97,6 +98,14 @@ def wire_field_error(exc: InvalidRequest, msg: pb.RankRequest) -> InvalidRequest
     """`exc` with its candidate positions named as on the wire: the core numbers `candidates` and then
     `candidate_ids` as one list, so position i >= len(candidates) is `candidate_ids[i - len(candidates)]`."""
     n = len(msg.candidates)
+    if exc.field == "candidates" and _COUNT.match(exc.description):
+        # The count limit covers both lists: name the one the caller filled (with ids, the ids).
+        limit = _COUNT.match(exc.description).group(2)   # type: ignore[union-attr]
+        ids = len(msg.candidate_ids)
+        if not n:
+            return InvalidRequest("candidate_ids", f"{ids} candidate_ids; the limit is {limit}")
+        return InvalidRequest("candidate_ids", f"{n} candidates + {ids} candidate_ids = {n + ids}; the limit is "
+                                               f"{limit} for both together")
 
     def field(m: re.Match) -> str:
         i = int(m.group(1))
@@ -112,6 +121,14 @@ def wire_field_error(exc: InvalidRequest, msg: pb.RankRequest) -> InvalidRequest
     return InvalidRequest(path, description)
 
 
+def _finding(f) -> pb.Finding:
+    out = pb.Finding(code=f.code, metric=f.metric, value=f.value, threshold=f.threshold, group=f.group,
+                     message=f.message)
+    if f.p_value is not None:   # statistical findings only (proto3 optional: unset means "not a test")
+        out.p_value, out.alpha = f.p_value, f.alpha
+    return out
+
+
 def response_to_proto(resp: RankResponse) -> pb.RankResponse:
     a = resp.audit
     return pb.RankResponse(
@@ -119,6 +136,5 @@ def response_to_proto(resp: RankResponse) -> pb.RankResponse:
                              ranker_score=i.ranker_score, rank=i.rank) for i in resp.items],
         removed=[pb.RemovedItem(item_id=r.item_id, reason=r.reason, message=r.message) for r in resp.removed],
         audit=pb.Audit(audit_id=a.audit_id, verdict=_VERDICTS[a.verdict], policy_version=a.policy_version,
-                       findings=[pb.Finding(code=f.code, metric=f.metric, value=f.value, threshold=f.threshold,
-                                            group=f.group, message=f.message) for f in a.findings]),
+                       findings=[_finding(f) for f in a.findings]),
         model_version=resp.model_version, request_id=resp.request_id)

@@ -39,6 +39,13 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
+def _call_over(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    """A stream's request iterator raising because the call already ended (the client cancelled, the
+    deadline passed, the server closed it): not an error of ours, and the client has its status, so
+    re-raise it untouched (gRPC recognises its own error and logs nothing) instead of logging a traceback."""
+    return isinstance(exc, grpc.RpcError) and not context.is_active()
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -64,7 +71,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                 try:
                     yield from inner_ss(request_iterator, context)
                 except Exception as exc:
-                    if _already_aborted(context):
+                    if _already_aborted(context) or _call_over(exc, context):
                         raise
                     _abort(context, exc)
 

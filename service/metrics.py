@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -91,6 +91,56 @@ class MonitorCollector(Collector):
         yield from (active, values, refreshes)
 
 
+class ExposureWindowCollector(Collector):
+    """The audit's amortised exposure window (audit/exposure_window.py) at scrape time: each item group's
+    exposure over the window relative to a group-blind ranking's, its interval, and the active findings."""
+
+    def __init__(self, monitor: Callable[[], Any]) -> None:
+        self._monitor = monitor
+
+    def collect(self):
+        ratio = GaugeMetricFamily("ethicrec_exposure_window_ratio",
+                                  "Item group's position-weighted exposure over the window / a group-blind "
+                                  "ranking's expectation (1 = as if groups were ignored)", labels=["group"])
+        low = GaugeMetricFamily("ethicrec_exposure_window_ratio_low", "Lower end of the ratio's interval",
+                                labels=["group"])
+        high = GaugeMetricFamily("ethicrec_exposure_window_ratio_high", "Upper end of the ratio's interval",
+                                 labels=["group"])
+        responses = GaugeMetricFamily("ethicrec_exposure_window_responses",
+                                      "Responses in the window where the group had candidates", labels=["group"])
+        active = GaugeMetricFamily("ethicrec_exposure_window_disparity",
+                                   "Active AMORTISED_EXPOSURE_DISPARITY findings: the group's amortised ratio",
+                                   labels=["group"])
+        refreshes = CounterMetricFamily("ethicrec_exposure_window_refreshes",
+                                        "Recomputations of the amortised exposure window")
+        mon = self._monitor()
+        if mon is not None:
+            for st in mon.stats():
+                ratio.add_metric([st.group], st.ratio)
+                low.add_metric([st.group], st.low)
+                high.add_metric([st.group], st.high)
+                responses.add_metric([st.group], st.responses)
+            for f in mon.findings():
+                active.add_metric([f.group], f.value)
+            refreshes.add_metric([], mon.refreshes)
+        yield from (ratio, low, high, responses, active, refreshes)
+
+
+class LaneCollector(Collector):
+    """Each lane's calls in progress and room at scrape time (service/lanes.py)."""
+
+    def __init__(self, lanes: Callable[[], Mapping[str, Any]]) -> None:
+        self._lanes = lanes
+
+    def collect(self):
+        in_use = GaugeMetricFamily("ethicrec_rpc_lane_in_use", "Calls admitted to the lane now", labels=["lane"])
+        room = GaugeMetricFamily("ethicrec_rpc_lane_room", "Calls the lane admits at once", labels=["lane"])
+        for name, lane in self._lanes().items():
+            in_use.add_metric([name], lane.in_use)
+            room.add_metric([name], lane.room)
+        yield from (in_use, room)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -106,8 +156,16 @@ class Metrics:
         self.verdicts = Counter("ethicrec_audit_verdicts", "Audit verdicts", ["verdict"], registry=r)
         self.findings = Counter("ethicrec_audit_findings", "Audit findings, by code", ["code"], registry=r)
         self.versions = Info("ethicrec_model", "Model and policy versions being served", registry=r)
+        self.undecodable = Counter("ethicrec_rpc_undecodable_requests", "Request messages that could not be "
+                                   "decoded (answered INVALID_ARGUMENT), by method and reason (utf8 | malformed)",
+                                   ["method", "reason"], registry=r)
+        self.lane_refused = Counter("ethicrec_rpc_lane_refused", "Calls refused RESOURCE_EXHAUSTED because their "
+                                    "lane was full, by lane (unary | stream | health | watch)", ["lane"], registry=r)
+        self.idle_closed = Counter("ethicrec_rpc_idle_closed", "Calls the server ended because their client sent "
+                                   "or took nothing for too long, by kind (stream | unary)", ["kind"], registry=r)
         self.reloads = Counter("ethicrec_reloads", "Hot reloads, by result (ok | failed)", ["result"], registry=r)
         self._http: Any = None
+        self._lanes: Callable[[], Mapping[str, Any]] | None = None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -137,13 +195,27 @@ class Metrics:
     def watch_batchers(self, batchers: Callable[[], Mapping[str, Any]]) -> None:
         self.registry.register(BatcherCollector(batchers))
 
+    def watch_lanes(self, lanes: Callable[[], Mapping[str, Any]]) -> None:
+        """Read these lanes at scrape time (a server built again for the same App replaces them)."""
+        first = self._lanes is None
+        self._lanes = lanes
+        if first:
+            self.registry.register(LaneCollector(lambda: self._lanes() if self._lanes else {}))
+
     def watch_monitor(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(MonitorCollector(monitor))
 
-    def start_http(self, host: str, port: int) -> int:
-        """Serve /metrics on host:port in a daemon thread; returns the bound port."""
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._http.server_address[1]
+    def watch_exposure_window(self, monitor: Callable[[], Any]) -> None:
+        self.registry.register(ExposureWindowCollector(monitor))
+
+    def start_http(self, host: str, port: int, *, ssl_context: Any = None,
+                   accepts: Callable[[str], bool] | None = None) -> int:
+        """Serve /metrics on host:port in a daemon thread (HTTPS with `ssl_context`; a bearer token that
+        `accepts` required when given; service/metrics_http.py); returns the bound port."""
+        from service.metrics_http import serve_metrics
+
+        self._http, bound = serve_metrics(self.registry, host, port, ssl_context=ssl_context, accepts=accepts)
+        return bound
 
     def close(self) -> None:
         if self._http is not None:

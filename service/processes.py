@@ -11,7 +11,7 @@ processes").
 Each process is a whole server: its own copy of the models, its caches, its fairness monitor (which sees only
 the requests it serves), and its /metrics on metrics_port + its index. They share the audit log, which is built
 for several writers (SQLite transactions serialise the chain; each process has its own journal). This parent
-process loads nothing: it prepares the audit log once (schema, salt, the journals of dead processes), starts the
+process loads nothing: it prepares the audit log once (schema, audit key, the journals of dead processes), starts the
 children, forwards SIGTERM/SIGINT (drain and stop) and SIGHUP (reload) to them, and stops them all if one dies,
 so that a supervisor sees the failure and restarts the service.
 """
@@ -55,11 +55,12 @@ def _run_child(config: ServiceConfig) -> None:   # pragma: no cover - runs in th
 
 
 def _prepare_audit_log(config: ServiceConfig) -> None:
-    """Create the audit log's schema and salt, and ingest dead processes' journals, once, before the children
-    race to do it (the salt file is created exclusively: a second creator would fail)."""
+    """Create the audit log's schema (and the default key file, if that is the key), and ingest dead
+    processes' journals, once, before the children race to do it. Called after the port check, so a start
+    that cannot bind creates nothing."""
     from audit.log import AuditLog
 
-    AuditLog(config.audit_log).close()
+    AuditLog(config.audit_log, key_file=config.audit_key_file).close()
 
 
 def check_port(host: str, port: int) -> None:
@@ -84,6 +85,9 @@ def serve_processes(config: ServiceConfig) -> int:
     check_tls_files(config)
     resolve_version_dir(config.artifacts)
     check_port(config.host, config.port)
+    if config.metrics_port:   # each child binds metrics_port + its index: a busy one fails here, before the log exists
+        for i in range(n):
+            check_port(config.metrics_host, config.metrics_port + i)
     _prepare_audit_log(config)
     ctx = multiprocessing.get_context("spawn")   # no fork of a process that has threads (and, in tests, models)
     children = [ctx.Process(target=_run_child, args=(child_config(config, i),), name=f"ethicrec-{i}", daemon=False)

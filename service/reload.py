@@ -71,6 +71,8 @@ class Snapshot:
         for stage in self.pipeline.stages:
             if isinstance(getattr(stage, "known_history", None), LRUCache):
                 out["known_user_histories"] = stage.known_history
+            if isinstance(getattr(stage, "user_factors", None), LRUCache):
+                out["als_user_factors"] = stage.user_factors
             cache = getattr(getattr(stage, "harm", None), "cache", None)
             if isinstance(cache, LRUCache):
                 out["harm_scores"] = cache
@@ -84,6 +86,14 @@ class Snapshot:
         """The audit stage's rolling user-group monitor (None when the policy turns it off)."""
         for stage in self.pipeline.stages:
             mon = getattr(stage, "monitor", None)
+            if mon is not None:
+                return mon
+        return None
+
+    def exposure_window(self):
+        """The audit stage's amortised exposure window (None when the policy turns it off)."""
+        for stage in self.pipeline.stages:
+            mon = getattr(stage, "exposure_window", None)
             if mon is not None:
                 return mon
         return None

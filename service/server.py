@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from ethicrec.v1 import recommender_pb2 as pb
-from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -33,12 +32,13 @@ from recsys.device import freeze_loaded_objects, set_cpu_threads, single_threade
 from recsys.errors import ConfigError
 from recsys.pipeline import Pipeline
 from service.auth import TokenAuthInterceptor, load_tokens
-from service.config import ServiceConfig
+from service.config import ServiceConfig, _is_loopback
 from service.drain import DrainInterceptor
 from service.interceptors import ErrorMappingInterceptor
+from service.lanes import LaneConfig, LaneInterceptor
 from service.metrics import Metrics, MetricsInterceptor
 from service.reload import Current, ReloadResult, assemble, load_models
-from service.servicer import RecommenderServicer
+from service.servicer import RecommenderServicer, add_to_server
 from service.tls import check_tls_files, server_credentials
 
 log = logging.getLogger("ethicrec.service")
@@ -59,6 +59,7 @@ class App:
     metrics: Metrics
     drain: DrainInterceptor = field(default_factory=DrainInterceptor)
     auth: TokenAuthInterceptor | None = field(default=None)
+    lanes: LaneInterceptor | None = field(default=None)
 
     @property
     def artifacts(self) -> Artifacts:
@@ -95,23 +96,49 @@ class App:
         return result
 
     def start_metrics(self, host: str | None = None, port: int | None = None) -> int | None:
-        """Serve /metrics if a port is configured; returns the bound port."""
-        port = self.config.metrics_port if port is None else port
+        """Serve /metrics if a port is configured; returns the bound port. On `metrics_host` (loopback unless
+        configured), over TLS with the gRPC certificate and behind the bearer tokens as configured
+        (`metrics_tls`, `metrics_auth`, service/metrics_http.py)."""
+        cfg = self.config
+        port = cfg.metrics_port if port is None else port
         if not port:
             return None
-        return self.metrics.start_http(host or self.config.host, port)
+        host = host or cfg.metrics_host
+        ctx = None
+        if cfg.metrics_tls_enabled:
+            from service.metrics_http import server_ssl_context
+
+            ctx = server_ssl_context(str(cfg.tls_cert), str(cfg.tls_key),
+                                     str(cfg.tls_client_ca) if cfg.tls_client_ca else None)
+        accepts = None
+        if cfg.metrics_auth_enabled:
+            if self.auth is None:
+                self.auth = TokenAuthInterceptor(load_tokens(cfg))
+            auth = self.auth
+            accepts = lambda token: auth.tokens.accepts(token)   # noqa: E731 - the tokens swap on reload
+        if not _is_loopback(host) and ctx is None:
+            log.warning("/metrics on %s without TLS: scrapes travel in clear text", host)
+        if not _is_loopback(host) and accepts is None:
+            log.warning("/metrics on %s without bearer tokens: anyone who can reach it can read it", host)
+        return self.metrics.start_http(host, port, ssl_context=ctx, accepts=accepts)
 
     def close(self) -> None:
+        if self.lanes is not None:
+            self.lanes.close()
         self.metrics.close()
         self.current.get().close()
         self.audit_log.close()
 
 
-def load_app(config: ServiceConfig) -> App:
+def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
+    """Everything loaded at start-up. With `open_log` False the audit log (and a default key file) is not
+    created yet: `serve_one` opens it only once the port is bound, so a start that fails leaves nothing on
+    disk; a misconfigured key still fails here."""
     set_cpu_threads(config.torch_threads)
     single_threaded_blas()
     artifacts, policy = load_models(config)
-    audit_log = AuditLog(config.audit_log, synchronous=policy.log.synchronous, journal=policy.log.write == "journal")
+    audit_log = AuditLog(config.audit_log, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
+                         journal=policy.log.write == "journal", lazy=not open_log)
     try:
         snapshot = assemble(config, artifacts, policy, audit_log)
     except BaseException:
@@ -123,19 +150,32 @@ def load_app(config: ServiceConfig) -> App:
     metrics.watch_caches(lambda: current.get().caches())
     metrics.watch_batchers(lambda: current.get().batchers())
     metrics.watch_monitor(lambda: current.get().monitor())
+    metrics.watch_exposure_window(lambda: current.get().exposure_window())
     return App(config, current, audit_log, health.HealthServicer(), metrics)
 
 
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     """A configured, bound, not-yet-started server and the port it got.
 
-    Load shedding is gRPC's own: at most `rpc_workers` calls run and max_queue
-    wait for a thread; any call beyond that is answered RESOURCE_EXHAUSTED at
-    once instead of queueing without bound (health checks count too).
+    Load shedding by lane (service/lanes.py): at most `rpc_workers` Rank calls run and max_queue wait for a
+    thread; streams (at most `stream_slots`) and health checks have threads and room of their own; any call
+    beyond its lane's room is answered RESOURCE_EXHAUSTED at once instead of queueing without bound.
     """
-    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(app.metrics), app.drain]
+    if app.lanes is not None:
+        app.lanes.close()
+    m = app.metrics
+    app.lanes = LaneInterceptor(
+        LaneConfig(unary_threads=config.rpc_workers, unary_room=config.rpc_workers + config.max_queue,
+                   max_streams=config.stream_slots, stream_idle_timeout_s=config.stream_idle_timeout_s,
+                   request_read_timeout_s=config.request_read_timeout_s),
+        on_refused=lambda lane: m.child(m.lane_refused, lane).inc(),
+        on_idle=lambda kind: m.child(m.idle_closed, kind).inc())
+    lanes = app.lanes
+    m.watch_lanes(lambda: lanes.lanes)
+    interceptors: list[grpc.ServerInterceptor] = [app.lanes, MetricsInterceptor(app.metrics), app.drain]
     if config.auth_enabled:
-        app.auth = TokenAuthInterceptor(load_tokens(config))
+        if app.auth is None:
+            app.auth = TokenAuthInterceptor(load_tokens(config))
         interceptors.append(app.auth)
     interceptors.append(ErrorMappingInterceptor())
     server = grpc.server(
@@ -146,9 +186,9 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
                  # The processes of `processes` > 1 bind one port together (gRPC's default on Linux; explicit
                  # here); a single process asks for the port alone, so a second server cannot share it unseen.
                  ("grpc.so_reuseport", 1 if config.processes > 1 else 0)],
-        maximum_concurrent_rpcs=config.rpc_workers + config.max_queue,
+        maximum_concurrent_rpcs=app.lanes.total_room,
     )
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app.current, app.metrics), server)
+    add_to_server(RecommenderServicer(app.current, app.metrics), server, app.metrics)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     if config.reflection_enabled:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -184,11 +224,12 @@ def serve_one(config: ServiceConfig) -> int:
     check_tls_files(config)  # before the slow model load: a bad certificate fails start-up at once
     previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP while loading must not kill us
     try:
-        app = load_app(config)
+        app = load_app(config, open_log=False)
         freeze_loaded_objects()
         try:
             server, port = create_server(config, app)
             metrics_port = app.start_metrics()
+            app.audit_log.open()   # only now, with the ports bound: a failed start creates no log and no key
         except BaseException:
             app.close()
             raise
@@ -203,7 +244,8 @@ def serve_one(config: ServiceConfig) -> int:
              enc.precision,
              "mutual" if config.tls_client_ca else ("on" if config.tls_enabled else "off"),
              "on" if config.auth_enabled else "off", "on" if config.reflection_enabled else "off",
-             f"http://{config.host}:{metrics_port}/metrics" if metrics_port else "off",
+             f"{'https' if config.metrics_tls_enabled else 'http'}://{config.metrics_host}:{metrics_port}/metrics"
+             + (" (bearer token)" if config.metrics_auth_enabled else "") if metrics_port else "off",
              extra={"model_version": app.artifacts.version, "policy_version": app.policy.version})
     print(f"ethicrec: serving model {app.artifacts.version} on {config.host}:{port}", flush=True)
 

@@ -17,6 +17,7 @@ from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 from recsys.errors import InvalidRequest
 from recsys.pipeline import RankContext, RequestStopped
 from service.convert import request_from_proto, response_to_proto, wire_field_error
+from service.decode import RateLimitedWarning, RequestDecoder, Undecodable
 from service.metrics import Metrics
 from service.reload import Current
 
@@ -52,6 +53,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     def _rank(self, request: pb.RankRequest, context: grpc.ServicerContext,
               should_stop: Callable[[], bool]) -> pb.RankResponse:
+        if type(request) is Undecodable:   # bytes the deserializer could not parse (service/decode.py)
+            raise InvalidRequest(request.field, request.description)
         t0 = time.perf_counter()
         with self.current.use() as snap:
             try:
@@ -92,4 +95,29 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             try:
                 yield self._rank(request, context, should_stop)
             except InvalidRequest as exc:
-                raise InvalidRequest(f"requests[{i}].{exc.field}", exc.description) from None
+                path = f"requests[{i}].{exc.field}" if exc.field else f"requests[{i}]"
+                raise InvalidRequest(path, exc.description) from None
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+def add_to_server(servicer: RecommenderServicer, server: grpc.Server, metrics: Metrics | None = None) -> None:
+    """Register the servicer as the generated `add_RecommenderServicer_to_server` does, but with a
+    request deserializer that never raises (service/decode.py): bytes that are not a RankRequest reach
+    the handler as `Undecodable` and are answered INVALID_ARGUMENT instead of gRPC's INTERNAL."""
+    warn = RateLimitedWarning()   # one WARNING line per interval for the server, whichever method
+
+    def decoder(method: str) -> Callable[[bytes], object]:
+        count = None if metrics is None else (lambda reason: metrics.child(metrics.undecodable, method, reason).inc())
+        return RequestDecoder(pb.RankRequest, method, count, warn).decode
+
+    handlers = {
+        "Rank": grpc.unary_unary_rpc_method_handler(
+            servicer.Rank, request_deserializer=decoder("Rank"), response_serializer=pb.RankResponse.SerializeToString),
+        "RankStream": grpc.stream_stream_rpc_method_handler(
+            servicer.RankStream, request_deserializer=decoder("RankStream"),
+            response_serializer=pb.RankResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The audit key for every log the tests open without one of their own (servers, batch subprocesses), so that
+# no test creates the default key file in the real ~/.config (tests of that default point XDG_CONFIG_HOME
+# at a temporary directory and remove this variable).
+os.environ.setdefault("ETHICREC_AUDIT_KEY", "tests-only-audit-key-0123456789abcdef0123456789")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "ml-latest-small"
@@ -59,7 +63,7 @@ def artifact_root(tmp_path_factory, tiny_bert) -> Path:
 
     root = tmp_path_factory.mktemp("artifacts")
     cfg = TrainConfig(data=DATA, out=root, base_model=tiny_bert, sample_users=200, max_pairs=256, batch_size=32,
-                      lr=5e-4, harm_max_rows=1500, seed=0)
+                      lr=5e-4, harm_max_rows=1500, seed=0, als_grid="quick", ranker_grid="quick")
     train(cfg)
     return root
 

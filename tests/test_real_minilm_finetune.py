@@ -16,7 +16,7 @@ def test_real_minilm_fine_tunes_and_ranks(tmp_path):
     from recsys.train import TrainConfig, train
 
     vdir = train(TrainConfig(data=DATA, out=tmp_path / "art", sample_users=60, max_pairs=96, batch_size=16,
-                             lr=1e-4, harm_max_rows=3000, max_eval_queries=10, seed=0))
+                             lr=1e-4, harm_max_rows=3000, seed=0, als_grid="quick", ranker_grid="quick"))
     meta = json.loads((vdir / "metadata.json").read_text())
     it = meta["metrics"]["interest_training"]
     # one epoch over the training users' pairs (a tenth of the users are held out for validation)

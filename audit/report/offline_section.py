@@ -28,15 +28,18 @@ def offline_section(run: OfflineRun, *, band, min_group_size: int, n_boot: int,
         user_tables.append(group_table(
             users, GroupSpec(name, by, ["ndcg@10", "recall@10", "long_tail_share", "harm_removals"],
                              ["ndcg@10", "recall@10"]),
-            band=band, min_group_size=min_group_size, n_boot=n_boot, reference=references.get(name)))
+            band=band, min_group_size=min_group_size, n_boot=n_boot, reference=references.get(name),
+            cluster="user_id"))
     cands = run.candidates.rename(columns={"user_id": "audit_id"}).copy()
     cands["exposure"] = position_exposure(cands["rank"].to_numpy())
     cands["selected"] = (cands["rank"] > 0).astype(float)
+    # The offline run ranks every user with the same top_k: one stratum.
+    stratum = {"top_k": int(run.top_k)} if hasattr(run, "top_k") else None
     item_tables = [
         item_group_table(cands, "popularity", "popularity", gated=True, band=band, min_group_size=min_group_size,
-                         n_boot=n_boot, reference=references.get("popularity")),
+                         n_boot=n_boot, reference=references.get("popularity"), stratum=stratum),
         item_group_table(cands, "genre", "genre", gated=False, band=band, min_group_size=min_group_size,
-                         n_boot=n_boot, reference=references.get("genre")),
+                         n_boot=n_boot, reference=references.get("genre"), stratum=stratum),
     ]
     returned = cands["rank"].to_numpy() > 0
     pop = popularity_bias(cands["item_id"].to_numpy(), cands["exposure"].to_numpy(), returned,

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     ap.add_argument("--policy", type=Path, default=None, help="audit policy TOML (default: shipped policy)")
     ap.add_argument("--audit-log", type=Path, default=Path("var/batch-audit.db"))
+    ap.add_argument("--audit-key-file", type=Path, default=None,
+                    help="pseudonymisation key file (0600, outside the log's directory; default: ETHICREC_AUDIT_KEY, "
+                         "else ~/.config/ethicrec/audit.key, created on first use)")
     ap.add_argument("--top-k", type=int, default=None, help="rank this many per user (default: all)")
     ap.add_argument("--audit-mode", choices=["ENFORCE", "FLAG_ONLY"], default="ENFORCE")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -50,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--rejects", type=Path, default=None, help="rejects file (default OUTPUT/_rejects.parquet)")
     ap.add_argument("--overwrite", action="store_true",
                     help="replace OUTPUT if it holds another job (or is a file) instead of stopping")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ap.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    ap.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                    help="when stderr is not a terminal: a progress line (rows, rows/s, ETA) this often (default 5)")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="CPU threads for BERT (default: ETHICREC_TORCH_THREADS or torch's default)")
     return ap
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not args.progress_every > 0:
+        return fail(f"--progress-every must be > 0, got {args.progress_every}")
     if args.engine != "ray" and args.address:
         return fail("--address applies to --engine ray")
 
@@ -90,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                                 policy=str(args.policy.resolve()) if args.policy else None,
                                 audit_log=str(args.audit_log.resolve()), device=args.device,
                                 encode_precision=args.encode_precision, blend=args.blend,
-                                blend_weight=args.blend_weight, torch_threads=args.torch_threads)
+                                blend_weight=args.blend_weight, torch_threads=args.torch_threads,
+                                audit_key_file=str(args.audit_key_file.resolve()) if args.audit_key_file else None)
         pipeline, artifacts, log = recipe.build()
     except (BatchInputError, ArtifactError, ConfigError) as exc:
         return fail(str(exc))
@@ -102,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                             top_k=args.top_k, audit_mode=AuditMode(args.audit_mode), chunk_users=args.chunk_users,
                             chunk_rows=args.chunk_rows, progress=not args.no_progress,
                             skip_invalid=args.skip_invalid, rejects_path=args.rejects, overwrite=args.overwrite,
-                            engine=args.engine, recipe=recipe, ray_address=args.address, workers=args.workers)
+                            engine=args.engine, recipe=recipe, ray_address=args.address, workers=args.workers,
+                            progress_every=args.progress_every)
     except (BatchInputError, ArtifactError, ConfigError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

@@ -13,16 +13,24 @@ in the manifest does not exist as far as the job is concerned: a restart
 deletes it, with any temporary file, and scores that chunk again. So a killed
 job rerun with the same arguments produces every row exactly once.
 
-Re-scoring a chunk after a crash writes that chunk's audit records again: the
-log then holds two records with the same request_id (`batch-<job>-row<first
-input row of the user>`) for those users, the earlier for an answer that was
-never delivered. The audit_id in the output always names a record in the log.
+Audit records are exactly-once too, whatever the kill point: a record's
+audit_id is derived from (job, run, chunk, user) — `batch_audit_id`, the
+user's request_id being `batch-<job id>.<run>-row<first input row of the user>`
+— and a chunk's records are written with `skip_existing`, in one transaction.
+A chunk re-scored after a crash that came after its records were committed
+(but before its part was) writes nothing new: the log keeps the first records,
+the output names them, and a finished job has exactly one record per scored
+user. `<run>` is drawn when OUTPUT is created and kept in the manifest, so a
+resume continues the same run, while a new run of the same job (`--overwrite`)
+gets records of its own. (A job started before run ids existed resumes with
+its old request ids, `batch-<job id>-row<N>`.)
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -36,6 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.batch.inputs import BatchInputError, Chunk, Chunker, InputSpec, Rejected, iter_chunks
+from recsys.batch.progress import DEFAULT_INTERVAL_S
+from recsys.batch.progress import progress as progress_bar
 from recsys.batch.scoring import UserError, build_requests, chunk_columns, plainly_valid
 from recsys.domain import AuditMode
 
@@ -251,17 +261,14 @@ def _sorted(parts: list[np.ndarray]) -> np.ndarray:
 
 def validate_input(spec: InputSpec, catalog_ids: pa.Array, *, chunk_users: int, chunk_rows: int, top_k: int | None,
                    audit_mode: AuditMode, request_prefix: str, rejects: _RejectsWriter | None,
-                   progress: bool) -> Plan:
+                   progress: bool, progress_every: float = DEFAULT_INTERVAL_S) -> Plan:
     """Pass 1: every check the scoring pass would make, before anything is written.
 
     Strict (rejects None): the first problem raises BatchInputError naming its row.
     """
-    from tqdm import tqdm
-
     plan = Plan()
     chunker = Chunker(chunk_users, chunk_rows, rejects.row_reject if rejects else None)
-    bar = tqdm(total=spec.num_rows, desc="checking input", unit="row", unit_scale=True, leave=False,
-               disable=None if progress else True)
+    bar = progress_bar(spec.num_rows, "checking input", enabled=progress, interval=progress_every, leave=False)
     try:
         for chunk in iter_chunks(spec, chunker):
             cols = chunk_columns(chunk, spec, catalog_ids)
@@ -305,6 +312,11 @@ class Job:
     @property
     def committed(self) -> dict[int, dict]:
         return {p["part"]: p for p in self.manifest["parts"]}
+
+    @property
+    def request_prefix(self) -> str:
+        """The users' request_ids are this plus their first input row (module docstring)."""
+        return self.manifest.get("request_prefix") or f"batch-{self.manifest['job_id']}-row"
 
     def commit(self, chunk_meta: dict, scored: pa.Table | WrittenPart) -> dict:
         """Write one part durably (or move a worker's written part into place), then list it in the manifest."""
@@ -457,7 +469,8 @@ def _check_parts(output: Path, manifest: dict) -> None:
 
 def open_job(spec: InputSpec, output: Path, *, params: dict, catalog_ids: pa.Array, rejects_path: Path | None,
              overwrite: bool, progress: bool, top_k: int | None, audit_mode: AuditMode,
-             log: Callable[[str], None]) -> tuple[Job | None, BatchSummary | None]:
+             log: Callable[[str], None], progress_every: float = DEFAULT_INTERVAL_S
+             ) -> tuple[Job | None, BatchSummary | None]:
     """Validate (unless resuming the same job), then create or reopen OUTPUT.
 
     Returns (job, None), or (None, summary) when OUTPUT already holds this job, complete.
@@ -498,13 +511,13 @@ def open_job(spec: InputSpec, output: Path, *, params: dict, catalog_ids: pa.Arr
             log(f"resuming {output}: {len(old['parts'])} of {plan.chunks} parts already committed")
         return job, None
 
-    request_prefix = f"batch-{job_id}-row"
+    request_prefix = f"batch-{job_id}.{secrets.token_hex(4)}-row"   # this run's (module docstring)
     writer = _RejectsWriter(spec) if params["skip_invalid"] else None
     try:
         t0 = time.perf_counter()
         plan = validate_input(spec, catalog_ids, chunk_users=params["chunk_users"], chunk_rows=params["chunk_rows"],
                               top_k=top_k, audit_mode=audit_mode, request_prefix=request_prefix, rejects=writer,
-                              progress=progress)
+                              progress=progress, progress_every=progress_every)
         plan.check_seconds = time.perf_counter() - t0
         if writer is not None:
             writer.close()
@@ -526,7 +539,7 @@ def open_job(spec: InputSpec, output: Path, *, params: dict, catalog_ids: pa.Arr
         raise
     now = time.time()
     manifest = {**new, "created_at": now, "updated_at": now, "complete": False, "plan": plan.as_json(),
-                "rejects": str(rejects) if rejects else None, "parts": []}
+                "rejects": str(rejects) if rejects else None, "request_prefix": request_prefix, "parts": []}
     write_json_atomic(output / MANIFEST, manifest)
     job = Job(spec, output, rejects, manifest, plan, progress)
     job._lock = lock  # type: ignore[attr-defined]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, inspect_input
+from recsys.batch.progress import DEFAULT_INTERVAL_S
+from recsys.batch.progress import progress as progress_bar
 from recsys.batch.job import BatchSummary, Job, chunk_meta, open_job, pipeline_identity, summary_of
 from recsys.batch.scoring import ChunkAuditLog, ChunkScorer, batch_policy
 from recsys.blend import Blend
@@ -29,6 +31,7 @@ class PipelineRecipe:
     blend: str = "lightgbm"
     blend_weight: float = 0.5
     torch_threads: int | None = None
+    audit_key_file: str | None = None      # None: ETHICREC_AUDIT_KEY, else the default key file
 
     def build(self):
         """(pipeline, artifacts, audit log) — close the log when done."""
@@ -40,10 +43,10 @@ class PipelineRecipe:
         set_cpu_threads(self.torch_threads)
         policy = load_policy(Path(self.policy) if self.policy else None)
         artifacts = load_artifacts(self.artifacts, device=self.device, encode_precision=self.encode_precision)
-        try:  # one commit per chunk, so the fsync-per-commit mode costs little and keeps the promise
-            log = AuditLog(self.audit_log, synchronous="FULL")   # that a part's audit records are durable first
-        except TypeError:
-            log = AuditLog(self.audit_log)
+        # One commit per chunk, so the fsync-per-commit mode costs little and keeps the promise that a part's
+        # audit records are durable first. Lazy: neither the log nor a default key file is created before the
+        # job's input has been checked (a job with bad input leaves nothing behind).
+        log = AuditLog(self.audit_log, key_file=self.audit_key_file, synchronous="FULL", lazy=True)
         return build_batch_pipeline(artifacts, policy, log, Blend(self.blend, self.blend_weight)), artifacts, log
 
 
@@ -70,16 +73,18 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
               chunk_users: int = DEFAULT_CHUNK_USERS, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True,
               skip_invalid: bool = False, rejects_path: Path | None = None, overwrite: bool = False,
               engine: str = "local", recipe: PipelineRecipe | None = None, ray_address: str | None = None,
-              workers: int | None = None, pool=None, log=_stderr) -> BatchSummary:
+              workers: int | None = None, pool=None, log=_stderr,
+              progress_every: float = DEFAULT_INTERVAL_S) -> BatchSummary:
     """Validate INPUT, then score it into the directory OUTPUT (parts + manifest), resuming if
     OUTPUT holds this same job unfinished.
+
+    Progress on stderr (unless `progress` is False): a bar on a terminal, otherwise a line with rows, rows/s
+    and ETA every `progress_every` seconds (recsys/batch/progress.py).
 
     Engine "local": `pipeline` scores in this process; with `workers` > 1, that many worker
     processes each build a pipeline from `recipe` (recsys.batch.process_engine), or the open
     WorkerPool `pool` is used (and left open). Engine "ray" builds one pipeline per Ray actor
     from `recipe`. Every engine commits the same rows."""
-    from tqdm import tqdm
-
     spec = inspect_input(Path(input_path), tuple(declared_features))
     params = {"top_k": top_k, "audit_mode": audit_mode.value, "chunk_users": chunk_users, "chunk_rows": chunk_rows,
               "skip_invalid": skip_invalid, "rejects": str(Path(rejects_path).resolve()) if rejects_path else None,
@@ -87,16 +92,16 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
     catalog_ids = catalog_array(catalog_index)
     job, done = open_job(spec, Path(output_path), params=params, catalog_ids=catalog_ids,
                          rejects_path=Path(rejects_path) if rejects_path else None, overwrite=overwrite,
-                         progress=progress, top_k=top_k, audit_mode=audit_mode, log=log)
+                         progress=progress, top_k=top_k, audit_mode=audit_mode, log=log,
+                         progress_every=progress_every)
     if done is not None:
         log(f"{output_path} already holds this job, complete: nothing to do")
         return done
     resumed = len(job.manifest["parts"])
     t0 = time.perf_counter()
     todo = job.plan.rows - sum(p["rows"] for p in job.manifest["parts"])
-    bar = tqdm(total=todo, desc="scoring", unit="row", unit_scale=True, disable=None if progress else True,
-               smoothing=0.1)
-    request_prefix = f"batch-{job.manifest['job_id']}-row"
+    bar = progress_bar(todo, "scoring", enabled=progress, interval=progress_every, smoothing=0.1)
+    request_prefix = job.request_prefix
     own_pool = results = None
     try:
         if engine == "local" and (pool is not None or (workers or 1) > 1):

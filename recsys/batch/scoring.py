@@ -18,6 +18,7 @@ work is done for a chunk, never in the result:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -270,9 +271,19 @@ class _BatchedRanker:
         return self.real.predict(X, **kw)
 
 
+def batch_audit_id(part: int, request_id: str) -> str:
+    """The audit_id of a batch user's record: a function of (job, run, chunk, user) — the request_id names
+    the job, the run and the user's first input row — so re-scoring a chunk after a crash yields the same
+    ids and `skip_existing` keeps the log at one record per user (recsys/batch/job.py). 32 hex digits,
+    like the serving path's ids."""
+    return hashlib.sha256(f"{request_id}/part-{part}".encode()).hexdigest()[:32]
+
+
 class ChunkAuditLog:
     """The audit log as the audit stage sees it during a chunk: records are held
-    until `flush`, which appends the chunk's records in one transaction."""
+    until `flush`, which gives them their (job, run, chunk, user) audit_ids and
+    appends the chunk's records in one transaction, leaving out any the log
+    already holds."""
 
     def __init__(self, log) -> None:
         self.log = log
@@ -284,20 +295,26 @@ class ChunkAuditLog:
     def append(self, rec) -> None:
         self.pending.append(rec)
 
-    def flush(self) -> None:
+    def flush(self, part: int | None = None) -> dict[str, str]:
+        """Commit the held records; with `part`, first re-key them by `batch_audit_id`. Returns
+        {request_id: audit_id} of the records."""
         recs, self.pending = self.pending, []
+        if part is not None:
+            for rec in recs:
+                rec.audit_id = batch_audit_id(part, rec.request_id)
         if recs:
-            append_many(self.log, recs)
+            append_many(self.log, recs, skip_existing=part is not None)
+        return {rec.request_id: rec.audit_id for rec in recs}
 
     def discard(self) -> None:
         self.pending = []
 
 
-def append_many(log, records: list) -> None:
+def append_many(log, records: list, *, skip_existing: bool = False) -> None:
     """Append records in one transaction (AuditLog.append_many), or one by one for a log without it."""
     fn = getattr(log, "append_many", None)
     if fn is not None:
-        fn(records)
+        fn(records, skip_existing=skip_existing) if skip_existing else fn(records)
     else:
         for rec in records:
             log.append(rec)
@@ -382,11 +399,12 @@ class ChunkScorer:
         cols = chunk_columns(chunk, self.spec, self.catalog_ids)
         reqs = build_requests(chunk, cols, top_k=self.top_k, audit_mode=self.audit_mode,
                               request_prefix=self.request_prefix, validate=False)
+        ids: dict[str, str] = {}
         try:
             with _one_blas_thread():
                 ctxs = self._run(reqs)  # type: ignore[arg-type]
             for log in self.audit_logs:
-                log.flush()
+                ids.update(log.flush(chunk.index))
         except BaseException:
             for log in self.audit_logs:
                 log.discard()
@@ -409,7 +427,7 @@ class ChunkScorer:
                     removed[s + pos[x.item_id]] = True
                     reason[s + pos[x.item_id]] = x.reason
             verdict += [ctx.audit.verdict.value] * (e - s)
-            audit_id += [ctx.audit.audit_id] * (e - s)
+            audit_id += [ids.get(ctx.request.request_id, ctx.audit.audit_id)] * (e - s)
         table = chunk.table
         for c in self.spec.features:   # CSV reads features as text; output them as the numbers used
             i = table.schema.get_field_index(c)

@@ -14,7 +14,7 @@ class Dataset:
 
     interactions: user_id (str), item_id (str), rating (float), timestamp (int, seconds)
     items: item_id (str), title (str), genres (str, '|'-joined), year (float, NaN if unknown)
-    tags: item_id (str), tag (str), timestamp (int) — may be empty
+    tags: item_id (str), tag (str), timestamp (int), user_id (str) — may be empty
     users: user_id (str) plus demographic columns — may be empty; audit-only
     """
 

@@ -49,11 +49,11 @@ def load_ml_latest_small(root: str | Path) -> Dataset:
     if (root / "tags.csv").is_file():
         t = pd.read_csv(root / "tags.csv", dtype={"userId": str, "movieId": str, "tag": str})
         tags = pd.DataFrame({"item_id": t["movieId"], "tag": t["tag"].fillna("").str.strip(),
-                             "timestamp": t["timestamp"].astype(np.int64)})
+                             "timestamp": t["timestamp"].astype(np.int64), "user_id": t["userId"]})
         tags = tags[tags["tag"] != ""].reset_index(drop=True)
         files.append(root / "tags.csv")
     else:
-        tags = pd.DataFrame({"item_id": [], "tag": [], "timestamp": []})
+        tags = pd.DataFrame({"item_id": [], "tag": [], "timestamp": [], "user_id": []})
     return Dataset("ml-latest-small", inter, items, tags, pd.DataFrame({"user_id": []}), hash_files(files))
 
 
@@ -91,7 +91,7 @@ def load_ml_100k(root: str | Path) -> Dataset:
     users = pd.DataFrame({"user_id": u["user_id"], "gender": u["gender"], "age_band": u["age"].map(_age_band),
                           "occupation": u["occupation"]})
     tags = pd.DataFrame({"item_id": pd.Series([], dtype=str), "tag": pd.Series([], dtype=str),
-                         "timestamp": pd.Series([], dtype=np.int64)})
+                         "timestamp": pd.Series([], dtype=np.int64), "user_id": pd.Series([], dtype=str)})
     return Dataset("ml-100k", data, items, tags, users,
                    hash_files([root / "u.data", root / "u.item", root / "u.user"]))
 

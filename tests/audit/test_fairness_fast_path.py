@@ -90,3 +90,27 @@ def test_audit_stage_form_equals_metricframe(data):
     # The same doubles as passing the ranks explicitly.
     assert exposure_selected(n, codes[returned].tolist(), range(1, len(returned) + 1)) == (
         present, sizes, rate, exp_share, cand_share, ratio)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ranked_lists())
+def test_significance_tests_get_the_same_inputs_from_both_paths(data):
+    """The group-blind tests run on what the stage's fast path computes; fed with Fairlearn's MetricFrame
+    numbers instead (the `exposure_metrics="fairlearn"` path), they give the same p-values and verdicts."""
+    from audit.exposure_significance import ExposureTester
+
+    groups, ranks = data
+    k = int((ranks >= 1).sum())
+    labels, codes = group_codes(groups)
+    n = np.bincount(codes, minlength=len(labels)).tolist()
+    returned = np.argsort(np.where(ranks >= 1, ranks, np.inf), kind="stable")[:k]
+    ret_codes = codes[returned].tolist()
+    present, sizes, rate, exp_share, _, _ = exposure_selected(n, ret_codes)
+    tester = ExposureTester(0.05)
+    fast = tester.test(len(groups), k, present, sizes, rate, exp_share, ret_codes, 1)
+    ref = exposure_by_group_reference(groups, ranks)
+    idx = {g: j for j, g in enumerate(ref.groups)}
+    ref_codes = [idx[groups[i]] for i in returned]
+    slow = ExposureTester(0.05).test(len(groups), k, list(range(len(ref.groups))), ref.n.tolist(),
+                                     ref.selection_rate.tolist(), ref.exposure_share.tolist(), ref_codes, 1)
+    assert fast == slow

@@ -21,21 +21,6 @@ def test_append_and_read_in_order_with_time_filter(tmp_path):
     assert rec.candidates == [{"item_id": "x", "group": "g", "rank": 1, "removed": ""}]
 
 
-def test_user_ids_are_salted_hashes(tmp_path):
-    a = AuditLog(tmp_path / "a.db", salt=b"one")
-    b = AuditLog(tmp_path / "b.db", salt=b"two")
-    assert a.hash_user("42") != b.hash_user("42")
-    assert a.hash_user("42") == a.hash_user("42") and "42" not in a.hash_user("42")
-
-
-def test_salt_file_is_created_once_and_private(tmp_path, monkeypatch):
-    monkeypatch.delenv("ETHICREC_AUDIT_SALT", raising=False)
-    first = AuditLog(tmp_path / "a.db").hash_user("u")
-    salt = tmp_path / "a.db.salt"
-    assert salt.stat().st_mode & 0o777 == 0o600
-    assert AuditLog(tmp_path / "a.db").hash_user("u") == first
-
-
 def test_audit_ids_are_unique(tmp_path):
     log = AuditLog(tmp_path / "a.db", salt=b"s")
     log.append(_rec(1, 1.0))

@@ -27,7 +27,8 @@ def test_fair_list_is_left_alone():
     scores = np.linspace(1.0, 0.0, 40)
     groups = np.array(["a", "b"] * 20)
     res = fair_rerank(scores, groups, 10, max_ndcg_loss=0.05, **KW)
-    assert res.top == list(range(10)) and res.strength == 0.0 and res.satisfied and res.ndcg == 1.0
+    assert res.top == list(range(10)) and not res.changed and res.satisfied and res.ndcg == 1.0
+    assert res.method == "original"
 
 
 def test_skewed_list_is_brought_within_thresholds_at_bounded_cost():
@@ -35,7 +36,7 @@ def test_skewed_list_is_brought_within_thresholds_at_bounded_cost():
     before = exposure_by_group_fast(groups, _ranks(list(range(10)), 100))
     assert before.selection_rate_ratio == 0.0
     res = fair_rerank(scores, groups, 10, max_ndcg_loss=0.5, **KW)
-    assert res.satisfied and res.strength > 0
+    assert res.satisfied and res.changed and res.method == "exact" and res.exhaustive
     after = exposure_by_group_fast(groups, _ranks(res.top, 100))
     assert after.selection_rate_ratio >= 0.8 and after.exposure_ratio.min() >= 0.8
     assert 1 - res.ndcg <= 0.5
@@ -54,6 +55,12 @@ def test_small_groups_are_not_forced_in():
     groups = np.array(["a"] * 20 + ["b"] * 20 + ["tiny"] * 3)
     res = fair_rerank(scores, groups, 10, max_ndcg_loss=1.0, **KW)
     assert not any(groups[i] == "tiny" for i in res.top)
+
+
+def test_long_lists_use_the_constrained_greedy_within_the_bound():
+    scores, groups = _skewed(60, 140)
+    res = fair_rerank(scores, groups, 30, max_ndcg_loss=0.5, **KW)
+    assert res.method == "greedy" and res.satisfied and 1 - res.ndcg <= 0.5
 
 
 def test_greedy_respects_prefix_minimums():

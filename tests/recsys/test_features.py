@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from recsys.als import ImplicitALS, interaction_matrix
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.features import BASE_FEATURES, FeatureBuilder
@@ -29,9 +30,18 @@ def _catalog() -> Catalog:
     return Catalog.build(items, pd.DataFrame(columns=["item_id", "tag", "timestamp"]), _inter(), REF)
 
 
+def _als(cat: Catalog) -> ImplicitALS:
+    m, _ = interaction_matrix(_inter(), cat.item_ids)
+    return ImplicitALS(factors=2, iterations=3).fit(m)
+
+
+def _builder(cat: Catalog) -> FeatureBuilder:
+    return FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF), _als(cat))
+
+
 def test_feature_values_match_their_formulas():
     cat = _catalog()
-    fb = FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF))
+    fb = _builder(cat)
     assert fb.names == BASE_FEATURES
     X = fb.build(np.array([0, 1, 2, -1]), history_idx=np.array([0]), interest=np.array([0.5, 0.1, 0.2, 0.3]))
     col = {n: j for j, n in enumerate(fb.names)}
@@ -51,6 +61,65 @@ def test_feature_values_match_their_formulas():
     assert np.isnan(X[2, col["genre_overlap"]]) and np.isnan(X[3, col["genre_overlap"]])
     # nobody interacted with both a and b: no co-occurrence; a with itself is cosine 1
     np.testing.assert_allclose(X[:, col["cooccurrence"]], [1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(X[:, col["cooc_recent"]], [1.0, 0.0, 0.0, 0.0])
+    # ALS: the folded-in user's preference; unknown candidates NaN; per-list rank 0 = best
+    als = fb.als
+    want = als.scores(als.user_vector(np.array([0])), np.array([0, 1, 2, -1]))
+    np.testing.assert_array_equal(X[:, col["als"]], want)
+    assert np.isnan(X[3, col["als"]]) and np.isnan(X[3, col["als_rank"]])
+    assert X[int(np.nanargmax(want)), col["als_rank"]] == 0.0
+    assert X[0, col["als_max"]] == np.float32(1.0) or math.isclose(X[0, col["als_max"]], 1.0, rel_tol=1e-5)
+    # history = item a (2000): b is 10 years newer, c and the unknown item have no year
+    assert X[1, col["year_gap"]] == 10.0 and X[0, col["year_gap"]] == 0.0
+    assert np.isnan(X[2, col["year_gap"]]) and np.isnan(X[3, col["year_gap"]])
+
+
+def test_recent_cooccurrence_weighs_the_newest_history_items_most():
+    # users: x saw a and b; y saw a and c. History most recent first: [b, c] -> a candidate similar to b
+    inter = pd.DataFrame({"user_id": ["x", "x", "y", "y", "z"], "item_id": ["a", "b", "a", "c", "d"],
+                          "rating": 4.0, "timestamp": [1, 2, 3, 4, 5]})
+    items = pd.DataFrame({"item_id": list("abcde"), "title": list("ABCDE"), "genres": "", "year": np.nan})
+    cat = Catalog.build(items, pd.DataFrame(columns=["item_id", "tag", "timestamp"]), inter, 10)
+    cooc = CoOccurrence.build(inter, cat.item_ids, 10)
+    b, c = cat.index["b"], cat.index["c"]
+    hist = np.array([b, c, b, -1])   # duplicates and unknown items are skipped
+    recent = cooc.score_recent(np.arange(5), hist)
+    # a co-occurs with both b and c (cosine 1/sqrt(2) each): any weighting gives the same
+    assert math.isclose(recent[cat.index["a"]], 1 / np.sqrt(2))
+    # b itself: cosine 1 with b (weight 1), 0 with c (weight 0.5 ** 0.1)
+    w = 0.5 ** (1 / 10)
+    assert math.isclose(recent[b], 1 / (1 + w))
+    assert math.isclose(recent[c], w / (1 + w))
+    assert np.isnan(cooc.score_recent(np.arange(5), np.array([-1]))).all()
+
+
+def test_recent_cooccurrence_kernel_equals_its_numpy_reference():
+    from recsys.sparse_kernels import cooccurrence_scores_weighted, cooccurrence_scores_weighted_numpy
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((60, 40)) < 0.2).astype(np.float32)
+    import scipy.sparse as sp
+
+    m = sp.csc_matrix(X)
+    counts = X.sum(axis=0)
+    inv = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    for _ in range(20):
+        hist = np.unique(rng.choice(40, size=8))
+        w = rng.random(len(hist)) + 0.1
+        cand = rng.integers(-1, 40, size=15)
+        a = cooccurrence_scores_weighted(m.indptr, m.indices, inv, hist, w, cand, 60)
+        b = cooccurrence_scores_weighted_numpy(m.indptr, m.indices, inv, hist, w, cand, 60)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_within_list_rank_ignores_input_order_and_keeps_nan():
+    from recsys.features import within_list_rank
+
+    v = np.array([0.2, np.nan, 0.9, 0.2, 0.5])
+    r = within_list_rank(v)
+    assert list(r[[2, 4, 0, 3]]) == [0.0, 0.2, 0.4, 0.4] and np.isnan(r[1])
+    perm = np.array([4, 3, 2, 1, 0])
+    np.testing.assert_array_equal(within_list_rank(v[perm]), r[perm])
 
 
 def test_popularity_groups_split_head_and_long_tail():
@@ -72,7 +141,7 @@ def test_interest_max_is_the_closest_recent_history_item():
 
 def test_interest_max_lands_in_its_column():
     cat = _catalog()
-    fb = FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF))
+    fb = _builder(cat)
     X = fb.build(np.array([0, 1]), np.array([0]), np.array([0.5, 0.1]), interest_max=np.array([0.9, np.nan]))
     j = fb.names.index("interest_max")
     assert X[0, j] == 0.9 and np.isnan(X[1, j])
@@ -84,7 +153,7 @@ def test_tag_overlap_uses_only_tags_from_before_the_reference_time():
     tags = pd.DataFrame({"item_id": ["a", "b", "b", "c"], "tag": ["Funny", "funny", "dark", "funny"],
                          "timestamp": [REF - 10, REF - 10, REF - 10, REF + 10]})   # c's tag is from the future
     cat = Catalog.build(items, tags, _inter(), REF)
-    fb = FeatureBuilder(cat, CoOccurrence.build(_inter(), cat.item_ids, REF))
+    fb = _builder(cat)
     X = fb.build(np.array([0, 1, 2]), np.array([0]), np.zeros(3))
     j = fb.names.index("tag_overlap")
     np.testing.assert_allclose(X[:2, j], [1.0, 1 / np.sqrt(2)])
@@ -108,7 +177,7 @@ def test_genre_overlap_is_the_masked_cosine_on_the_artifact(artifacts):
     from recsys.features import FeatureBuilder
 
     cat = artifacts.catalog
-    fb = FeatureBuilder(cat, artifacts.cooccurrence, artifacts.extra_features)
+    fb = FeatureBuilder(cat, artifacts.cooccurrence, artifacts.als, artifacts.extra_features)
     col = list(fb.names).index("genre_overlap")
     rng = np.random.default_rng(3)
     for _ in range(30):
@@ -134,7 +203,7 @@ def test_item_columns_are_the_catalog_statistics_bit_for_bit(artifacts):
     from recsys.features import ITEM_FEATURES, FeatureBuilder
 
     cat = artifacts.catalog
-    fb = FeatureBuilder(cat, artifacts.cooccurrence, artifacts.extra_features)
+    fb = FeatureBuilder(cat, artifacts.cooccurrence, artifacts.als, artifacts.extra_features)
     cols = [list(fb.names).index(n) for n in ITEM_FEATURES]
     cand = np.random.default_rng(5).choice(len(cat.item_ids), size=60, replace=False).astype(np.int64)
     cand[:4] = -1

@@ -13,7 +13,8 @@ from tests.conftest import DATA
 def slice_(tmp_path_factory):
     ds = load_dataset(DATA).subset_users(120, seed=0)
     sd = split_data(ds)
-    pairs = make_pairs(ds.interactions, sd.catalog_fit, sd.cut.t_fit, max_pairs=160, seed=0)
+    fit = sd.split.fit
+    pairs = make_pairs(fit, sd.catalog_fit, int(fit["timestamp"].max()) + 1, max_pairs=160, seed=0)
     return sd.catalog_fit, pairs
 
 

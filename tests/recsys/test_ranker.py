@@ -12,7 +12,7 @@ def _data(seed=0):
 
 
 def test_estimator_contract():
-    r = LambdaRanker(n_estimators=30, learning_rate=0.1)
+    r = LambdaRanker(n_estimators=30, learning_rate=0.1, min_iterations=10)
     assert r.n_estimators == 30 and not hasattr(r, "booster_")
     with pytest.raises(TypeError):
         LambdaRanker(30)  # keyword-only
@@ -33,8 +33,8 @@ def test_bad_parameter_names_it():
 
 def test_deterministic_and_save_load_identical(tmp_path):
     X, y, g = _data()
-    a = LambdaRanker(n_estimators=40, random_state=3).fit(X, y, g, feature_names=["a", "b", "c"])
-    b = LambdaRanker(n_estimators=40, random_state=3).fit(X, y, g, feature_names=["a", "b", "c"])
+    a = LambdaRanker(n_estimators=40, random_state=3, min_iterations=10).fit(X, y, g, feature_names=["a", "b", "c"])
+    b = LambdaRanker(n_estimators=40, random_state=3, min_iterations=10).fit(X, y, g, feature_names=["a", "b", "c"])
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
     a.save(tmp_path / "r.txt")
     c = LambdaRanker.load(tmp_path / "r.txt")

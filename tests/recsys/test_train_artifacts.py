@@ -17,9 +17,13 @@ def test_artifact_directory_is_complete_and_versioned(artifact_root):
     meta = json.loads((vdir / "metadata.json").read_text())
     assert meta["version"] == vdir.name
     assert len(meta["dataset"]["sha256"]) >= 64
-    assert meta["split"]["t_fit"] < meta["split"]["t_val"]
+    assert meta["split"]["protocol"] == "per-user temporal"
+    assert meta["split"]["n_val_users"] > 0 and meta["split"]["n_test_users"] > 0
     assert meta["features"]["names"][0] == "interest"
-    assert set(meta["metrics"]["offline"]) == {"popularity", "interest_only", "blend"}
+    assert set(meta["metrics"]["offline"]) == {"uniform", "retrieval", "cold"}
+    assert set(meta["metrics"]["offline"]["uniform"]) == {"popularity", "als", "interest_only", "blend", "random"}
+    assert meta["metrics"]["ranker"]["best_iteration"] >= 50   # the ranker cannot collapse to a few trees
+    assert set(meta["selection"]["als"]) == {"factors", "alpha", "regularization"}
     assert meta["metrics"]["harm"]["val_auc"] > 0.8
     assert set(meta["files"]) >= {"ranker.txt", "catalog.parquet", "item_vectors.npy"}
     assert not list(artifact_root.glob(".staging-*"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 
@@ -44,6 +45,20 @@ def stub(channel: grpc.Channel) -> pb_grpc.RecommenderStub:
 
 def rank_request(items, user_id: str = "1", **kw) -> pb.RankRequest:
     return pb.RankRequest(user=pb.User(user_id=user_id), candidates=[pb.Candidate(item_id=i) for i in items], **kw)
+
+
+def held_rank(channel: grpc.Channel, request: pb.RankRequest, release: threading.Event, timeout: float = 90):
+    """A `Rank` call whose request message the client holds back until `release` is set (sent with the
+    request-streaming API: the same bytes on the wire, only later). Until then the call sits in the server's
+    unary lane waiting for its message, on a worker thread if one is free: a deterministic way to keep
+    `Rank` capacity busy. Returns the call's future."""
+    def body():
+        release.wait(timeout)
+        yield request
+
+    rank = channel.stream_unary("/ethicrec.v1.Recommender/Rank", request_serializer=pb.RankRequest.SerializeToString,
+                                response_deserializer=pb.RankResponse.FromString)
+    return rank.future(body(), timeout=timeout)
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ from ethicrec.v1 import recommender_pb2 as pb
 from audit.log import read_records
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.pipeline import RequestStopped
-from tests.service.support import config, rank_request, running, stub
+from tests.service.support import config, held_rank, rank_request, running, stub
 
 
 def test_should_stop_is_polled_between_stages(pipeline, audit_log, known_items):
@@ -84,28 +84,26 @@ def test_call_past_its_deadline_stops_mid_pipeline(artifact_root, tmp_path):
 
 
 def test_call_whose_deadline_passes_in_the_queue_is_never_computed(artifact_root, tmp_path, known_items):
-    """One worker, held by a slow stream; a Rank with a 300 ms deadline waits
-    behind it. The caller gets DEADLINE_EXCEEDED and, once the worker frees up,
-    the expired call is dropped without running the pipeline."""
+    """One worker, held by a Rank call whose client holds back its message; a Rank with a 300 ms deadline
+    waits behind it. The caller gets DEADLINE_EXCEEDED and, once the worker frees up, the expired call is
+    dropped without running the pipeline."""
     cfg = config(artifact_root, tmp_path, max_workers=1, max_queue=4)
     with running(cfg) as (app, target), grpc.insecure_channel(target) as ch:
         s = stub(ch)
         release = threading.Event()
-
-        def slow_client():
-            yield rank_request(known_items[:5], request_id="holder")
-            release.wait(30)
-
-        holder = s.RankStream(slow_client(), timeout=60)
-        assert next(holder).request_id == "holder"        # the only worker is now busy with this stream
+        holder = held_rank(ch, rank_request(known_items[:5], request_id="holder"), release, timeout=60)
+        deadline = time.monotonic() + 10
+        while app.lanes.lanes["unary"].in_use < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)                                    # the only worker is now waiting for its message
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
             s.Rank(rank_request(known_items[:20], request_id="late"), timeout=0.3)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - t0 < 5
         release.set()
-        assert list(holder) == []
-        # The worker is free again: a fresh call is answered, and only it and the stream were audited.
+        assert holder.result(timeout=30).request_id == "holder"
+        # The worker is free again: a fresh call is answered, and only it and the holder were audited.
         assert s.Rank(rank_request(known_items[:5], request_id="after"), timeout=30).request_id == "after"
         app.audit_log.flush()
         assert [r.request_id for r in read_records(app.audit_log.path)] == ["holder", "after"]

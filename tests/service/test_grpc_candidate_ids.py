@@ -53,8 +53,18 @@ def test_message_candidate_errors_keep_their_names(stub, known_items):
     assert _violation(_call(stub, req)) == "candidates[1].item_id"
 
 
-def test_ids_count_towards_max_candidates(stub, known_items):
-    req = pb.RankRequest(user=pb.User(user_id="1"), candidate_ids=[f"x{i}" for i in range(1001)])
+@pytest.mark.parametrize("n_messages,n_ids", [(0, 1001), (0, 10_001), (400, 601)])
+def test_ids_count_towards_max_candidates(stub, known_items, n_messages, n_ids):
+    """The count limit names candidate_ids when the request has ids (alone, or together with messages)."""
+    req = pb.RankRequest(user=pb.User(user_id="1"), candidate_ids=[f"x{i}" for i in range(n_ids)],
+                         candidates=[pb.Candidate(item_id=f"m{i}") for i in range(n_messages)])
+    err = _call(stub, req)
+    assert _violation(err) == "candidate_ids"
+    assert f"{n_ids} candidate_ids" in err.details() and "the limit is 1000" in err.details()
+
+
+def test_too_many_messages_still_name_candidates(stub, known_items):
+    req = pb.RankRequest(user=pb.User(user_id="1"), candidates=[pb.Candidate(item_id=f"m{i}") for i in range(1001)])
     assert _violation(_call(stub, req)) == "candidates"
 
 

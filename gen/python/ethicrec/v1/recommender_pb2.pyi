@@ -115,20 +115,24 @@ class RemovedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("code", "metric", "value", "threshold", "group", "message")
+    __slots__ = ("code", "metric", "value", "threshold", "group", "message", "p_value", "alpha")
     CODE_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
     code: str
     metric: str
     value: float
     threshold: float
     group: str
     message: str
-    def __init__(self, code: _Optional[str] = ..., metric: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., group: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    p_value: float
+    alpha: float
+    def __init__(self, code: _Optional[str] = ..., metric: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., group: _Optional[str] = ..., message: _Optional[str] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class Audit(_message.Message):
     __slots__ = ("audit_id", "verdict", "findings", "policy_version")
