@@ -9,7 +9,11 @@ and the policy can act on each category separately.
   calibrated on validation (`calibration`); `threshold` on it was chosen on validation. A text's category
   is its most likely hateful class, unless P(hateful) is below the threshold and the lesser classes'
   mass reaches `lesser_threshold`: then it is the most likely lesser class (a flag the policy may act on).
-* `explain(texts, categories)`: the words that drove the category (audit/harm_explain.py occlusion).
+* `explain(texts, categories)`: the words that drove the category. Frozen backbone: each word's exact
+  share of the category's logit over "none" (`token_spans`: a linear head on mean-pooled token states is
+  a sum over tokens), from one forward pass; `score_explain` gives scores and spans of the same pass, so
+  explaining a request text costs nothing beyond scoring it. Fine-tuned backbone: occlusion
+  (audit/harm_explain.py), one pass of up to 33 variants per text.
 * Backbones (`backbone`): "finetuned" - the whole MiniLM fine-tuned with the 7-way head (safetensors);
   "frozen" - the shipped MiniLM frozen, mean-pooled, and a logistic-regression head (npy). Both read text
   through `audit.harm.normalise` + `deobfuscate`.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +32,7 @@ import numpy as np
 
 from audit import harm_categories as categories
 from audit.harm import deobfuscate, normalise
+from audit.harm_explain import MAX_SPAN_WORDS, REL_DROP
 from audit.harm_explain import explain as occlusion_explain
 
 FINE_CLASSES = ("none", "profanity-only", "harassment", "sexual", "hate", "dehumanisation", "threat")
@@ -37,6 +43,11 @@ LESSER_CATEGORIES = tuple(FINE_CLASSES[i] for i in LESSER_IDX)
 assert set(HATEFUL_CATEGORIES) == set(categories.HATEFUL_CATEGORIES)
 assert set(LESSER_CATEGORIES) == set(categories.LESSER_CATEGORIES)
 PARAMS_FILE = "harm_model.json"
+#: A word is in a token-decomposition span when its share of the category's logit over "none" is at least
+#: this (in logits; 0.1 moves a probability near 0.5 by about 2.5 points) and at least REL_DROP of the top
+#: word's share; at most MAX_SPAN_WORDS words.
+MIN_WORD_LOGIT = 0.1
+_WORD = re.compile(r"\S+")
 BACKBONES = ("finetuned", "frozen")
 MAX_LENGTH = 64
 
@@ -130,9 +141,72 @@ class HarmModel:
         p_hate, _, cats = self.decide(self.predict_proba(list(texts)))
         return p_hate, cats
 
+    def score_explain(self, texts: list[str]) -> tuple[np.ndarray, list[str], list[list[str]]]:
+        """`score(texts)` and the words that drove each text's category (see `explain`), from one forward
+        pass for the frozen backbone (the fine-tuned one adds its occlusion passes)."""
+        texts = list(texts)
+        if self.backbone != "frozen" or not texts:
+            p, cats = self.score(texts)
+            return p, cats, self.explain(texts, cats)
+        prepared = prepare(texts)
+        X, token_scores = self.model.encode_token_scores(prepared, self.head_coef, max_length=self.max_length,
+                                                         batch_size=self.batch_size)
+        p, _, cats = self.decide(softmax(X.astype(np.float64) @ self.head_coef.T + self.head_intercept))
+        spans = [self.explanations.get(t) for t in texts]
+        todo = [i for i, sp in enumerate(spans) if sp is None]
+        if todo:
+            for i, span in zip(todo, self.token_spans([texts[i] for i in todo], [prepared[i] for i in todo],
+                                                      [token_scores[i] for i in todo], [cats[i] for i in todo])):
+                spans[i] = span
+        return p, cats, spans
+
+    def token_spans(self, texts: list[str], prepared: list[str], token_scores: list[np.ndarray],
+                    categories: list[str]) -> list[list[str]]:
+        """The words whose tokens raised the category's logit over "none" most (token-decomposition).
+
+        `token_scores[i]` is (tokens, 7): each token's share of the 7 logits (TextEncoder.encode_token_scores).
+        Words are the whitespace words of the prepared text the model read; each is reported as it is
+        written in the original text when a word there prepares to it ("Immigrants", "h0e"), else as read."""
+        enc = self.model.tokenizer(prepared, truncation=True, max_length=self.max_length,
+                                   return_offsets_mapping=True, return_attention_mask=False,
+                                   return_token_type_ids=False)
+        out = []
+        for text, prep, scores, cat, offsets in zip(texts, prepared, token_scores, categories,
+                                                    enc["offset_mapping"]):
+            k = FINE_CLASSES.index(cat) if cat in FINE_CLASSES else 0
+            contrib = scores[:, k] - scores[:, 0]
+            words = [(m.start(), m.end()) for m in _WORD.finditer(prep)]
+            if not words or k == 0:
+                out.append([])
+                continue
+            starts = np.array([a for a, _ in words])
+            share = np.zeros(len(words))
+            for (a, b), c in zip(offsets, contrib):
+                if b > a:       # special tokens have empty offsets
+                    share[int(np.searchsorted(starts, a, side="right")) - 1] += c
+            top = float(share.max())
+            if top < MIN_WORD_LOGIT:
+                out.append([])
+                continue
+            keep = [j for j in np.argsort(-share, kind="stable")[:MAX_SPAN_WORDS]
+                    if share[j] >= max(MIN_WORD_LOGIT, REL_DROP * top)]
+            as_written = _as_written(text)
+            out.append([as_written.get(w, w) for w in (_strip(prep[words[j][0]:words[j][1]]) for j in sorted(keep))])
+        return out
+
     def explain(self, texts: list[str], categories: list[str]) -> list[list[str]]:
-        """The words that drove each text's category (stored ones for catalog texts, else occlusion)."""
+        """The words that drove each text's category: the stored ones (catalog texts), else token-
+        decomposition (frozen backbone, one forward pass) or occlusion (fine-tuned backbone)."""
         out: list[list[str] | None] = [self.explanations.get(t) for t in texts]
+        todo = [i for i, o in enumerate(out) if o is None]
+        if self.backbone == "frozen" and todo:
+            sub = [texts[i] for i in todo]
+            prepared = prepare(sub)
+            _, token_scores = self.model.encode_token_scores(prepared, self.head_coef, max_length=self.max_length,
+                                                             batch_size=self.batch_size)
+            for i, span in zip(todo, self.token_spans(sub, prepared, token_scores, [categories[i] for i in todo])):
+                out[i] = span
+            return [o or [] for o in out]
         for lesser in (False, True):
             todo = [i for i, t in enumerate(texts) if out[i] is None and (categories[i] in LESSER_CATEGORIES) == lesser]
             if not todo:
@@ -190,6 +264,18 @@ class HarmModel:
         model, tok = load_sequence_classifier(path)
         dev = pick_device(device)
         return cls("finetuned", model.to(dev).eval(), tok, dev, **common)
+
+
+def _strip(word: str) -> str:
+    return word.strip(".,;:!?\"'()[]{}") or word
+
+
+def _as_written(text: str) -> dict[str, str]:
+    """Each word of `text` keyed by what `prepare` makes of it, first occurrence first."""
+    out: dict[str, str] = {}
+    for w in _WORD.findall(text):
+        out.setdefault(_strip(deobfuscate(normalise(w))), _strip(w))
+    return out
 
 
 def load_sequence_classifier(path: str | Path, num_labels: int | None = None):
