@@ -1,7 +1,9 @@
 """The audit stage: runs inside the request path, before the response exists.
 
 Order: harm and audience checks on every candidate (ENFORCE removes what the
-policy forbids) -> top-k of what remains -> exposure disparity between item
+policy forbids; the harm model's judgements come from the harm stage just
+before, audit/harm_stage.py, so its inference is not on this stage's time
+budget) -> top-k of what remains -> exposure disparity between item
 groups (ENFORCE: fair re-ranking within the policy's utility bound, then the
 findings describe the list actually returned) -> the rolling user-group
 monitor's current findings -> verdict -> audit log record -> the request is
@@ -23,128 +25,19 @@ from audit.exposure_significance import ExposureTester
 from audit.exposure_window import ExposureWindowMonitor
 from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_selected, group_codes
 from audit.harm import normalise
+from audit.harm_stage import HarmScorer
 from audit.log import AuditLog, AuditRecord, CandidateCodes
 from audit.monitor import UserGroupMonitor
-from audit.harm_categories import LESSER_CATEGORIES
-from audit.policy import HarmPolicy, Policy
+from audit.policy import Policy
 from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
 from recsys.domain import AuditMode, AuditResult, Finding, IdCandidates, RemovedItem, Verdict
 from recsys.errors import AuditFailure
-from recsys.lru import LRUCache
-
-
-class HarmScorer:
-    """Catalog items use scores computed at training time; other texts are scored and cached.
-
-    A candidate is flagged when its category is a lesser one (the classifier already applied its own
-    lesser-harm threshold) or P >= the threshold, and the policy does not IGNORE its category. The words
-    that drove a flag (`explain`) come with the model for catalog texts, or are computed once by occlusion
-    and cached."""
-
-    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000, *, threshold: float | None = None,
-                 policy: HarmPolicy | None = None) -> None:
-        self.catalog = artifacts.catalog
-        self.clf = artifacts.harm
-        self.cache: LRUCache[str, tuple[float, str]] = LRUCache(cache_size)
-        self.spans: LRUCache[str, tuple[str, ...]] = LRUCache(max(1, cache_size // 10))
-        self.threshold = artifacts.harm.threshold if threshold is None else threshold
-        self._action = policy.action_for if policy is not None else (lambda _c: "ENFORCE")
-        cats = np.asarray(self.catalog.harm_category, dtype=object)
-        names, codes = np.unique(cats.astype(str), return_inverse=True) if len(cats) else (np.array([]), np.array([], int))
-        lesser = np.isin(names, LESSER_CATEGORIES)[codes] if len(cats) else np.zeros(0, bool)
-        acted = np.array([self._action(str(c)) != "IGNORE" for c in names], dtype=bool)[codes] if len(cats) \
-            else np.zeros(0, bool)
-        hit = (lesser | (self.catalog.harm_score >= self.threshold)) & acted
-        # Catalog rows flagged, with a False appended so that row -1 (an unknown item, which always has a
-        # request text) reads False: a request of catalog items is one lookup.
-        self._flagged_rows = np.append(hit, False)
-        # One scoring call at start-up: the first inference of a torch model pays thread-pool and allocator
-        # set-up (hundreds of ms on CPU) that must not land on a request's audit time budget.
-        self.clf.score(["warm-up"])
-
-    def is_flagged(self, p: float, category: str) -> bool:
-        return (category in LESSER_CATEGORIES or p >= self.threshold) and self._action(category) != "IGNORE"
-
-    def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, dict[int, str]]:
-        """P(harmful) for each candidate, and the category of those judged on a request-supplied text.
-
-        Catalog candidates are one vectorised lookup; only request texts go through the cache/classifier.
-        """
-        prob = self.catalog.harm_score[np.maximum(cand_idx, 0)].astype(np.float64)
-        cats: dict[int, str] = {}
-        todo: list[int] = []
-        for i, text in enumerate(texts):
-            if text is None:
-                continue
-            hit = self.cache.get(text)
-            if hit is None:
-                todo.append(i)
-            else:
-                prob[i], cats[i] = hit
-        if todo:
-            p, c = self.clf.score([texts[i] for i in todo])
-            for i, pi, ci in zip(todo, p, c):
-                prob[i], cats[i] = float(pi), ci
-                self.cache.put(texts[i], (float(pi), ci))
-        return prob, cats
-
-    def flagged(self, cand_idx: np.ndarray, texts: list[str | None]) -> list[tuple[int, float, str]]:
-        """(position, P(harmful), category) of the flagged candidates, in candidate order.
-
-        The usual request (catalog items, no request texts) costs one boolean lookup and no per-candidate
-        Python; `score` runs only when some candidate brings its own text."""
-        if texts.count(None) == len(texts):
-            # ndarray.nonzero is one C call; `.any()` first went through numpy's Python-level wrapper.
-            hits = self._flagged_rows[cand_idx].nonzero()[0]
-            if not len(hits):
-                return []
-            cat = self.catalog
-            return [(i, float(cat.harm_score[cand_idx[i]]), cat.harm_category[cand_idx[i]])
-                    for i in hits.tolist()]
-        prob, cats = self.score(cand_idx, texts)
-        out = []
-        for i in range(len(texts)):
-            if texts[i] is None:
-                if self._flagged_rows[cand_idx[i]]:
-                    out.append((i, float(prob[i]), self.catalog.harm_category[cand_idx[i]]))
-            elif self.is_flagged(float(prob[i]), cats[i]):
-                out.append((i, float(prob[i]), cats[i]))
-        return out
-
-    def explain(self, text: str, category: str, *, allowed: bool = True) -> tuple[str, ...] | None:
-        """The words that drove `text`'s flag (cached; the classifier's stored ones for catalog texts).
-        None when it is neither cached nor stored and `allowed` is False (the audit's time budget is half
-        spent: occlusion costs one model call of up to 33 texts)."""
-        hit = self.spans.get(text)
-        if hit is not None:
-            return hit
-        stored = getattr(self.clf, "explanations", {}).get(text)
-        if stored is not None:
-            self.spans.put(text, tuple(stored))
-            return tuple(stored)
-        if not allowed:
-            return None
-        if hasattr(self.clf, "explain"):
-            span = self.clf.explain([text], [category])[0]
-        else:   # older classifiers: occlusion on their P(harmful)
-            from audit.harm_explain import explain
-
-            fn = lambda xs: self.clf.score(list(xs))[0]  # noqa: E731
-            span = explain([text], fn, fn([text]))[0]
-        self.spans.put(text, tuple(span))
-        return tuple(span)
-
-    def category(self, i: int, cand_idx: np.ndarray, cats: dict[int, str]) -> str:
-        return cats[i] if i in cats else self.catalog.harm_category[cand_idx[i]]
-
-    def text(self, i: int, cand_idx: np.ndarray, texts: list[str | None]) -> str:
-        return texts[i] if texts[i] is not None else self.catalog.texts[cand_idx[i]]
 
 
 class AuditStage:
     name = "audit"
-    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest")
+    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest", "harm")
     outputs = ("final", "removed", "audit")
 
     def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog, *,
@@ -213,14 +106,12 @@ class AuditStage:
 
         harm_details: dict[int, dict] = {}   # finding index -> category and span, for the audit record
         if pol.harm.enabled:
-            for i, p, category in self.harm.flagged(ctx.cand_idx, ctx.texts):
+            # The harm stage's judgements (audit/harm_stage.py): the model ran there, not on this budget.
+            for i, p, category, span in ctx.harm:
                 iid = ctx.item_ids[i]
-                span = self.harm.explain(self.harm.text(i, ctx.cand_idx, ctx.texts), category,
-                                         allowed=time.perf_counter() - t0 < self._budget_s / 2)
-                because = (f"; driven by: {', '.join(repr(w) for w in span)}" if span
-                           else "; span not computed within the time budget" if span is None else "")
+                because = f"; driven by: {', '.join(repr(w) for w in span)}" if span else ""
                 msg = f"item text classified {category} ({self._p_name}={p:.3f}){because}"
-                harm_details[len(findings)] = {"category": category, "span": None if span is None else list(span)}
+                harm_details[len(findings)] = {"category": category, "span": list(span)}
                 findings.append(Finding("HARMFUL_TEXT", "harm_probability", p, self.harm_threshold, iid, msg))
                 if enforce and pol.harm.action_for(category) == "ENFORCE":
                     drop[i] = "HARMFUL_TEXT"

@@ -50,6 +50,7 @@ class RankContext:
     cross_scores: np.ndarray | None = None    # cross-encoder logit of the re-scored top N (NaN for the rest)
     final: list[int] = field(default_factory=list)   # candidate positions returned, after the audit
     removed: list[Any] = field(default_factory=list)
+    harm: Any = None                          # flagged candidates (audit/harm_stage.py HarmFlag), for the audit
     audit: Any = None
     response: RankResponse | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -305,6 +306,7 @@ def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | 
     `cross_encoder/` and it was loaded on CUDA (device auto with a GPU present); True adds it on any
     device (ValueError when the artifact has none); False never adds it.
     """
+    from audit.harm_stage import HarmStage
     from audit.stage import AuditStage
 
     ce = artifacts.cross_encoder
@@ -321,5 +323,7 @@ def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | 
     if use_ce:
         stages.append(CrossEncoderStage(CrossEncoderScorer(ce, artifacts.catalog.texts), top_n=cross_encoder_top_n,
                                         weight=cross_encoder_weight))
-    stages += [AuditStage(artifacts, policy, audit_log), RespondStage(artifacts)]
+    audit = AuditStage(artifacts, policy, audit_log)
+    # The harm model's inference on request texts, timed apart from the audit's own budget (audit/harm_stage.py).
+    stages += [HarmStage(audit.harm, policy), audit, RespondStage(artifacts)]
     return Pipeline(stages)
