@@ -248,6 +248,8 @@ def fit_harm_model(data: str | Path, *, encoder_path: str | Path, benign: dict[s
         "suite_fit_templates": int(fit_cases["template_id"].nunique()),
         "suite_val_templates": int(val_cases["template_id"].nunique()),
         "val_auc_davidson_hate": float(roc_auc_score(yv_d, ph_d)),
+        # harmful (hate or offensive) vs neither, on P(not none): what the n-gram model's val_auc measured
+        "val_auc_davidson_harmful": float(roc_auc_score(labels[va] != 2, 1.0 - pv_d[:, 0])),
         "val_auc_suite": float(roc_auc_score(yv_s, ph_s)),
         "calibration": {"platt": list(model.calibration), "val_ece_raw": _ece(raw, yv, wv),
                         "val_ece_calibrated": _ece(cal, yv, wv)},
@@ -259,7 +261,8 @@ def fit_harm_model(data: str | Path, *, encoder_path: str | Path, benign: dict[s
                   "max_val_rows": max_val_rows, "val_template_every": VAL_TEMPLATE_EVERY},
     }
     say(f"harm: threshold {model.threshold:.3f} (raised by {t_details['raised_by']}), lesser "
-        f"{model.lesser_threshold:.3f}; validation AUC Davidson {model.metrics['val_auc_davidson_hate']:.3f}, "
+        f"{model.lesser_threshold:.3f}; validation AUC Davidson hate {model.metrics['val_auc_davidson_hate']:.3f}, "
+        f"harmful {model.metrics['val_auc_davidson_harmful']:.3f}, "
         f"suite {model.metrics['val_auc_suite']:.3f}; {model.metrics['seconds_total']:.0f}s")
     return model
 
@@ -361,5 +364,7 @@ def fit_artifact_harm(data: str | Path, catalog, *, encoder_path: str | Path | N
     model = fit_harm_model(data, encoder_path=encoder_path or base_model_path(), benign=benign_sets_of(catalog), max_rows=max_rows,
                            max_val_rows=None if max_rows is None else max(500, max_rows // 4), seed=seed,
                            device=device, log=log)
-    model.metrics["val_auc"] = model.metrics["val_auc_davidson_hate"]   # in distribution, as before (hate vs rest)
+    # In distribution and the same quantity as the n-gram model's val_auc before it: Davidson validation rows,
+    # harmful (hate or offensive) vs neither. Hate vs the rest is val_auc_davidson_hate.
+    model.metrics["val_auc"] = model.metrics["val_auc_davidson_harmful"]
     return model
