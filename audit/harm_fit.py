@@ -35,7 +35,7 @@ from audit.harm_suite import Suite, load_suite
 VAL_TEMPLATE_EVERY = 4
 PROFILES = {
     # quick: the `recsys.train --quick` / `make run` profile, minutes on 2 CPU cores
-    "quick": dict(backbone="frozen", max_rows=4000, max_val_rows=1500),
+    "quick": dict(backbone="frozen", max_rows=4000, max_val_rows=1000),   # = fit_artifact_harm(max_rows=4000)
     # full: every Davidson training row (CPU: encoding ~25k tweets; a GPU is faster: --device cuda)
     "full": dict(backbone="frozen", max_rows=None, max_val_rows=None),
 }

@@ -279,7 +279,9 @@ def encode_catalogs(encoder, catalog_fit: Catalog, catalog: Catalog) -> tuple[np
     return vectors_fit, encoder.encode(list(catalog.texts), max_length=ITEM_MAX_LENGTH, progress=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def config_from_argv(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The TrainConfig the command line asks for: the profile's values (TrainConfig.quick with --quick) and
+    only the options given on top of them."""
     ap = argparse.ArgumentParser(prog="python -m recsys.train", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "ml-latest-small",
                     help="MovieLens latest-small or 100K directory")
@@ -295,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     ap.add_argument("--harm-data", type=Path, default=DEFAULT_HARM_DATA)
-    ap.add_argument("--harm-max-rows", type=int, default=None)
+    ap.add_argument("--harm-max-rows", type=int, default=None,
+                    help="Davidson training rows for the harm classifier (default: 4000 with --quick, else all; 0 = all)")
     ap.add_argument("--n-candidates", type=int, default=None,
                     help="negatives per uniform list and items per retrieval list (default 100)")
     ap.add_argument("--als-grid", choices=GRIDS, default=None, help="ALS grid searched on validation users "
@@ -311,13 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--freeze-layers", type=int, default=None,
                     help="bottom BERT layers frozen while fine-tuning (default: 0, --quick: see TrainConfig.quick)")
     args = ap.parse_args(argv)
-    from recsys.data.movielens import DatasetError
-    from recsys.device import set_cpu_threads
-
-    set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
               seed=args.seed, device=args.device, encode_precision=args.encode_precision, harm_data=args.harm_data,
-              harm_max_rows=args.harm_max_rows, item_features=args.item_features,
+              item_features=args.item_features,
               logq_correction=not args.no_logq, popular_val_pool=not args.uniform_val_pool,
               hard_negatives=not args.no_hard_negatives)
     if args.max_pairs is not None:
@@ -327,7 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("n_candidates", "als_grid", "ranker_grid", "freeze_layers"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
-    cfg = TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)
+    if args.harm_max_rows is not None:   # not given: the profile's (--quick: 4000), not None over it
+        kw["harm_max_rows"] = args.harm_max_rows or None
+    return (TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)), args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recsys.data.movielens import DatasetError
+    from recsys.device import set_cpu_threads
+
+    cfg, args = config_from_argv(argv)
+    set_cpu_threads(args.threads)
     if not cfg.harm_data.is_file():
         print(f"error: harm training data not found: {cfg.harm_data}", file=sys.stderr)
         return 2
