@@ -161,7 +161,16 @@ def evaluate(vdir: Path, *, data: Path, movielens: Path, hatecheck: Path, ml100k
     models: dict[str, tuple] = {}
     name = f"shipped: {getattr(clf, 'kind', type(clf).__name__)}" + (
         f" ({clf.backbone}, {clf.metrics.get('profile', '?')})" if isinstance(clf, HarmModel) else "")
-    models[name] = (clf.score, clf.threshold, True)
+    if isinstance(clf, HarmModel):
+        def shipped(xs):
+            """(P(hateful), category, P(any harm) = 1 - P(none)) from one model pass: the harmful-vs-neither
+            AUC on Davidson needs the lesser classes' mass too, which P(hateful) leaves out."""
+            proba = clf.predict_proba(list(xs))
+            p_hate, _, cats = clf.decide(proba)
+            return p_hate, cats, 1.0 - proba[:, 0]
+        models[name] = (shipped, clf.threshold, True)
+    else:
+        models[name] = (clf.score, clf.threshold, True)
     if ngram:
         trva = np.sort(np.concatenate([tr, va]))
         say("retraining the char-n-gram baseline on Davidson train+validation")
@@ -200,13 +209,14 @@ def evaluate(vdir: Path, *, data: Path, movielens: Path, hatecheck: Path, ml100k
             r[src] = _binary(y_ood[m], p_ood[m], thr)
             r[src]["functionality"] = _per_functionality(ood[m], pred[m])
         p_te = np.asarray(s["dav_te"][0])
+        p_any = np.asarray(s["dav_te"][2]) if len(s["dav_te"]) > 2 else p_te
         r["davidson_test"] = {"auc_hate_vs_rest": _auc((labels[te] == 0).astype(int), p_te),
-                              "auc_harmful_vs_neither": _auc((labels[te] != 2).astype(int), p_te), "n": int(len(te))}
+                              "auc_harmful_vs_neither": _auc((labels[te] != 2).astype(int), p_any), "n": int(len(te))}
         r["movielens_flag_rate"] = {k: float((np.asarray(s[k][0]) >= thr).mean()) for k in ml}
         if shipped:
             r["movielens_lesser_flag_rate"] = {k: float(np.isin(s[k][1], LESSER_CATEGORIES).mean()) for k in ml}
             r["movielens_lesser_by_category"] = {
-                k: {c: int(n) for c, n in zip(*np.unique(np.asarray(s[k][1])[np.isin(s[k][1], LESSER_CATEGORIES)],
+                k: {str(c): int(n) for c, n in zip(*np.unique(np.asarray(s[k][1])[np.isin(s[k][1], LESSER_CATEGORIES)],
                                                           return_counts=True))} for k in ml}
         r["movielens_flagged_examples"] = {k: [t for t, p in zip(sets[k], s[k][0]) if p >= thr][:10] for k in ml}
         idm_s = (ood["source"] == "suite").to_numpy() & ood["functionality"].isin(SUITE_IDENTITY).to_numpy()
@@ -214,11 +224,19 @@ def evaluate(vdir: Path, *, data: Path, movielens: Path, hatecheck: Path, ml100k
         r["identity_fpr"] = {"suite": identity_fpr(pred[idm_s], ood["group"][idm_s].tolist()),
                              "hatecheck": identity_fpr(pred[idm_h], ood["group"][idm_h].tolist())}
         r["curated_titles_flagged"] = [t for t, p in zip(CURATED_TITLES, s["curated"][0]) if p >= thr]
-        r["harmful_phrases_caught"] = float((np.asarray(s["plain"][0]) >= thr).mean())
-        r["obfuscated_caught"] = float((np.asarray(s["obf"][0]) >= thr).mean())
-        r["issue_examples"] = {t: {"p": float(p), "category": c, "flagged": bool(p >= thr or c in LESSER_CATEGORIES)
-                                   if shipped else bool(p >= thr), "hateful_gold": bool(ISSUE_EXAMPLES[t])}
-                               for t, p, c in zip(sets["issue"], *s["issue"])}
+
+        def flagged(k: str) -> np.ndarray:
+            """What the audit flags: P >= threshold, or (the shipped model) a lesser category."""
+            hit = np.asarray(s[k][0]) >= thr
+            return hit | np.isin(s[k][1], LESSER_CATEGORIES) if shipped else hit
+        # abusive phrases are mostly harassment, a lesser category the default policy ENFORCEs
+        # every flag is a finding (a lesser one FLAGs, or for harassment ENFORCEs by default): the goal counts all
+        r["movielens_any_flag_rate"] = {k: float(flagged(k).mean()) for k in ml}
+        r["harmful_phrases_caught"] = float(flagged("plain").mean())
+        r["obfuscated_caught"] = float(flagged("obf").mean())
+        r["issue_examples"] = {t: {"p": float(p), "category": c, "flagged": bool(f),
+                                   "hateful_gold": bool(ISSUE_EXAMPLES[t])}
+                               for t, p, c, f in zip(sets["issue"], s["issue"][0], s["issue"][1], flagged("issue"))}
         r["goals"] = _goals(r)
         r["scoring_seconds"] = round(s["seconds"], 1)
         rows[mname] = r
@@ -235,8 +253,8 @@ def _goals(r: dict) -> dict:
     fpr = max(r["identity_fpr"]["suite"]["max"], r["identity_fpr"]["hatecheck"]["max"])
     out = {"ood_auc": (r["ood"]["auc"], r["ood"]["auc"] is not None and r["ood"]["auc"] >= GOALS["ood_auc"]),
            "ood_macro_f1": (r["ood"]["macro_f1"], r["ood"]["macro_f1"] >= GOALS["ood_macro_f1"]),
-           "movielens_flag_rate": (max(r["movielens_flag_rate"].values()),
-                                   max(r["movielens_flag_rate"].values()) <= GOALS["movielens_flag_rate"]),
+           "movielens_flag_rate": (max(r["movielens_any_flag_rate"].values()),
+                                   max(r["movielens_any_flag_rate"].values()) <= GOALS["movielens_flag_rate"]),
            "identity_fpr": (fpr, fpr <= GOALS["identity_fpr"]),
            "functionalities_met": (sum(v["met"] for v in fn), len(fn))}
     return {k: {"value": v[0], "met": bool(v[1])} if k != "functionalities_met" else {"met": v[0], "of": v[1]}
@@ -282,9 +300,11 @@ def render(res: dict) -> str:
             lines.append(f"{f + (' (h)' if first['hateful'] else ''):24s} {first['n']:4d} " + " ".join(cells))
     for name, r in res["models"].items():
         lines.append("")
-        lines.append(f"{name}: MovieLens flagged " + ", ".join(f"{k} {v:.3%}" for k, v in r["movielens_flag_rate"].items()))
+        lines.append(f"{name}: MovieLens flagged (any flag) "
+                     + ", ".join(f"{k} {v:.3%}" for k, v in r["movielens_any_flag_rate"].items())
+                     + "; at the P threshold " + ", ".join(f"{k} {v:.3%}" for k, v in r["movielens_flag_rate"].items()))
         if "movielens_lesser_flag_rate" in r:
-            lines.append("  lesser flags (FLAG-only by default) " + ", ".join(
+            lines.append("  of them lesser flags (default policy: profanity-only, sexual FLAG; harassment ENFORCE) " + ", ".join(
                 f"{k} {v:.2%} {r['movielens_lesser_by_category'][k]}" for k, v in r["movielens_lesser_flag_rate"].items()))
         for src in ("suite", "hatecheck"):
             f = r["identity_fpr"][src]
