@@ -10,7 +10,7 @@ PORT     ?= 50051
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run demo train serve test proto proto-check bench clean chromium
+.PHONY: setup run demo train serve test proto proto-check bench clean chromium postgresql
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -46,7 +46,15 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 		echo "warning: could not install chromium; tests/audit/test_report_browser.py will not run"
 
-test: $(BIN)/.installed chromium
+# The PostgreSQL audit-store tests (tests/postgres_server.py) start their own throw-away server with initdb and
+# pg_ctl from /usr/lib/postgresql/*/bin: installed here when missing (as root, as CI runs). If it cannot be
+# installed those tests say so (and fail under CI, where the CI variable is set).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { command -v apt-get >/dev/null && (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null); } || \
+		echo "warning: could not install postgresql; the PostgreSQL audit-store tests will not run"
+
+test: $(BIN)/.installed chromium postgresql
 	$(BIN)/python scripts/gen_proto.py --check
 	$(BIN)/python -m pytest
 

@@ -26,6 +26,12 @@ request path: a response queues references to what the audit stage already
 computed (group labels, eligible counts per group, the group of each
 returned rank) and a background thread reduces and judges the window every
 `refresh_every` responses, taking at most `max_busy_share` of the process.
+
+With a shared audit store (PostgreSQL, several replicas) the window covers the
+fleet: each refresh adds this process's reduced responses to the store's shared
+window and judges the newest `window` responses of every replica, refreshing
+also every FLEET_REFRESH_S seconds; how stale that can be is said in
+audit/monitor.py.
 """
 from __future__ import annotations
 
@@ -36,8 +42,17 @@ from collections import deque
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from audit.monitor import FLEET_REFRESH_S
 from audit.policy import ExposureWindowPolicy
 from recsys.domain import Finding
+
+
+def encode_response(r: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+    return {g: [o, e] for g, (o, e) in r.items()}
+
+
+def decode_response(v: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    return {g: (float(o), float(e)) for g, (o, e) in v.items()}
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,13 @@ def ratio_interval(observed: list[float], expected: list[float], z: float) -> tu
 
 
 class ExposureWindowMonitor:
-    def __init__(self, policy: ExposureWindowPolicy) -> None:
+    """`shared`: a window every replica writing to the same store adds to (AuditLog.window_source); None
+    keeps the window in this process."""
+
+    def __init__(self, policy: ExposureWindowPolicy, *, shared=None) -> None:
         self.policy = policy
+        self._shared = shared
+        self._unsent: deque[dict[str, tuple[float, float]]] = deque(maxlen=policy.window)
         self._inbox: deque[tuple] = deque(maxlen=policy.window)
         # Reduced responses, oldest first: {group: (exposure, expected)} per response.
         self._window: deque[dict[str, tuple[float, float]]] = deque(maxlen=policy.window)
@@ -103,6 +123,8 @@ class ExposureWindowMonitor:
         if due:
             self._ensure_thread()
             self._wake.set()
+        elif self._shared is not None and self._thread is None:
+            self._ensure_thread()
 
     def findings(self) -> tuple[Finding, ...]:
         return self._findings
@@ -131,9 +153,16 @@ class ExposureWindowMonitor:
             entries = list(self._inbox)
             self._inbox.clear()
         reduced = [self._reduce(*e) for e in entries]
-        with self._lock:
-            self._window.extend(reduced)
-            window = list(self._window)
+        if self._shared is not None:
+            self._unsent.extend(reduced)
+            window = self._shared.exchange(list(self._unsent))
+            self._unsent.clear()
+            with self._lock:
+                self._window = deque(window, maxlen=self.policy.window)
+        else:
+            with self._lock:
+                self._window.extend(reduced)
+                window = list(self._window)
         pol = self.policy
         per_group: dict[str, tuple[list[float], list[float]]] = {}
         for resp in window:
@@ -155,7 +184,7 @@ class ExposureWindowMonitor:
             if len(obs) >= pol.min_requests and hi < pol.min_ratio:
                 findings.append(Finding(
                     "AMORTISED_EXPOSURE_DISPARITY", "amortised_exposure_ratio", r, pol.min_ratio, g,
-                    f"over the last {len(window)} responses, group {g!r} (in {len(obs)} of them) got {r:.2f}x the "
+                    f"over the last {len(window)} responses{' of the fleet' if self._shared is not None else ''}, group {g!r} (in {len(obs)} of them) got {r:.2f}x the "
                     f"position-weighted exposure a group-blind ranking of the same candidates gives; "
                     f"{int(round(pol.confidence * 100))}% interval [{lo:.2f}, {hi:.2f}] lies below "
                     f"{pol.min_ratio:g}", p_value=p, alpha=(1 - pol.confidence) / 2))
@@ -175,7 +204,7 @@ class ExposureWindowMonitor:
     def _run(self) -> None:
         share = self.policy.max_busy_share
         while not self._stop.is_set():
-            self._wake.wait()
+            self._wake.wait(FLEET_REFRESH_S if self._shared is not None else None)
             self._wake.clear()
             if self._stop.is_set():
                 return

@@ -1,38 +1,55 @@
-"""Append-only, hash-chained audit log: one SQLite row per audited request.
+"""Append-only, hash-chained audit log: one row per audited request, in an audit store.
 
 Written synchronously before the response leaves (an answer whose audit
-record could not be written is not sent). WAL mode keeps readers (reports)
-from blocking the writer.
+record could not be written is not sent). Where rows are kept is the store's
+business (audit/store/): a SQLite file (the default, one machine; WAL mode keeps
+readers from blocking the writer) or a PostgreSQL database shared by many
+replicas (`postgresql://…`, audit/store/postgres.py). This module checks and
+encodes records, keeps the local journal, and hands rows to the store, which
+chains and commits them.
 
 Tamper evidence: every row stores `prev_hash` (the previous row's
 `record_hash`, 64 zeros for the first) and `record_hash`, the SHA-256 of
-`canonical_bytes(row)`, so editing, deleting or reordering a row breaks the
-chain at that point (`python -m audit.verify`). There is no secret key: anyone
-who can write the file can rewrite the chain from some row onwards, which only
-a head hash kept somewhere else can expose (`audit.verify --expect-head`).
+`canonical_bytes(row)` (audit/record.py), so editing, deleting or reordering a
+row breaks the chain at that point (`python -m audit.verify`). SQLite keeps one
+chain; PostgreSQL one per writer (a server process, a batch job's run) plus an
+anchor chain of their heads. There is no secret key: anyone who can write the
+store can rewrite a chain from some row onwards, which only a head hash kept
+somewhere else can expose (`audit.verify --expect-head`).
 
-Crash safety: each append is one transaction (`BEGIN IMMEDIATE` … `COMMIT`),
-so a killed writer leaves whole rows only, and `append` returns only after the
-commit. With `synchronous=FULL` SQLite also fsyncs the WAL on every commit so
-a committed record survives power loss, not just a killed process (NORMAL,
-the default, survives only the latter). Measured on the 2-core dev VM (ext4,
-500 appends of a 50-candidate record, median of 5): 0.66 ms per append with
-FULL vs 0.29 ms with NORMAL (0.25 ms before chaining); under concurrent disk
-load FULL rose to ~5 ms median inside Rank (bench/audit_overhead.py), which
-is why the policy chooses and NORMAL is the default.
+Crash safety: each commit is one transaction, so a killed writer leaves whole
+rows only, and `append` returns only after the commit (direct mode) or after
+the record is in the journal (journal mode). SQLite: with `synchronous=FULL` it
+also fsyncs the WAL on every commit so a committed record survives power loss,
+not just a killed process (NORMAL, the default, survives only the latter).
+Measured on the 2-core dev VM (ext4, 500 appends of a 50-candidate record,
+median of 5): 0.66 ms per append with FULL vs 0.29 ms with NORMAL (0.25 ms
+before chaining); under concurrent disk load FULL rose to ~5 ms median inside
+Rank (bench/audit_overhead.py), which is why the policy chooses and NORMAL is
+the default. PostgreSQL: a record is durable once the database committed it
+(its own WAL fsync, `synchronous_commit`).
 
 Journal mode (`AuditLog(..., journal=True)`, the server's default via the policy's `log.write = "journal"`):
 `append` checks the record, encodes it as one JSON line (one orjson call) and copies it into a per-process,
 memory-mapped journal file (in the page cache at once, so durable across a killed process like SQLite under
 NORMAL; under FULL written with pwrite(2) and fsynced) and returns; a background thread turns journal lines into stored rows (the JSON columns' text), chains
-them in append order, commits them to SQLite in batches, and then drops the journal. This takes the column
-encoding, the SQLite transaction and the SHA-256 off the request thread (and one transaction serves many
+them in append order, commits them to the store in batches, and then drops the journal. This takes the column
+encoding, the transaction and the SHA-256 off the request thread (and one transaction serves many
 concurrent requests); their CPU time is still spent in this process, on the ingest thread. A journal whose process died (its `flock` is free) is ingested by the next
-`AuditLog` opened on the same file, skipping records that already reached SQLite, so nothing a caller was
+`AuditLog` opened on the same file (SQLite) or journal directory (PostgreSQL), skipping records that already reached the store, so nothing a caller was
 told is written is lost. In-process readers call `flush()` first; others see records within about 20 ms
 (INGEST_DELAY_S).
 If ingestion fails (disk full, database locked past the timeout) every later `append` raises, so the audit
-fails closed, and the journal keeps the records for the next start.
+fails closed, and the journal keeps the records for the next start. A store that is merely unreachable
+(PostgreSQL restarting, a network cut: StoreUnavailable) is retried with back-off while appends go on
+filling the journal, up to `journal_max_bytes` of records not yet shipped (policy `log.journal_max_mb`);
+past that bound `append` raises (fail closed) until the store is back. Records shipped again after an
+ambiguous failure are skipped by audit_id, so none is stored twice.
+
+Direct mode (`journal=False`): SQLite commits one transaction per request on the request thread; PostgreSQL
+group-commits: concurrent requests' records go into one transaction, each request waiting for the commit that
+holds its record (a database round trip costs more than a SQLite commit, and the durability promise is the
+same: the response waits for its record's commit). With the database unreachable, those requests fail closed.
 
 Rows written before the chain existed (no hash) are kept as they are; the
 verifier reports them as an unchained legacy prefix rather than vouching for
@@ -43,24 +60,28 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
-import hashlib
-import json
 import logging
 import mmap
 import operator
 import os
-import sqlite3
+import secrets
+import socket
 import threading
 import time
 import uuid
 
 import numpy as np
 import orjson
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from audit.pseudonym import LEGACY_SALT_ENV, AuditKey, resolve_key
+# The record schema and the chain's hash live in audit/record.py; importable from here as before.
+from audit.record import (CANDIDATE_FIELDS, COLUMNS, DECISION, GENESIS, JSON_COLUMNS, AuditRecord,  # noqa: F401
+                          canonical_bytes, candidate_entries, entry_row, record_digest)
+from audit.store import StoreUnavailable, is_postgres, make_store
+from audit.store.sqlite import SCHEMA  # noqa: F401  (re-exported)
 
 _log = logging.getLogger("ethicrec.audit")
 
@@ -68,69 +89,17 @@ _log = logging.getLogger("ethicrec.audit")
 # (tests/audit/test_log_kill.py), but not an OS crash or power loss. FULL: also survives those, at the price
 # of an fsync per request (policy key log.synchronous).
 SYNCHRONOUS = ("NORMAL", "FULL")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_records (
-    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
-    audit_id       TEXT NOT NULL UNIQUE,
-    ts             REAL NOT NULL,
-    request_id     TEXT NOT NULL,
-    model_version  TEXT NOT NULL,
-    policy_version TEXT NOT NULL,
-    user_hash      TEXT NOT NULL,
-    audit_mode     TEXT NOT NULL,
-    verdict        TEXT NOT NULL,
-    top_k          INTEGER NOT NULL,
-    returned_ids   TEXT NOT NULL,   -- JSON list, in rank order
-    removed        TEXT NOT NULL,   -- JSON list of {item_id, reason}
-    candidates     TEXT NOT NULL,   -- JSON columns {"item_id": [...], "group": [...], "rank": [...] (0 = not returned),
-                                    -- "removed": [...]}; rows written before 2026-11-29: a list of such objects
-    findings       TEXT NOT NULL,   -- JSON list of findings
-    user_attributes TEXT NOT NULL DEFAULT '{}',  -- JSON: only the keys the policy's log.audit_attributes allow
-    prev_hash      TEXT,            -- record_hash of the row before (64 zeros for the first); NULL = legacy row
-    record_hash    TEXT             -- sha256 of canonical_bytes(this row incl. prev_hash); NULL = legacy row
-);
-CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts);
-"""
-
-#: The hashed columns, in table order; `seq` is left out because the chain itself fixes the order.
-COLUMNS = ("audit_id", "ts", "request_id", "model_version", "policy_version", "user_hash", "audit_mode",
-           "verdict", "top_k", "returned_ids", "removed", "candidates", "findings", "user_attributes")
-GENESIS = "0" * 64
-#: The fields of each candidate entry, stored column-wise (one JSON list per field): JSON for 100 candidates as
-#: four lists costs about a fifth of 100 objects with repeated keys, on the request path.
-CANDIDATE_FIELDS = ("item_id", "group", "rank", "removed")
-#: Columns stored as JSON text.
-JSON_COLUMNS = ("returned_ids", "removed", "candidates", "findings", "user_attributes")
 _TEXT_SCALARS = tuple(name for name in COLUMNS if name not in JSON_COLUMNS and name not in ("ts", "top_k"))
-_INSERT = (f"INSERT INTO audit_records ({', '.join(COLUMNS)}, prev_hash, record_hash)"
-           f" VALUES ({', '.join('?' * (len(COLUMNS) + 2))})")
+#: Records not yet in the store that the journal may hold before appends fail closed (policy log.journal_max_mb).
+JOURNAL_MAX_BYTES = 64 << 20
+#: Where a PostgreSQL-backed log keeps its journals when no directory is given.
+DEFAULT_JOURNAL_DIR = Path("var/audit-journal")
 
 
-# Not frozen: one is built per request on the request path, and a frozen dataclass's __init__ (an
-# object.__setattr__ per field, 16 fields) costs several times a plain one. The log never keeps the object.
-# Slots: faster to build and to read (orjson encodes slotted dataclasses the same way).
-@dataclass(slots=True)
-class AuditRecord:
-    audit_id: str
-    ts: float
-    request_id: str
-    model_version: str
-    policy_version: str
-    user_hash: str
-    audit_mode: str
-    verdict: str
-    top_k: int
-    returned_ids: list[str]
-    removed: list[dict[str, str]]
-    #: One entry per candidate with CANDIDATE_FIELDS; writers may instead pass the columns
-    #: ({field: list}, what the audit stage does), readers always get the list of entries.
-    candidates: list[dict[str, Any]] | dict[str, list[Any]]
-    findings: list[dict[str, Any]]
-    user_attributes: dict[str, str] = field(default_factory=dict)
-    # Set by read_records; ignored by append (the log computes them). Not part of equality: same content, same record.
-    prev_hash: str | None = field(default=None, compare=False)
-    record_hash: str | None = field(default=None, compare=False)
+def default_writer(name: str | None = None) -> str:
+    """A writer id unique to this process: `<name>/<pid>-<random>`, the name defaulting to the host name
+    (a Kubernetes pod's name)."""
+    return f"{name or socket.gethostname()}/{os.getpid()}-{secrets.token_hex(4)}"
 
 
 _INT = frozenset((int,))
@@ -205,19 +174,6 @@ def _expand_codes(ids: list[str], labels: list[str], codes: list[int], returned:
     for p, reason in removed:
         reasons[p] = reason
     return {"item_id": list(ids), "group": [labels[c] for c in codes], "rank": rank, "removed": reasons}
-
-
-def canonical_bytes(row: dict[str, Any], prev_hash: str) -> bytes:
-    """What `record_hash` is the SHA-256 of: the stored column values (JSON columns as their stored text,
-    so verifying never depends on re-serialising) plus `prev_hash`, as JSON with sorted keys, no
-    whitespace and ASCII escapes (Python's json.dumps; floats in its shortest round-trip form)."""
-    payload = {name: row[name] for name in COLUMNS}
-    payload["prev_hash"] = prev_hash
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def record_digest(row: dict[str, Any], prev_hash: str) -> str:
-    return hashlib.sha256(canonical_bytes(row, prev_hash)).hexdigest()
 
 
 def _json_default(obj: Any) -> Any:
@@ -328,13 +284,6 @@ def candidate_columns(candidates: list[dict[str, Any]] | dict[str, list[Any]]) -
     return {name: [entry[name] for entry in candidates] for name in CANDIDATE_FIELDS}
 
 
-def candidate_entries(stored: list[dict[str, Any]] | dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Stored candidates back as one dict per candidate (rows from before the column form are already so)."""
-    if isinstance(stored, list):
-        return stored
-    return [dict(zip(CANDIDATE_FIELDS, values)) for values in zip(*(stored[name] for name in CANDIDATE_FIELDS))]
-
-
 def _warn_legacy_salt(log_path: Path) -> None:
     """The earlier scheme kept its salt beside the log, which makes the legacy user hashes in this log
     reversible for whoever holds the directory; say so (the log itself is never rewritten)."""
@@ -350,7 +299,8 @@ def _warn_legacy_salt(log_path: Path) -> None:
 
 
 class AuditLog:
-    """The audit log at `path`.
+    """The audit log in the store `path` names: a SQLite file (a path), or a PostgreSQL database (a
+    `postgresql://` URL; its password from ETHICREC_AUDIT_STORE_PASSWORD or `password_file`, audit/store/url.py).
 
     User ids are stored pseudonymised with the audit key (audit/pseudonym.py): `key` (an `AuditKey`, or
     the key's bytes; `salt` is the earlier name of the same argument, for embedding and tests), else the
@@ -360,14 +310,27 @@ class AuditLog:
     does the first write or the first `hash_user`. A server opens its log once its port is bound, a batch
     job once its input has been checked, so a start-up that fails leaves nothing behind. A misconfigured
     key (a key file that may not be read, a short ETHICREC_AUDIT_KEY) raises ConfigError here even so.
+
+    PostgreSQL only: `journal_dir` holds this process's journal (journal mode) and the journals of dead
+    processes it ships on `open`; `writer` names this process's chain (default `default_writer()`);
+    `shared_windows` lets the monitors read one window for every process writing to the store
+    (`window_source`); `store_options` go to PostgresStore (pool_size, anchor_every_s).
     """
 
     def __init__(self, path: str | Path, salt: bytes | None = None, *, key: AuditKey | bytes | None = None,
                  key_file: str | Path | None = None, synchronous: str = "NORMAL", journal: bool = False,
-                 lazy: bool = False) -> None:
+                 lazy: bool = False, journal_dir: str | Path | None = None, writer: str | None = None,
+                 journal_max_bytes: int = JOURNAL_MAX_BYTES, password_file: str | Path | None = None,
+                 shared_windows: bool = False, store_options: dict[str, Any] | None = None) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
-        self.path = Path(path)
+        self.target = str(path)
+        self.postgres = is_postgres(self.target)
+        self.store = make_store(self.target, synchronous=synchronous, password_file=password_file,
+                                **(store_options or {}))
+        #: Where journals live: beside the SQLite file, or in journal_dir for PostgreSQL (`<dir>/audit-store.journal-…`).
+        self.path = (Path(journal_dir or DEFAULT_JOURNAL_DIR) / "audit-store") if self.postgres else Path(path)
+        self.writer = writer or default_writer()
         given = key if key is not None else salt
         self._key_file = Path(key_file) if key_file is not None else None
         if isinstance(given, AuditKey):
@@ -380,10 +343,12 @@ class AuditLog:
         self._full = synchronous == "FULL"
         self._synchronous = synchronous
         self._want_journal = journal
-        self._lock = threading.Lock()
+        self._journal_max = journal_max_bytes
+        self._shared_windows = shared_windows and self.store.shared
         self._open_lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._opened = False
         self._journal: _Journal | None = None
+        self._group: _GroupCommit | None = _GroupCommit(self) if self.postgres else None
         self.recovered = 0
         if not lazy:
             self.open()
@@ -399,29 +364,23 @@ class AuditLog:
 
     @property
     def opened(self) -> bool:
-        return self._conn is not None
+        return self._opened
 
     def open(self) -> "AuditLog":
-        """Create (or open) the database, ingest dead processes' journals, start this one's; idempotent."""
+        """Create (or open and migrate) the store, ingest dead processes' journals, start this one's;
+        idempotent. Raises SchemaTooNew (a ConfigError) for a store written by a newer release and
+        StoreUnavailable for a database that cannot be reached."""
         with self._open_lock:
-            if self._conn is not None:
+            if self._opened:
                 return self
             if self._key is None:
                 self._key = resolve_key(self.path, self._key_file, create=True)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.executescript(SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_records)")}
-            # Logs written before these columns existed; their old rows stay unchained (NULL hashes).
-            if "user_attributes" not in columns:
-                conn.execute("ALTER TABLE audit_records ADD COLUMN user_attributes TEXT NOT NULL DEFAULT '{}'")
-            for name in ("prev_hash", "record_hash"):
-                if name not in columns:
-                    conn.execute(f"ALTER TABLE audit_records ADD COLUMN {name} TEXT")
-            self._conn = conn
-            _warn_legacy_salt(self.path)
+            self.store.open()
+            if self.postgres and self._want_journal:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                _warn_legacy_salt(self.path)
+            self._opened = True
             self.recovered = self._recover_journals()
             if self._want_journal:
                 self._journal = _Journal(self)
@@ -438,76 +397,83 @@ class AuditLog:
 
     def append(self, rec: AuditRecord) -> None:
         """Record one decision; returns only once it survives this process being killed (and, under FULL,
-        an OS crash). Direct mode commits it to SQLite here; journal mode appends it to the journal."""
+        an OS crash). Direct mode commits it to the store here; journal mode appends it to the journal."""
         if self._journal is not None:
             self._journal.append(_journal_line(rec))
         else:
-            if self._conn is None:
+            if not self._opened:
                 self.open()
                 if self._journal is not None:
                     self._journal.append(_journal_line(rec))
                     return
-            self._commit([_stored_values(rec)])
+            if self._group is not None:
+                self._group.submit(_stored_values(rec))
+            else:
+                self._commit([_stored_values(rec)])
 
-    def append_many(self, recs: list[AuditRecord], *, skip_existing: bool = False) -> int:
+    def append_many(self, recs: list[AuditRecord], *, skip_existing: bool = False, writer: str | None = None) -> int:
         """Chain and commit several records in one transaction (one fsync under FULL); returns once all
         are durable, or raises with none of them written. Batch jobs commit a chunk's records this way
-        (straight to SQLite, also in journal mode: it is one transaction already).
+        (straight to the store, also in journal mode: it is one transaction already), on the chain of
+        `writer` (a batch job's run) when given.
 
         `skip_existing`: leave out records whose audit_id the log already holds (inside the same
         transaction), so writing the same records again is a no-op: a batch job's rerun of a chunk whose
         records were committed before it was killed. Returns how many were written."""
         rows = [_stored_values(rec) for rec in recs]
-        return self._commit(rows, skip_existing=skip_existing) if rows else 0
+        return self._commit(rows, skip_existing=skip_existing, writer=writer) if rows else 0
+
+    def append_entry(self, kind: str, audit_id: str, payload: dict[str, Any], *, ts: float | None = None,
+                     writer: str | None = None) -> None:
+        """Append an entry of another kind than a decision (e.g. a reviewer's note, issue 28) to this
+        writer's chain, committed before returning (audit/record.py says what its hash covers)."""
+        row = entry_row(kind, audit_id, time.time() if ts is None else ts, payload)
+        if self._journal is not None:
+            self._journal.flush()   # keep the chain in append order
+        self._commit([row], writer=writer)
 
     def flush(self) -> None:
-        """Wait until every record appended so far is in SQLite (journal mode; a no-op otherwise)."""
+        """Wait until every record appended so far is in the store (journal mode; a no-op otherwise)."""
         if self._journal is not None:
             self._journal.flush()
+
+    def pending(self) -> int:
+        """Records appended to the journal and not yet in the store."""
+        return self._journal.pending() if self._journal is not None else 0
+
+    def store_error(self) -> str | None:
+        """Why the store was last unreachable, while it still is (journal mode); None when it is fine."""
+        return self._journal.unavailable() if self._journal is not None else None
+
+    def window_source(self, kind: str, size: int, encode: Callable[[Any], Any], decode: Callable[[Any], Any]):
+        """A window every process writing to this store shares (audit/store/base.py WindowSource), or None
+        when the store is not shared or the log was not opened with `shared_windows`."""
+        if not self._shared_windows:
+            return None
+        return self.store.window(kind, size, self.writer.split("/", 1)[0], encode, decode)
 
     def close(self) -> None:
         if self._journal is not None:
             self._journal.close()
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-
-    def _commit(self, rows: list[dict[str, Any]], *, skip_existing: bool = False) -> int:
-        """Chain and commit rows in one transaction; returns how many were inserted.
-
-        prev_hash is read from the last row inside the write transaction rather than cached, because
-        BEGIN IMMEDIATE is what serialises writers across processes (a batch run pointed at the service's
-        log): a per-process cache would fork the chain. The lookup is one primary-key seek.
-        """
-        if self._conn is None:
-            self.open()
-        conn = self._conn
-        assert conn is not None
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
+        if self.postgres and self._opened:
             try:
-                if skip_existing:
-                    rows = [r for r in rows if conn.execute(
-                        "SELECT 1 FROM audit_records WHERE audit_id = ?", (r["audit_id"],)).fetchone() is None]
-                last = conn.execute(
-                    "SELECT record_hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-                prev = last[0] if last and last[0] else GENESIS
-                params = []
-                for row in rows:
-                    digest = record_digest(row, prev)
-                    params.append((*row.values(), prev, digest))
-                    prev = digest
-                conn.executemany(_INSERT, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        return len(params)
+                self.store.anchor(self.writer)
+            except Exception as exc:  # noqa: BLE001 - the records are committed; only the final anchor is missing
+                _log.warning("audit store %s: the head of %s was not anchored at close: %s", self.store.display,
+                             self.writer, exc)
+        self.store.close()
+
+    def _commit(self, rows: list[dict[str, Any]], *, skip_existing: bool = False, writer: str | None = None) -> int:
+        """Chain and commit rows in one transaction on `writer`'s chain (this log's by default); returns how
+        many were inserted."""
+        if not self._opened:
+            self.open()
+        return self.store.commit(rows, writer=writer or self.writer, skip_existing=skip_existing)
 
     def _recover_journals(self) -> int:
-        """Ingest the journals of processes that died before all their records reached SQLite; returns the
-        number of records that were missing from SQLite (now added)."""
+        """Ingest the journals of processes that died before all their records reached the store; returns the
+        number of records that were missing from it (now added), each on the chain of the writer that
+        journaled it."""
         n = 0
         for jpath in sorted(self.path.parent.glob(self.path.name + JOURNAL_SUFFIX + "*")):
             try:
@@ -522,16 +488,56 @@ class AuditLog:
                 if not jpath.exists():
                     continue
                 with os.fdopen(os.dup(fd), "rb") as f:
-                    rows = _journal_rows(f.read())
+                    data = f.read()
+                rows = _journal_rows(data)
                 if rows:
-                    n += self._commit(rows, skip_existing=True)
+                    n += self._commit(rows, skip_existing=True, writer=_journal_writer(data) or self.writer)
                 jpath.unlink()
             finally:
                 os.close(fd)
         return n
 
 
-#: Journal files sit beside the log: `<log name>.journal-<pid>-<random>`.
+class _GroupCommit:
+    """Direct mode on a database: each request hands its row over and waits; whichever request finds no
+    commit running takes every row queued so far and commits them in one transaction, while the others wait
+    for it (and the rows that arrive meanwhile form the next one). Every request returns only after the
+    commit that holds its row, or raises what that commit raised."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+        self._cond = threading.Condition()
+        self._queue: list[list[Any]] = []
+        self._busy = False
+
+    def submit(self, row: dict[str, Any]) -> None:
+        entry: list[Any] = [row, None, False]   # row, error, done
+        with self._cond:
+            self._queue.append(entry)
+            while not entry[2]:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                batch, self._queue = self._queue, []
+                error: BaseException | None = None
+                self._cond.release()
+                try:
+                    self._log._commit([e[0] for e in batch])
+                except BaseException as exc:  # noqa: BLE001 - handed to every request of the batch
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                for e in batch:
+                    e[1], e[2] = error, True
+                self._busy = False
+                self._cond.notify_all()
+        if entry[1] is not None:
+            raise entry[1]
+
+
+#: Journal files sit beside the log: `<log name>.journal-<pid>-<random>-<n>` (n counts a process's files, so
+#: they sort in the order they were written).
 JOURNAL_SUFFIX = ".journal-"
 #: A journal is replaced by a fresh one once this many bytes were written to it and its records ingested.
 JOURNAL_ROTATE_BYTES = 4 << 20
@@ -548,6 +554,24 @@ _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 #: the GIL while it chains and encodes, so waking it per record would stall request threads more often.
 INGEST_DELAY_S = 0.02
 INGEST_BATCH = 256
+#: At most this many records per transaction when a backlog is shipped (a store back after an outage).
+INGEST_MAX_BATCH = 2048
+#: Back-off between attempts while the store is unreachable, and how long `close` keeps trying before it
+#: leaves the journal for the next start.
+RETRY_MIN_S, RETRY_MAX_S, CLOSE_RETRY_S = 0.05, 1.0, 5.0
+#: First element of a journal header line (`[0, {"writer": …}]`, the writer whose chain the records extend).
+_HEADER_LINE = 0
+
+
+def _journal_writer(data: bytes) -> str | None:
+    """The writer named by a journal's header line (None for journals written before headers)."""
+    if data.startswith(b"[0,"):
+        line = data.split(b"\n", 1)[0]
+        try:
+            return orjson.loads(line)[1]["writer"]
+        except (orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+            return None
+    return None
 
 
 def _journal_rows(data: bytes) -> list[dict[str, Any]]:
@@ -557,11 +581,11 @@ def _journal_rows(data: bytes) -> list[dict[str, Any]]:
     if end >= 0:
         data = data[:end]
     lines = data.split(b"\n")
-    return [_journal_row(line) for line in lines[:-1] if line]
+    return [_journal_row(line) for line in lines[:-1] if line and not line.startswith(b"[0,")]
 
 
 def _journal_row(line: bytes) -> dict[str, Any]:
-    """One journal line as the values SQLite stores. Lines hold the JSON columns as JSON values, encoded
+    """One journal line as the values the store keeps. Lines hold the JSON columns as JSON values, encoded
     once on the request path: the audit stage's records as a positional array (`_compact_line`, the
     candidates as `CandidateCodes`, expanded here), other writers' as an object; journals written before
     2026-11-29 hold the columns as their stored text already.
@@ -582,6 +606,10 @@ def _journal_row(line: bytes) -> dict[str, Any]:
     return _encode_json_columns(row)
 
 
+class JournalFull(RuntimeError):
+    """The store has been unreachable long enough that the journal holds its bound of unshipped records."""
+
+
 class _Journal:
     """The request path's half of journal mode: each record copied into the journal file, ingestion in a
     thread.
@@ -592,20 +620,29 @@ class _Journal:
     for the ingest thread or gRPC's threads to give the GIL back). The ingest thread pre-faults the mapping
     ahead of the records (`_populate_ahead`), since the first write to each page is a page fault costing
     more than the copy. Measured inside the audit stage (in-process pipeline, median): 18-20 us per record
-    with write(2), 4.9 us now. Under FULL every record is written with pwrite(2) and fdatasync'd."""
+    with write(2), 4.9 us now. Under FULL every record is written with pwrite(2) and fdatasync'd.
+
+    While the store is unreachable (StoreUnavailable) the thread keeps the records and retries with back-off;
+    `append` goes on until `journal_max_bytes` of records are waiting, then raises JournalFull."""
 
     def __init__(self, log: AuditLog) -> None:
         self._log = log
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._pending: list[bytes] = []   # journal lines not yet in SQLite
+        self._pending: list[bytes] = []   # journal lines not yet in the store
+        self._pending_bytes = 0      # their bytes, and those of the batch being committed
+        self._max_bytes = log._journal_max
         self._appended = 0          # records appended so far (sequence numbers)
-        self._ingested = 0          # records committed to SQLite so far
+        self._ingested = 0          # records committed to the store so far
         self._error: BaseException | None = None
+        self._unavailable: StoreUnavailable | None = None
         self._closing = False
         self._waiters = 0           # flush() callers waiting: ingest now instead of gathering
+        self._files = 0
+        self._header = orjson.dumps([_HEADER_LINE, {"writer": log.writer}], option=orjson.OPT_APPEND_NEWLINE)
         self._path, self._fd, self._map = self._open_new()
-        self._bytes = 0
+        self._bytes = len(self._header)
+        self._retired: list[tuple[Path, int, mmap.mmap | None, int]] = []   # rotated files and their last seq
         self._populated = 0          # bytes of the current mapping populated writable
         self._can_populate = True    # False once the kernel refuses MADV_POPULATE_WRITE
         self._populate_ahead()
@@ -613,10 +650,15 @@ class _Journal:
         self._thread.start()
 
     def _open_new(self) -> tuple[Path, int, mmap.mmap | None]:
-        path = self._log.path.with_name(f"{self._log.path.name}{JOURNAL_SUFFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if not self._files:
+            self._stem = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._files += 1
+        path = self._log.path.with_name(f"{self._log.path.name}{JOURNAL_SUFFIX}{self._stem}-{self._files:06d}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held for the file's life: recovery leaves live journals alone
+        os.pwrite(fd, self._header, 0)
         if self._log._full:
+            os.fdatasync(fd)
             return path, fd, None
         os.ftruncate(fd, JOURNAL_MAP_BYTES)
         return path, fd, mmap.mmap(fd, JOURNAL_MAP_BYTES, flags=mmap.MAP_SHARED)
@@ -647,6 +689,11 @@ class _Journal:
                                    f"the journal beside {self._log.path}") from self._error
             if self._closing:
                 raise RuntimeError("audit log is closed")
+            if self._pending_bytes + len(data) > self._max_bytes:
+                why = self._unavailable or "its commits are not keeping up"
+                raise JournalFull(f"the audit store {self._log.store.display} is not taking records ({why}) and "
+                                  f"the local journal holds its bound of {self._max_bytes >> 20} MiB of unshipped records "
+                                  "(policy log.journal_max_mb); refusing further records until it is back")
             start = self._bytes
             end = start + len(data)
             if self._map is not None and end <= len(self._map):
@@ -660,9 +707,17 @@ class _Journal:
                     os.fdatasync(self._fd)
             self._bytes = end
             self._pending.append(data)
+            self._pending_bytes += len(data)
             self._appended += 1
             if len(self._pending) == 1 or len(self._pending) >= INGEST_BATCH:
                 self._cond.notify_all()
+
+    def pending(self) -> int:
+        return self._appended - self._ingested
+
+    def unavailable(self) -> str | None:
+        u = self._unavailable
+        return None if u is None else str(u)
 
     def flush(self) -> None:
         with self._cond:
@@ -680,85 +735,104 @@ class _Journal:
     def close(self) -> None:
         with self._cond:
             self._closing = True
+            self._close_deadline = time.monotonic() + CLOSE_RETRY_S
             self._cond.notify_all()
         self._thread.join()
         with self._cond:
             if self._error is None and self._ingested == self._appended:
                 self._path.unlink(missing_ok=True)
+                for path, _, _, _ in self._retired:
+                    path.unlink(missing_ok=True)
+            elif self._appended > self._ingested:
+                _log.warning("audit log closed with %d records not yet in the store %s (%s); they stay in the "
+                             "journal %s and are shipped by the next start", self._appended - self._ingested,
+                             self._log.store.display, self._error or self._unavailable, self._path)
+            for _, fd, m, _ in self._retired:
+                if m is not None:
+                    m.close()
+                os.close(fd)
             if self._map is not None:
                 self._map.close()
             os.close(self._fd)
 
     def _run(self) -> None:
+        retry = False
+        backoff = RETRY_MIN_S
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
                     self._cond.wait()
                 deadline = time.monotonic() + INGEST_DELAY_S
-                while len(self._pending) < INGEST_BATCH and not self._closing and not self._waiters:
+                while len(self._pending) < INGEST_BATCH and not self._closing and not self._waiters and not retry:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
                 if not self._pending:
                     return  # closing, all ingested
-                batch, self._pending = self._pending, []
-                old = None
+                batch, self._pending = self._pending[:INGEST_MAX_BATCH], self._pending[INGEST_MAX_BATCH:]
                 if self._bytes >= JOURNAL_ROTATE_BYTES:
-                    # Every record in the old file is in `batch` or already ingested: drop it after the commit.
-                    old = (self._path, self._fd, self._map)
+                    # Every record of the old file is in `batch` or before it: delete the file once they are in.
+                    self._retired.append((self._path, self._fd, self._map, self._appended))
                     self._path, self._fd, self._map = self._open_new()
-                    self._bytes = self._populated = 0
+                    self._bytes, self._populated = len(self._header), 0
             try:
-                self._log._commit([_journal_row(line) for line in batch])
+                self._log._commit([_journal_row(line) for line in batch], skip_existing=retry)
+            except StoreUnavailable as exc:
+                # Unreachable, not broken: keep the records (in order) and try again after a pause; appends
+                # go on into the journal up to its bound. The retry skips what an ambiguous commit stored.
+                with self._cond:
+                    self._pending[:0] = batch
+                    self._unavailable = exc
+                    if self._closing and time.monotonic() >= self._close_deadline:
+                        self._error = exc
+                        self._cond.notify_all()
+                        return
+                    self._cond.wait(backoff)
+                if retry is False:
+                    _log.warning("audit store %s unreachable; journaling records until it is back: %s",
+                                 self._log.store.display, exc)
+                retry, backoff = True, min(backoff * 2, RETRY_MAX_S)
+                continue
             except BaseException as exc:  # noqa: BLE001 - surfaced to every later append (fail closed)
                 with self._cond:
                     self._error = exc
                     self._cond.notify_all()
                 return
-            if old is not None:
-                old[0].unlink(missing_ok=True)  # before close: the flock keeps recovery away until it is gone
-                if old[2] is not None:
-                    old[2].close()
-                os.close(old[1])
+            if retry:
+                _log.info("audit store %s reachable again; shipping the journaled records", self._log.store.display)
+            retry, backoff = False, RETRY_MIN_S
             with self._cond:
-                self._ingested += len(batch)
+                self._unavailable = None
+                ingested = self._ingested + len(batch)
+                done = [r for r in self._retired if r[3] <= ingested]
+                self._retired = [r for r in self._retired if r[3] > ingested]
+            # Retired files whose records are all in the store go before flush() callers are told: once a
+            # flush returns, no journal of ingested records is left behind.
+            for path, fd, m, _ in done:
+                path.unlink(missing_ok=True)  # before close: the flock keeps recovery away until it is gone
+                if m is not None:
+                    m.close()
+                os.close(fd)
+            with self._cond:
+                self._ingested = ingested
+                self._pending_bytes -= sum(map(len, batch))
                 self._cond.notify_all()
             self._populate_ahead()
 
 
 def read_records(path: str | Path, since: float | None = None, until: float | None = None,
                  user_hashes: list[str] | None = None) -> Iterator[AuditRecord]:
-    """Read records (oldest first), optionally within [since, until) and only those whose stored user hash
-    is one of `user_hashes` (see audit.lookup). Does not verify the chain."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"audit log not found: {p}")
-    conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_records)")}
-        if not columns:
-            raise sqlite3.DatabaseError("no audit_records table")
-        # Logs from before a column existed read as if it had its default.
-        optional = {"user_attributes": "'{}'", "prev_hash": "NULL", "record_hash": "NULL"}
-        extra = ", ".join(name if name in columns else default for name, default in optional.items())
-        sql = ("SELECT audit_id, ts, request_id, model_version, policy_version, user_hash, audit_mode, verdict,"
-               f" top_k, returned_ids, removed, candidates, findings, {extra} FROM audit_records WHERE 1=1")
-        args: list[Any] = []
-        if user_hashes is not None:
-            sql += f" AND user_hash IN ({', '.join('?' * len(user_hashes))})"
-            args.extend(user_hashes)
-        if since is not None:
-            sql += " AND ts >= ?"
-            args.append(since)
-        if until is not None:
-            sql += " AND ts < ?"
-            args.append(until)
-        for row in conn.execute(sql + " ORDER BY seq", args):
-            yield AuditRecord(*row[:9], json.loads(row[9]), json.loads(row[10]),
-                              candidate_entries(json.loads(row[11])), json.loads(row[12]), json.loads(row[13]),
-                              prev_hash=row[14], record_hash=row[15])
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{p} is not an ethicrec audit log: {exc}") from None
-    finally:
-        conn.close()
+    """Read decisions (oldest first) from the store `path` names (a SQLite file or a postgresql:// URL),
+    optionally within [since, until) and only those whose stored user hash is one of `user_hashes` (see
+    audit.lookup). Does not verify the chain."""
+    if is_postgres(str(path)):
+        store = make_store(str(path))
+        try:
+            yield from store.read(since, until, user_hashes)
+        finally:
+            store.close()
+        return
+    from audit.store.sqlite import read_sqlite
+
+    yield from read_sqlite(path, since, until, user_hashes)

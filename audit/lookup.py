@@ -3,6 +3,7 @@
     python -m audit.lookup --log var/audit.db --user 414                      # the configured key
     python -m audit.lookup --log var/audit.db --user 414 --key-file old.key --key-file new.key
     python -m audit.lookup --log var/audit.db --user 414 --legacy-salt-file /secure/audit.db.salt --json
+    python -m audit.lookup --store postgresql://auditor@db:5432/ethicrec --user 414   # every replica's records
 
 The log stores user ids only as `hmac:<key id>:<HMAC-SHA256(key, user id)>` (audit/pseudonym.py), so a
 reviewer computes the user's pseudonym under each key they hold and selects the records that carry it.
@@ -20,12 +21,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
 
 from audit.log import read_records
+from audit.store import StoreError, is_postgres, make_store
+from audit.store.sqlite import key_ids_sqlite
 from audit.pseudonym import (KEY_ENV, KEY_FILE_ENV, LEGACY_SALT_ENV, AuditKey, check_key_file, key_id_of,
                              legacy_pseudonym, read_key_file, resolve_key)
 from recsys.errors import ConfigError
@@ -33,12 +35,13 @@ from recsys.errors import ConfigError
 
 def _keys(args: argparse.Namespace) -> list[AuditKey]:
     keys: list[AuditKey] = []
+    log = args.log   # None for a database: no directory the key must stay out of
     if os.environ.get(KEY_ENV):
-        keys.append(resolve_key(args.log))   # type: ignore[arg-type]   # the env key, checked
+        keys.append(resolve_key(log))   # type: ignore[arg-type]   # the env key, checked
     for path in args.key_file:
-        keys.append(read_key_file(path, args.log))
+        keys.append(read_key_file(path, log))
     if not keys:
-        found = resolve_key(args.log, create=False)   # ETHICREC_AUDIT_KEY_FILE or the default file
+        found = resolve_key(log, create=False)   # ETHICREC_AUDIT_KEY_FILE or the default file
         if found is None:
             raise ConfigError(f"no audit key: set {KEY_ENV}, pass --key-file, or set {KEY_FILE_ENV} (the lookup "
                               "needs the key the records were written with)")
@@ -59,24 +62,22 @@ def _legacy_salts(args: argparse.Namespace) -> list[bytes]:
     return salts
 
 
-def key_ids_in_log(path: Path) -> Counter:
-    """Records per key id (None = legacy salted hashes)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT CASE WHEN user_hash LIKE 'hmac:%' THEN substr(user_hash, 6, 12) END AS kid,"
-                            " COUNT(*) FROM audit_records GROUP BY kid").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{path} is not an ethicrec audit log: {exc}") from None
-    finally:
-        conn.close()
-    return Counter({kid: n for kid, n in rows})
+def key_ids_in_log(path: Path | str) -> Counter:
+    """Records per key id (None = legacy salted hashes), in a SQLite log or a postgresql:// store."""
+    if is_postgres(str(path)):
+        store = make_store(str(path), pool_size=1)
+        try:
+            return store.key_id_counts()
+        finally:
+            store.close()
+    return key_ids_sqlite(path)
 
 
-def lookup(log: Path, user_id: str, keys: list[AuditKey], legacy_salts: list[bytes] = (),
+def lookup(log: Path | str, user_id: str, keys: list[AuditKey], legacy_salts: list[bytes] = (),
            since: float | None = None, until: float | None = None) -> tuple[list, dict]:
     """(records of `user_id`, summary) — the summary counts the log's records per key id and says which key
-    ids no given key covers."""
-    if not log.is_file():
+    ids no given key covers. `log`: a SQLite file or a postgresql:// URL."""
+    if not is_postgres(str(log)) and not Path(log).is_file():
         raise ValueError(f"audit log not found: {log}")
     present = key_ids_in_log(log)
     hashes = [k.pseudonym(user_id) for k in keys] + [legacy_pseudonym(s, user_id) for s in legacy_salts]
@@ -98,7 +99,10 @@ def _when(ts: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audit.lookup", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--log", required=True, type=Path)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--log", type=Path, help="the audit log (SQLite file)")
+    where.add_argument("--store", help="the audit store: a SQLite file or postgresql://USER@HOST:PORT/DBNAME "
+                                       "(password from ETHICREC_AUDIT_STORE_PASSWORD or libpq's PGPASSWORD)")
     ap.add_argument("--user", required=True, help="the user id as the frontend sent it")
     ap.add_argument("--key-file", action="append", default=[], type=Path,
                     help="an audit key file (repeat for keys rotated out; default: the configured key)")
@@ -109,11 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--until", type=float, default=None, help="epoch seconds")
     ap.add_argument("--json", action="store_true", help="one JSON object: records and summary")
     args = ap.parse_args(argv)
+    source: Path | str = args.log
+    if args.store is not None:
+        if is_postgres(args.store):
+            source = args.store
+        elif "://" in args.store:
+            print(f"error: --store {args.store.split('://', 1)[0]}:// is not a known store (a SQLite file or "
+                  "postgresql://USER@HOST:PORT/DBNAME)", file=sys.stderr)
+            return 2
+        else:
+            source = args.log = Path(args.store)
     try:
         keys = _keys(args)
         salts = _legacy_salts(args)
-        records, summary = lookup(args.log, args.user, keys, salts, args.since, args.until)
-    except (ConfigError, ValueError, OSError) as exc:
+        records, summary = lookup(source, args.user, keys, salts, args.since, args.until)
+    except (ConfigError, ValueError, OSError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -16,6 +16,20 @@ path: requests append to the window (microseconds) and read the findings of
 the last refresh; a background thread refreshes every `refresh_every`
 requests, but pauses after each refresh so that it takes at most
 `max_busy_share` of the process's time.
+
+Fleet-wide window: when the audit store is shared (PostgreSQL, several
+replicas), the window is not this process's: at each refresh the thread adds
+this process's new observations to the store's shared window
+(audit/store/postgres.py, `audit_windows`) and reads back the newest `window`
+observations of every replica, so a finding reflects the fleet's traffic. It
+then also refreshes every FLEET_REFRESH_S seconds whatever its own traffic.
+Staleness: a replica's observations reach the shared window at its next
+refresh (after `refresh_every` of its requests or FLEET_REFRESH_S, whichever
+comes first, and no sooner than its busy-share pause allows), and the others
+see them at their next refresh; so a finding can lag the fleet's traffic by
+about two refresh periods (seconds under steady load; bench/README.md has a
+measured figure). If the store cannot be reached the previous findings stay and
+the observations are kept (up to one window) for the next refresh.
 """
 from __future__ import annotations
 
@@ -32,6 +46,10 @@ from fairlearn.metrics import MetricFrame
 
 from audit.policy import MonitorPolicy
 from recsys.domain import Finding
+
+#: With a fleet-wide window: refresh at least this often (seconds), so a replica's findings follow the fleet
+#: even while it serves few requests itself.
+FLEET_REFRESH_S = 5.0
 
 # Metric name -> (observation column, kind). Proportions get Wilson intervals over
 # their pooled counts; means get a bootstrap over requests.
@@ -94,9 +112,24 @@ class GroupStat:
     n: int
 
 
+def encode_observation(o: Observation) -> list:
+    """An observation as the shared window stores it (JSON; NaN as null)."""
+    mean = o.interest_mean
+    return [o.attributes, None if mean != mean else mean, o.long_tail, o.returned, o.removed_harm]
+
+
+def decode_observation(v: list) -> Observation:
+    return Observation(v[0], float("nan") if v[1] is None else float(v[1]), int(v[2]), int(v[3]), bool(v[4]))
+
+
 class UserGroupMonitor:
-    def __init__(self, policy: MonitorPolicy, *, seed: int = 0) -> None:
+    """`shared`: a window every replica writing to the same store adds to (WindowSource, from
+    AuditLog.window_source); None keeps the window in this process."""
+
+    def __init__(self, policy: MonitorPolicy, *, seed: int = 0, shared=None) -> None:
         self.policy = policy
+        self._shared = shared
+        self._unsent: deque[Observation] = deque(maxlen=policy.window)   # not yet in the shared window
         self._window: deque[Observation] = deque(maxlen=policy.window)
         # What requests recorded since the window was last read (guarded by _lock): Observations' fields, or
         # the references `record_returned` queues; bounded like the window, whose oldest entries they replace.
@@ -147,6 +180,8 @@ class UserGroupMonitor:
         if due:
             self._ensure_thread()
             self._wake.set()
+        elif self._shared is not None and self._thread is None:
+            self._ensure_thread()   # the fleet's window is worth reading before this process's own 100 requests
 
     def _drain(self) -> list[Observation]:
         """Move what was recorded into the window (in order) and return the window."""
@@ -165,6 +200,15 @@ class UserGroupMonitor:
                 long_tail, returned = len(flags[cand_idx[at]].nonzero()[0]), len(values)
             made.append(Observation({k: v for k, v in attributes.items() if k in keys}, interest_mean, long_tail,
                                     returned, removed_harm))
+        if self._shared is not None:
+            # Ours go into the fleet's window; what comes back is the newest `window` of every replica's. On a
+            # store error ours are kept for the next refresh (and the findings stay as they were).
+            self._unsent.extend(made)
+            window = self._shared.exchange(list(self._unsent))
+            self._unsent.clear()
+            with self._lock:
+                self._window = deque(window, maxlen=self.policy.window)
+            return window
         with self._lock:
             self._window.extend(made)
             return list(self._window)
@@ -187,7 +231,7 @@ class UserGroupMonitor:
     def _run(self) -> None:
         share = self.policy.max_busy_share
         while not self._stop.is_set():
-            self._wake.wait()
+            self._wake.wait(FLEET_REFRESH_S if self._shared is not None else None)
             self._wake.clear()
             if self._stop.is_set():
                 return
@@ -301,7 +345,7 @@ class UserGroupMonitor:
                 if ratio < pol.min_ratio and separated:
                     out.append(Finding(
                         "USER_GROUP_DISPARITY", f"{metric}_ratio", float(ratio), pol.min_ratio, s.group,
-                        f"over the last {window} requests, users with {s.group} get {metric} {s.value:.3f} "
+                        f"over the last {window} requests{' of the fleet' if self._shared is not None else ''}, users with {s.group} get {metric} {s.value:.3f} "
                         f"vs {best.value:.3f} for {best.group} ({ratio:.2f}x; {int(pol.confidence * 100)}% "
                         f"intervals [{s.low:.3f}, {s.high:.3f}] and [{best.low:.3f}, {best.high:.3f}] "
                         f"do not overlap; n={s.n} and {best.n})"))

@@ -112,6 +112,13 @@ class LogPolicy:
     # SQLite (same durability, the transaction and hashing off the request path); "direct": commit to
     # SQLite on the request path.
     write: str = "journal"
+    # Journal mode: records not yet in the store that the local journal may hold (MiB, about 2.5 KB per record
+    # with 100 candidates) while the store is unreachable; past it, calls fail closed (audit/log.py).
+    journal_max_mb: int = 64
+    # Where the audit trail is kept (audit/store/): a SQLite path or postgresql://USER@HOST:PORT/DBNAME (its
+    # password from the service's environment, never here). "": the service's config decides (audit_store,
+    # else audit_log). A service whose config names another store refuses to start.
+    store: str = ""
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,17 @@ def parse_policy(data: dict[str, Any]) -> Policy:
                                   r["item_attribute"], frozenset(map(str, r["item_values"]))))
     audience = AudiencePolicy(enabled=a.get("enabled", True),
                               action=_action(a.get("action", "ENFORCE"), "audience.action"), rules=tuple(rules))
-    lg = _take(top.get("log", {}), "log.", {"audit_attributes": list, "synchronous": str, "write": str})
+    lg = _take(top.get("log", {}), "log.", {"audit_attributes": list, "synchronous": str, "write": str,
+                                            "journal_max_mb": int, "store": str})
+    journal_max_mb = lg.get("journal_max_mb", LogPolicy.journal_max_mb)
+    if not 1 <= journal_max_mb <= 65536:
+        raise ConfigError(f"policy key log.journal_max_mb must be between 1 and 65536; got {journal_max_mb}")
+    store = lg.get("store", LogPolicy.store)
+    if store:
+        from audit.store import check_target
+
+        # The password comes from where the service runs: not needed to read the policy (audit.report does).
+        check_target(store, key="policy key log.store", need_password=False)
     sync = lg.get("synchronous", LogPolicy.synchronous)
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"policy key log.synchronous must be one of NORMAL, FULL; got {sync!r}")
@@ -251,7 +268,7 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         raise ConfigError(f"policy key report.min_group_size must be >= 1; got {report.min_group_size}")
     if report.n_boot < 0:
         raise ConfigError(f"policy key report.n_boot must be >= 0; got {report.n_boot}")
-    return Policy(top["version"], mode, status, budget, exposure, harm, audience, LogPolicy(tuple(attrs), sync, write),
+    return Policy(top["version"], mode, status, budget, exposure, harm, audience, LogPolicy(tuple(attrs), sync, write, journal_max_mb, store),
                   report, _monitor(top.get("monitor", {})), _exposure_window(top.get("exposure_window", {})))
 
 

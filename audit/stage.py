@@ -22,12 +22,12 @@ import time
 import numpy as np
 
 from audit.exposure_significance import ExposureTester
-from audit.exposure_window import ExposureWindowMonitor
+from audit.exposure_window import ExposureWindowMonitor, decode_response, encode_response
 from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_selected, group_codes
 from audit.harm import normalise
 from audit.harm_stage import HarmScorer
 from audit.log import AuditLog, AuditRecord, CandidateCodes
-from audit.monitor import UserGroupMonitor
+from audit.monitor import UserGroupMonitor, decode_observation, encode_observation
 from audit.policy import Policy
 from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
@@ -57,9 +57,14 @@ class AuditStage:
         # Long-tail flag per catalog row, False appended so that row -1 (an unknown item) reads False.
         self._long_tail = np.append(artifacts.catalog.stats.group == "long_tail", False)
         self._budget_s = policy.time_budget_ms / 1000.0
-        self.monitor = UserGroupMonitor(policy.monitor) if policy.monitor.enabled else None
-        self.exposure_window = (ExposureWindowMonitor(policy.exposure_window)
-                                if policy.exposure_window.enabled and policy.exposure.enabled else None)
+        # With a store shared by several replicas (PostgreSQL) both windows cover the fleet (audit/monitor.py).
+        shared = getattr(log, "window_source", None)
+        self.monitor = (UserGroupMonitor(policy.monitor, shared=shared and shared(
+            "monitor", policy.monitor.window, encode_observation, decode_observation))
+            if policy.monitor.enabled else None)
+        self.exposure_window = (ExposureWindowMonitor(policy.exposure_window, shared=shared and shared(
+            "exposure_window", policy.exposure_window.window, encode_response, decode_response))
+            if policy.exposure_window.enabled and policy.exposure.enabled else None)
         self._tester = ExposureTester(policy.exposure.alpha)
         # Catalog groups coded once, so a request of catalog items is coded by one lookup.
         labels, codes = group_codes(artifacts.catalog.stats.group)

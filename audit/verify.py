@@ -1,11 +1,22 @@
-"""`python -m audit.verify --log FILE` — check the audit log's hash chain.
+"""`python -m audit.verify --log FILE` / `--store URL` — check the audit trail's hash chains.
 
     python -m audit.verify --log var/audit.db
     python -m audit.verify --log var/audit.db --expect-head 3f1c…   # a head hash saved elsewhere earlier
     python -m audit.verify --log var/audit.db --json
+    python -m audit.verify --store postgresql://auditor@db:5432/ethicrec   # every writer's chain + the anchors
 
-Exit status: 0 chain intact, 1 the first broken link is printed (seq, audit_id,
-what is wrong), 2 bad input (one line on stderr).
+Exit status: 0 chain(s) intact, 1 the first broken link is printed (seq, audit_id,
+what is wrong; for a PostgreSQL store the first one of every writer whose chain
+is broken), 2 bad input (one line on stderr).
+
+PostgreSQL (audit/store/postgres.py): one chain per writer, walked in writer_seq
+order with the same checks as below (seq numbers contiguous from 1, links,
+hashes), and the anchor chain (every anchor linked to the one before and still
+naming a record that is in its writer's chain with that hash, so a writer's
+chain cut short of an anchored head is reported as tail_truncated).
+`--expect-head` then names a head of the anchor chain kept elsewhere. The
+password comes from ETHICREC_AUDIT_STORE_PASSWORD, --password-file or libpq's
+PGPASSWORD / ~/.pgpass; a read-only role is enough.
 
 What it can and cannot prove. Walking the rows in seq order it recomputes every
 record_hash and checks every prev_hash against the row before, so an edited
@@ -36,6 +47,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from audit.log import COLUMNS, GENESIS, JOURNAL_SUFFIX, record_digest
+from audit.record import DECISION
+from audit.store import is_postgres, make_store
+from recsys.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,9 @@ def verify_log(path: str | Path, expect_head: str | None = None) -> VerifyResult
     """Walk the chain of the log at `path`; raises ValueError if it is not an audit log."""
     conn, columns = _open(Path(path))
     try:
-        defaults = {"user_attributes": "'{}'", "prev_hash": "NULL", "record_hash": "NULL"}  # older logs
-        names = ("seq", *COLUMNS, "prev_hash", "record_hash")
+        defaults = {"user_attributes": "'{}'", "prev_hash": "NULL", "record_hash": "NULL",  # older logs
+                    "kind": f"'{DECISION}'", "payload": "'{}'"}
+        names = ("seq", *COLUMNS, "kind", "payload", "prev_hash", "record_hash")
         cols = ", ".join(c if c in columns else defaults[c] for c in names)
         conn.execute("BEGIN")  # one snapshot for the rows and the counter while a writer keeps appending
         rows = conn.execute(f"SELECT {cols} FROM audit_records ORDER BY seq")
@@ -125,7 +140,7 @@ def _walk(rows, conn: sqlite3.Connection, expect_head: str | None) -> VerifyResu
 
     for seq, *values, prev_hash, record_hash in rows:
         n += 1
-        row = dict(zip(COLUMNS, values))
+        row = dict(zip((*COLUMNS, "kind", "payload"), values))
         audit_id = row["audit_id"]
         if record_hash is None and prev_hash is None and first is None:
             legacy += 1
@@ -162,17 +177,181 @@ def _walk(rows, conn: sqlite3.Connection, expect_head: str | None) -> VerifyResu
     return result(None)
 
 
+@dataclass(frozen=True)
+class ChainResult:
+    """One writer's chain in a PostgreSQL store (`records`, `head`: up to the problem, if any)."""
+    writer: str
+    records: int
+    head: str
+    problem: Break | None     # Break.seq is the writer_seq
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        if self.problem is not None:
+            p = self.problem
+            where = f"writer_seq {p.seq} (audit_id {p.audit_id})" if p.seq is not None else "its tail"
+            return f"writer {self.writer}: BROKEN at {where}: {p.kind.replace('_', ' ')}: {p.detail}"
+        return f"writer {self.writer}: OK, {self.records} records, head {self.head}"
+
+
+@dataclass(frozen=True)
+class StoreVerifyResult:
+    store: str
+    chains: list[ChainResult]
+    anchors: int
+    anchor_head: str
+    anchor_problem: Break | None
+
+    @property
+    def ok(self) -> bool:
+        return self.anchor_problem is None and all(c.ok for c in self.chains)
+
+    def summary(self) -> str:
+        lines = [c.summary() for c in self.chains]
+        if self.anchor_problem is not None:
+            p = self.anchor_problem
+            where = f"anchor seq {p.seq}" if p.seq is not None else "anchors"
+            lines.append(f"anchors: BROKEN at {where}: {p.kind.replace('_', ' ')}: {p.detail}")
+        else:
+            lines.append(f"anchors: OK, {self.anchors} anchors, head {self.anchor_head}")
+        broken = sum(not c.ok for c in self.chains)
+        records = sum(c.records for c in self.chains)
+        lines.append(f"OK: {len(self.chains)} chains, {records} records, every chain intact" if self.ok else
+                     f"BROKEN: {broken} of {len(self.chains)} chains broken"
+                     + ("; the anchor chain is broken" if self.anchor_problem else ""))
+        return "\n".join(lines)
+
+
+def verify_store(target: str, expect_head: str | None = None, *, password_file: str | Path | None = None
+                 ) -> StoreVerifyResult:
+    """Walk every writer's chain and the anchor chain of the PostgreSQL store `target` (a URL). ValueError
+    if it holds no audit trail; ConfigError for a bad URL; StoreUnavailable if it cannot be reached."""
+    from audit.store.postgres import anchor_digest
+
+    store = make_store(target, password_file=password_file, pool_size=1)
+    try:
+        with store.snapshot() as (anchors, rows):
+            return _walk_store(store.display, anchors, rows, expect_head, anchor_digest)
+    finally:
+        store.close()
+
+
+def _walk_store(display: str, anchors: list[tuple], rows, expect_head: str | None, anchor_digest) -> StoreVerifyResult:
+    anchored: dict[tuple[str, int], tuple[int, str]] = {}   # (writer, writer_seq) -> (anchor seq, head)
+    last_anchored: dict[str, tuple[int, int]] = {}         # writer -> (highest anchored writer_seq, anchor seq)
+    a_head, a_problem, found = GENESIS, None, expect_head is None
+    for i, (seq, ts, writer, wseq, head, prev, digest) in enumerate(anchors, start=1):
+        if a_problem is None:
+            if seq != i:
+                a_problem = Break(seq, None, "record_deleted", f"anchor seq {i} missing before this anchor")
+            elif prev != a_head:
+                a_problem = Break(seq, None, "link_broken", "prev_hash does not match the anchor before")
+            elif anchor_digest(seq, ts, writer, wseq, head, prev) != digest:
+                a_problem = Break(seq, None, "content_altered", "the anchor's fields do not hash to its anchor_hash")
+            else:
+                a_head = digest
+                found = found or digest == expect_head
+        anchored[(writer, wseq)] = (seq, head)
+        if wseq > last_anchored.get(writer, (0, 0))[0]:
+            last_anchored[writer] = (wseq, seq)
+    if a_problem is None and not found:
+        a_problem = Break(None, None, "anchor_missing", f"no anchor has hash {expect_head}: the anchors were "
+                          "truncated or rewritten since that head was recorded (or it belongs to another store)")
+
+    chains: list[ChainResult] = []
+    state: dict = {}
+
+    def finish() -> None:
+        if not state:
+            return
+        w, problem = state["writer"], state["problem"]
+        if problem is None and last_anchored.get(w, (0, 0))[0] > state["seq"]:
+            wseq, aseq = last_anchored[w]
+            problem = Break(None, None, "tail_truncated", f"anchor {aseq} names writer_seq {wseq}, but the "
+                            f"chain ends at writer_seq {state['seq']}")
+        chains.append(ChainResult(w, state["n"], state["head"], problem))
+
+    for writer, wseq, _id, row, prev, digest in rows:
+        if not state or state["writer"] != writer:
+            finish()
+            state = {"writer": writer, "n": 0, "head": GENESIS, "seq": 0, "problem": None}
+        if state["problem"] is not None:
+            continue
+        audit_id = row["audit_id"]
+        expected = state["seq"] + 1
+        if wseq != expected:
+            state["problem"] = Break(wseq, audit_id, "record_deleted", f"writer_seq {expected}"
+                                     + (f"..{wseq - 1}" if wseq - 1 > expected else "") + " missing before this row")
+        elif prev != state["head"]:
+            state["problem"] = Break(wseq, audit_id, "link_broken", "prev_hash does not match the hash of the row "
+                                     "before: it was altered and re-hashed, or rows were reordered, inserted or forged")
+        elif _digest(row, prev) != digest:
+            state["problem"] = Break(wseq, audit_id, "content_altered",
+                                     "the stored fields do not hash to the row's record_hash")
+        elif (writer, wseq) in anchored and anchored[(writer, wseq)][1] != digest:
+            state["problem"] = Break(wseq, audit_id, "link_broken", f"anchor {anchored[(writer, wseq)][0]} "
+                                     "recorded another hash for this row: the chain was rewritten after it")
+        else:
+            state["n"] += 1
+            state["head"], state["seq"] = digest, wseq
+    finish()
+    seen = {c.writer for c in chains}
+    for w, (wseq, aseq) in sorted(last_anchored.items()):
+        if w not in seen:
+            chains.append(ChainResult(w, 0, GENESIS, Break(None, None, "tail_truncated",
+                                                           f"anchor {aseq} names writer_seq {wseq}, but the store "
+                                                           "holds no row of this writer")))
+    return StoreVerifyResult(display, chains, len(anchors) if a_problem is None else 0, a_head, a_problem)
+
+
+def _check_head(head: str | None) -> str | None:
+    if head is not None and (len(head) != 64 or any(c not in "0123456789abcdef" for c in head)):
+        raise ValueError(f"--expect-head must be 64 lowercase hex digits, got {head!r}")
+    return head
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audit.verify", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--log", required=True, type=Path, help="the audit log (SQLite file)")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--log", type=Path, help="the audit log (SQLite file)")
+    where.add_argument("--store", help="the audit store: a SQLite file or a postgresql:// URL")
+    ap.add_argument("--password-file", type=Path, help="PostgreSQL: a file holding the password (mode 0600)")
     ap.add_argument("--expect-head", metavar="HASH",
-                    help="a record_hash recorded earlier (e.g. a past head); it must still be in the chain")
+                    help="a head recorded earlier (SQLite: a record_hash; PostgreSQL: an anchor_hash); it must "
+                         "still be in the chain")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = ap.parse_args(argv)
-    head = args.expect_head
-    if head is not None and (len(head) != 64 or any(c not in "0123456789abcdef" for c in head)):
-        print(f"error: --expect-head must be 64 lowercase hex digits, got {head!r}", file=sys.stderr)
+    try:
+        head = _check_head(args.expect_head)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.store is not None and is_postgres(args.store):
+        from audit.store import StoreError
+
+        try:
+            sres = verify_store(args.store, expect_head=head, password_file=args.password_file)
+        except (ValueError, ConfigError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({"ok": sres.ok, **asdict(sres)}))
+        else:
+            print(sres.summary())
+        return 0 if sres.ok else 1
+    if args.store is not None:
+        if "://" in args.store:
+            print(f"error: --store {args.store.split('://', 1)[0]}:// is not a known store (a SQLite file or "
+                  "postgresql://USER@HOST:PORT/DBNAME)", file=sys.stderr)
+            return 2
+        args.log = Path(args.store)
+    return _main_sqlite(args, head)
+
+
+def _main_sqlite(args, head: str | None) -> int:
     try:
         res = verify_log(args.log, expect_head=head)
     except ValueError as exc:

@@ -215,7 +215,7 @@ class CompiledTrees:
         values = np.ascontiguousarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != len(cols):
             raise ValueError(f"values must have shape (n, {len(cols)}); got {values.shape}")
-        bits = np.empty((len(values), len(qs.leaf_start) - 1), np.uint32)
+        bits = np.empty((len(values), len(qs.leaf_start) - 1), qs.table.dtype)
         _get_kernel(False, _kernel_memo)(values, cols, self.feature_missing, qs.cut, qs.cut_start, qs.row_start,
                                          qs.table, bits)
         return SplitMemo(cols, values, bits)
@@ -238,7 +238,7 @@ class CompiledTrees:
         qs = self.quickscorer
         if qs is not None:
             if memo is None or keys is None:
-                keys, memo = _NO_KEYS, _NO_MEMO
+                keys, memo = _NO_KEYS, _NO_MEMO[qs.table.dtype.itemsize]
             else:
                 keys = np.ascontiguousarray(keys, dtype=np.int64)
                 if keys.shape != (len(X),):
@@ -256,7 +256,9 @@ class CompiledTrees:
 
 
 _NO_KEYS = np.empty(0, np.int64)
-_NO_MEMO = SplitMemo(np.empty(0, np.int64), np.empty((0, 0), np.float64), np.empty((0, 0), np.uint32))
+# per word size (bytes), so that the kernel is compiled for one bits type per table type
+_NO_MEMO = {w.itemsize: SplitMemo(np.empty(0, np.int64), np.empty((0, 0), np.float64), np.empty((0, 0), w))
+            for w in (np.dtype(np.uint32), np.dtype(np.uint64))}
 
 
 def _feature_missing(feature: np.ndarray, missing: np.ndarray, n_features: int) -> np.ndarray | None:

@@ -34,20 +34,20 @@ class EmbeddingStore:
         self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
         # max_length -> MicroBatcher once enable_batching() is called (the server); None: encode in the
         # caller's thread (training, batch jobs: they already encode in bulk).
-        self.batchers: dict[int, MicroBatcher] | None = None
+        self.batchers: dict[str, MicroBatcher] | None = None   # by name: item and user max lengths may be equal
 
     def enable_batching(self, *, max_batch: int, max_wait_s: float, instances: int = 1) -> None:
         """Encode cache misses of concurrent requests together (recsys/microbatch.py): one batcher for
         item texts and one for user histories, which have different max lengths."""
         old, self.batchers = self.batchers, {
-            length: MicroBatcher(lambda texts, length=length: self.encoder.encode(texts, max_length=length),
+            name: MicroBatcher(lambda texts, length=length: self.encoder.encode(texts, max_length=length),
                                  max_batch=max_batch, max_wait_s=max_wait_s, name=name, instances=instances)
             for name, length in (("item_texts", ITEM_MAX_LENGTH), ("user_texts", USER_MAX_LENGTH))}
         for batcher in (old or {}).values():
             batcher.close()
 
-    def _encode(self, texts: list[str], max_length: int) -> np.ndarray:
-        batcher = None if self.batchers is None else self.batchers.get(max_length)
+    def _encode(self, texts: list[str], max_length: int, kind: str) -> np.ndarray:
+        batcher = None if self.batchers is None else self.batchers.get(kind)
         if batcher is None:
             return self.encoder.encode(texts, max_length=max_length)
         return np.stack(batcher.run(texts))
@@ -65,7 +65,8 @@ class EmbeddingStore:
             return np.load(path, allow_pickle=False)
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
-    def _cached_encode(self, texts: list[str], cache: LRUCache[str, np.ndarray], max_length: int) -> np.ndarray:
+    def _cached_encode(self, texts: list[str], cache: LRUCache[str, np.ndarray], max_length: int,
+                       kind: str = "item_texts") -> np.ndarray:
         out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
         keys = [text_key(t) for t in texts]
         missing: dict[str, list[int]] = {}
@@ -77,7 +78,7 @@ class EmbeddingStore:
                 out[i] = v
         if missing:
             first = [rows[0] for rows in missing.values()]
-            vecs = self._encode([texts[i] for i in first], max_length)
+            vecs = self._encode([texts[i] for i in first], max_length, kind)
             for (k, rows), v in zip(missing.items(), vecs):
                 cache.put(k, v)
                 out[rows] = v
@@ -90,7 +91,7 @@ class EmbeddingStore:
             vector = self.known_users.get(text_key(text))
             if vector is not None:
                 return vector
-        return self._cached_encode([text], self.user_cache, USER_MAX_LENGTH)[0]
+        return self._cached_encode([text], self.user_cache, USER_MAX_LENGTH, "user_texts")[0]
 
     def item_vectors_for(self, cand_idx: np.ndarray, texts: list[str | None]) -> np.ndarray:
         """Catalog rows for known items without a text override; encode the rest."""

@@ -115,7 +115,7 @@ class FeatureBuilder:
             gnorm = self._genre_norm[ki]
             # Divided only where the item has genres, NaN elsewhere (np.where over a full division gave the
             # same numbers, plus an errstate context manager per request).
-            X[rows, 6] = np.divide(stable_dot(self._genres[ki], profile), gnorm * max(pnorm, 1e-12),
+            X[rows, 6] = np.divide(self._genres[ki] @ profile, gnorm * max(pnorm, 1e-12),
                                    out=np.full(len(ki), np.nan), where=gnorm > 0)
             X[rows, 7] = _tag_overlap(cat.tag_matrix, ki, hist)
         X[:, 8] = self.cooccurrence.score(cand_idx, history_idx)

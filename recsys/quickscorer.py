@@ -28,8 +28,10 @@ missing row), `value <= threshold` goes left (so `threshold < value` is false), 
 summed in tree order from 0.0 in double precision. tests/recsys/test_compiled_trees.py checks every path
 against `Booster.predict`.
 
-Covers trees of at most 32 leaves (one uint32 per tree and row) whose features each have one missing type;
-`quickscorer_tables` returns None otherwise and the node walk is used.
+Covers trees of at most 64 leaves whose features each have one missing type: one uint32 per tree and row when
+every tree has at most 32 leaves, else one uint64 (twice the table and memo bytes; the validation-chosen rankers
+of the quick profile grow 63-leaf trees, which the node walk scored ~8x slower). `quickscorer_tables` returns
+None otherwise and the node walk is used.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ try:  # numba is a dependency; compiled_trees does not build these tables withou
 except ImportError:  # pragma: no cover - exercised only on installs without numba
     numba = trailing_zeros = None
 
-MAX_LEAVES = 32
+MAX_LEAVES = 64
 # Past this size the tables are not built and the node walk is used (LightGBM bins a feature into at most
 # max_bin values, 255 by default, so a feature has at most that many distinct thresholds: 9 features x 158 trees
 # take 0.57 MB).
@@ -61,7 +63,8 @@ class QuickScorerTables:
     cut_start: np.ndarray     # feature k's thresholds: cut[cut_start[k]:cut_start[k+1]]
     row_start: np.ndarray     # feature k's table rows: row_start[k] + j for the j thresholds below the value
                               # (0..n_k), and row_start[k+1] - 1 for a missing value
-    table: np.ndarray         # (rows, n_trees) uint32: per tree, the AND of the masks of the row's false nodes
+    table: np.ndarray         # (rows, n_trees) uint32 or uint64 (the word): per tree, the AND of the masks of the
+                              # row's false nodes
     leaf_value: np.ndarray    # per tree, its leaves in left-to-right order
     leaf_start: np.ndarray    # tree t's leaves: leaf_start[t]:leaf_start[t+1]
 
@@ -71,7 +74,7 @@ class SplitMemo:
     """The AND of the masks each of a set of known rows (catalog items) selects over some features."""
     columns: np.ndarray       # int64 feature indices
     values: np.ndarray        # (n_rows, len(columns)) float64: the values the bits were computed for
-    bits: np.ndarray          # (n_rows, n_trees) uint32
+    bits: np.ndarray          # (n_rows, n_trees), the tables' word
 
 
 def quickscorer_tables(feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -80,8 +83,11 @@ def quickscorer_tables(feature: np.ndarray, threshold: np.ndarray, left: np.ndar
     """The tables for CompiledTrees' flat arrays (children: >= 0 a node of the same tree, < 0 ~leaf index), or
     None when a tree has more than MAX_LEAVES leaves."""
     n_trees = len(node_start) - 1
-    if n_trees and int(np.max(np.diff(leaf_start))) > MAX_LEAVES:
+    widest = int(np.max(np.diff(leaf_start))) if n_trees else 1
+    if widest > MAX_LEAVES:
         return None
+    word = np.uint32 if widest <= 32 else np.uint64
+    full = (1 << (8 * np.dtype(word).itemsize)) - 1
     rows: list[tuple[int, float, int, int, bool]] = []   # (feature, threshold, tree, mask, default_left)
     in_order = np.empty_like(leaf_value)
     for t in range(n_trees):
@@ -92,7 +98,7 @@ def quickscorer_tables(feature: np.ndarray, threshold: np.ndarray, left: np.ndar
         position = 0
 
         def place(child: int) -> tuple[int, int]:
-            """The leaf positions [lo, hi) under `child`; appends the splits below it. Depth <= 31."""
+            """The leaf positions [lo, hi) under `child`; appends the splits below it. Depth <= 63."""
             nonlocal position
             if child < 0:
                 in_order[first_leaf + position] = leaf_value[first_leaf + ~child]
@@ -101,29 +107,29 @@ def quickscorer_tables(feature: np.ndarray, threshold: np.ndarray, left: np.ndar
             j = base + child
             lo, mid = place(int(left[j]))
             _, hi = place(int(right[j]))
-            mask = 0xFFFFFFFF & ~(((1 << (mid - lo)) - 1) << lo)
+            mask = full & ~(((1 << (mid - lo)) - 1) << lo)
             rows.append((int(feature[j]), float(threshold[j]), t, mask, bool(default_left[j])))
             return lo, hi
 
         place(0)
-    return _tables(rows, n_features, n_trees, in_order, np.asarray(leaf_start, np.int64))
+    return _tables(rows, n_features, n_trees, in_order, np.asarray(leaf_start, np.int64), word)
 
 
 def _tables(rows: list[tuple[int, float, int, int, bool]], n_features: int, n_trees: int, leaf_value: np.ndarray,
-            leaf_start: np.ndarray) -> QuickScorerTables | None:
+            leaf_start: np.ndarray, word: type = np.uint32) -> QuickScorerTables | None:
     """Per feature, its distinct thresholds u_1 < ... < u_n and n + 2 table rows: row j (0..n) ANDs the masks
     of the splits with threshold <= u_j (a value above exactly j thresholds sends those right), row n + 1 those
     of the splits whose default side is right (a missing value). None past MAX_TABLE_BYTES."""
     feats = np.array([r[0] for r in rows], np.int64)
     thresholds = np.array([r[1] for r in rows], np.float64)
     trees = np.array([r[2] for r in rows], np.int64)
-    masks = np.array([r[3] for r in rows], np.uint32)
+    masks = np.array([r[3] for r in rows], word)
     default_right = np.array([not r[4] for r in rows], np.bool_)
     cuts = [np.unique(thresholds[feats == k]) for k in range(n_features)]
     row_start = np.concatenate([[0], np.cumsum([len(c) + 2 for c in cuts])]).astype(np.int64)
-    if int(row_start[-1]) * n_trees * 4 > MAX_TABLE_BYTES:
+    if int(row_start[-1]) * n_trees * np.dtype(word).itemsize > MAX_TABLE_BYTES:
         return None
-    table = np.full((int(row_start[-1]), n_trees), 0xFFFFFFFF, np.uint32)
+    table = np.full((int(row_start[-1]), n_trees), np.iinfo(word).max, word)
     for k, cut in enumerate(cuts):
         mine = feats == k
         block = table[row_start[k]:row_start[k + 1]]
@@ -172,7 +178,7 @@ def _kernel_quickscorer(X, feature_missing, cut, cut_start, row_start, table, le
     nothing and the order of ANDs does not matter, so the exit leaves are exactly those of the plain scan."""
     n_trees = len(leaf_start) - 1
     n_rows, nf = X.shape
-    shared = np.full(n_trees, np.uint32(0xFFFFFFFF))
+    shared = ~np.zeros(n_trees, table.dtype)      # all ones, in the tables' word
     constant = np.zeros(nf, np.bool_)
     if n_rows > 1:
         for k in range(nf):
@@ -191,7 +197,7 @@ def _kernel_quickscorer(X, feature_missing, cut, cut_start, row_start, table, le
     n_memo = len(memo_columns)
     n_keys = memo_values.shape[0]
     for c in _rows((n_rows + _CHUNK - 1) // _CHUNK):
-        bits = np.empty(n_trees, np.uint32)
+        bits = np.empty(n_trees, table.dtype)
         for i in range(c * _CHUNK, min(n_rows, (c + 1) * _CHUNK)):
             key = keys[i] if len(keys) else -1
             hit = 0 <= key < n_keys
@@ -217,8 +223,7 @@ def _kernel_quickscorer(X, feature_missing, cut, cut_start, row_start, table, le
 def _kernel_memo(values, columns, feature_missing, cut, cut_start, row_start, table, out):
     """out[r] = the AND of the table rows that row r's `values` (of features `columns`) select."""
     for r in range(values.shape[0]):
-        for t in range(out.shape[1]):
-            out[r, t] = np.uint32(0xFFFFFFFF)
+        out[r] = ~np.zeros(out.shape[1], out.dtype)
         for j in range(len(columns)):
             k = columns[j]
             _and_feature(out[r], values[r, j], feature_missing[k], k, cut, cut_start, row_start, table)

@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", help="artifact root (uses LATEST) or one version directory")
     ap.add_argument("--policy", help="audit policy TOML (default: the shipped policy)")
     ap.add_argument("--audit-log", dest="audit_log", help="SQLite audit log path")
+    ap.add_argument("--audit-store", dest="audit_store",
+                    help="audit store: a SQLite path or postgresql://USER@HOST:PORT/DBNAME (password from "
+                         "ETHICREC_AUDIT_STORE_PASSWORD or audit_store_password_file); default: --audit-log")
     ap.add_argument("--audit-key-file", dest="audit_key_file",
                     help="pseudonymisation key file (0600, outside the log's directory; default: ETHICREC_AUDIT_KEY, "
                          "else ~/.config/ethicrec/audit.key, created on first start)")
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (
-            "host", "port", "artifacts", "policy", "audit_log", "audit_key_file", "reflection", "device",
+            "host", "port", "artifacts", "policy", "audit_log", "audit_store", "audit_key_file", "reflection", "device",
             "encode_precision", "metrics_port", "metrics_host", "log_format", "grace_seconds", "processes")})
         configure_logging(config.log_format, config.log_level, background=True)
         return serve(config)

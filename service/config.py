@@ -39,6 +39,11 @@ class ServiceConfig:
     artifacts: Path = Path("artifacts")
     policy: Path | None = None            # None: the shipped default policy
     audit_log: Path = Path("var/audit.db")
+    audit_store: str | None = None        # where audit records go: a SQLite path or postgresql://USER@HOST:PORT/DB
+                                          # (audit/store/); None: audit_log. ETHICREC_AUDIT_STORE, --audit-store
+    audit_store_password_file: Path | None = None   # PostgreSQL password (0600); else ETHICREC_AUDIT_STORE_PASSWORD
+    audit_journal_dir: Path = Path("var/audit-journal")   # PostgreSQL store: this process's local journal
+    audit_writer: str | None = None       # PostgreSQL store: the name in this process's writer id (default: host name)
     audit_key_file: Path | None = None    # pseudonymisation key (audit/pseudonym.py); None: ETHICREC_AUDIT_KEY,
                                           # else the default key file (created on first start)
     max_workers: int = 0                  # RPCs executing at once; 0 = auto (`rpc_workers`)
@@ -135,10 +140,17 @@ class ServiceConfig:
             path = getattr(self, key)
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"config key {key}: file not found: {path}")
+        if self.audit_store is not None:
+            from audit.store import check_target
+
+            check_target(self.audit_store, key="audit_store", password_file=self.audit_store_password_file)
+        if self.audit_writer is not None and (not self.audit_writer or "/" in self.audit_writer
+                                              or len(self.audit_writer) > 200):
+            raise ConfigError(f"config key audit_writer must be 1-200 characters without '/'; got {self.audit_writer!r}")
         if self.audit_key_file is not None:
             from audit.pseudonym import check_key_file
 
-            check_key_file(Path(self.audit_key_file), Path(self.audit_log), "config key audit_key_file:")
+            check_key_file(Path(self.audit_key_file), self.audit_key_anchor, "config key audit_key_file:")
         if any(not t or any(c.isspace() for c in t) for t in self.auth_tokens):
             raise ConfigError(f"{TOKENS_ENV}: tokens must be non-empty and contain no whitespace")
         if self.metrics_auth == "on" and not self.auth_enabled:
@@ -146,6 +158,23 @@ class ServiceConfig:
                               f"{TOKENS_ENV}); /metrics accepts the same tokens")
         if self.auth_tokens_file is not None:
             read_tokens_file(self.auth_tokens_file)  # fail at start-up, not on the first call
+
+    @property
+    def audit_target(self) -> str:
+        """The audit store: `audit_store` when set, else the SQLite file `audit_log`."""
+        return self.audit_store if self.audit_store is not None else str(self.audit_log)
+
+    @property
+    def audit_postgres(self) -> bool:
+        from audit.store import is_postgres
+
+        return is_postgres(self.audit_target)
+
+    @property
+    def audit_key_anchor(self) -> Path:
+        """A path whose directory the audit key file must stay out of: the SQLite file, or for PostgreSQL a
+        file in the journal directory."""
+        return (Path(self.audit_journal_dir) / "audit-store") if self.audit_postgres else Path(self.audit_target)
 
     @property
     def encode_instances(self) -> int:
@@ -205,6 +234,7 @@ class ServiceConfig:
 
 _CASTS: dict[str, Any] = {
     "host": str, "port": int, "artifacts": Path, "policy": Path, "audit_log": Path, "audit_key_file": Path,
+    "audit_store": str, "audit_store_password_file": Path, "audit_journal_dir": Path, "audit_writer": str,
     "max_workers": int,
     "max_queue": int, "max_message_bytes": int, "processes": int, "max_streams": int,
     "stream_idle_timeout_s": float, "request_read_timeout_s": float,

@@ -141,6 +141,24 @@ class LaneCollector(Collector):
         yield from (in_use, room)
 
 
+class AuditLogCollector(Collector):
+    """The audit log's local journal at scrape time (audit/log.py): records not yet in the store, and whether
+    the store is taking records. Alert on ethicrec_audit_store_up == 0: while it lasts the journal fills
+    towards the policy's log.journal_max_mb, and past that bound calls fail closed."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def collect(self):
+        pending = GaugeMetricFamily("ethicrec_audit_journal_pending", "Audit records journaled and not yet in "
+                                    "the audit store")
+        pending.add_metric([], self._log.pending())
+        up = GaugeMetricFamily("ethicrec_audit_store_up", "1 while the audit store takes records, 0 while the "
+                               "last attempt to ship journaled records to it failed (journal mode)")
+        up.add_metric([], 0 if self._log.store_error() else 1)
+        yield from (pending, up)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -204,6 +222,9 @@ class Metrics:
 
     def watch_monitor(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(MonitorCollector(monitor))
+
+    def watch_audit_log(self, log: Any) -> None:
+        self.registry.register(AuditLogCollector(log))
 
     def watch_exposure_window(self, monitor: Callable[[], Any]) -> None:
         self.registry.register(ExposureWindowCollector(monitor))

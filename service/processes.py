@@ -58,9 +58,12 @@ def _prepare_audit_log(config: ServiceConfig) -> None:
     """Create the audit log's schema (and the default key file, if that is the key), and ingest dead
     processes' journals, once, before the children race to do it. Called after the port check, so a start
     that cannot bind creates nothing."""
-    from audit.log import AuditLog
+    from audit.policy import load_policy
+    from service.server import make_audit_log, open_audit_log
 
-    AuditLog(config.audit_log, key_file=config.audit_key_file).close()
+    log = make_audit_log(config, load_policy(config.policy), lazy=True)
+    open_audit_log(log)
+    log.close()
 
 
 def check_port(host: str, port: int) -> None:

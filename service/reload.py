@@ -19,7 +19,7 @@ from audit.log import AuditLog
 from audit.policy import Policy, load_policy
 from recsys.artifacts import Artifacts, load_artifacts, resolve_version_dir
 from recsys.blend import Blend
-from recsys.errors import EthicrecError
+from recsys.errors import ConfigError, EthicrecError
 from recsys.lru import LRUCache
 from recsys.microbatch import MicroBatcher
 from recsys.pipeline import Pipeline, build_pipeline
@@ -138,7 +138,14 @@ def assemble(config: ServiceConfig, artifacts: Artifacts, policy: Policy, audit_
 
 
 def build_snapshot(config: ServiceConfig, audit_log: AuditLog, previous: Snapshot | None = None) -> Snapshot:
-    return assemble(config, *load_models(config, previous), audit_log)
+    artifacts, policy = load_models(config, previous)
+    if previous is not None:
+        from service.server import audit_target
+
+        if audit_target(config, policy) != audit_log.target:
+            raise ConfigError(f"policy key log.store names another audit store than the one in use "
+                              f"({audit_log.store.display}): the store is chosen at start-up; restart to change it")
+    return assemble(config, artifacts, policy, audit_log)
 
 
 @dataclass(frozen=True)

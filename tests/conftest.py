@@ -136,3 +136,36 @@ def stub(server):
         from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
         yield pb_grpc.RecommenderStub(ch)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres_server.py: initdb into a temporary directory,
+    pg_ctl start on a loopback port, as an unprivileged user when the tests run as root). Tests that need it
+    are skipped, saying why, only when it cannot be started here; under CI (the CI variable set) they fail
+    instead, so CI never passes without running them."""
+    import subprocess
+
+    from tests.postgres_server import LocalPostgres, PostgresUnavailable
+
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+
+        pg = LocalPostgres().start()
+    except (ImportError, PostgresUnavailable, OSError, subprocess.TimeoutExpired) as exc:
+        msg = f"PostgreSQL could not be started here ({exc}); `make postgresql` installs the server"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " — CI must run the PostgreSQL audit-store tests", pytrace=False)
+        pytest.skip(msg)
+    yield pg
+    pg.cleanup()
+
+
+@pytest.fixture()
+def pg_url(postgres, monkeypatch) -> str:
+    """A fresh, empty database on the session's server, its password in ETHICREC_AUDIT_STORE_PASSWORD."""
+    import secrets
+
+    monkeypatch.setenv("ETHICREC_AUDIT_STORE_PASSWORD", postgres.password)
+    return postgres.create_database("t_" + secrets.token_hex(6))

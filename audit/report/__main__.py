@@ -1,6 +1,7 @@
 """`python -m audit.report` — bias report from the audit log and/or an offline run.
 
     python -m audit.report --log var/audit.db --out reports/
+    python -m audit.report --store postgresql://auditor@db:5432/ethicrec --out reports/   # every replica's records
     python -m audit.report --dataset ml-100k --artifacts artifacts-100k --out reports/
     python -m audit.report --log var/audit.db --dataset ml-100k --artifacts DIR --out reports/ --since 2026-11-01
     python -m audit.report --evaluation reports/evaluation-ml-100k.json --out reports/   # model comparison by group
@@ -51,6 +52,20 @@ def _references(values: list[str]) -> dict[str, str]:
     return out
 
 
+def _display_store(target: str) -> str:
+    """The store as the report may show it: a URL without its password."""
+    from audit.store import is_postgres
+
+    if is_postgres(target):
+        from urllib.parse import urlsplit
+
+        p = urlsplit(target)
+        netloc = p.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
+        return f"{p.scheme}://{user}{netloc[-1]}{p.path}"
+    return target
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
@@ -85,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audit.report", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--log", type=Path, help="SQLite audit log")
+    ap.add_argument("--store", help="the audit store: a SQLite file or postgresql://USER@HOST:PORT/DBNAME "
+                                    "(password from ETHICREC_AUDIT_STORE_PASSWORD or libpq's PGPASSWORD)")
     ap.add_argument("--since", help="log records at or after this time (ISO 8601 or epoch seconds)")
     ap.add_argument("--until", help="log records before this time")
     ap.add_argument("--dataset", choices=sorted(DATASETS), help="offline evaluation on this dataset")
@@ -110,18 +127,30 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.errors import EthicrecError
 
     try:
-        if args.log is None and args.dataset is None and not args.evaluation:
-            raise ReportError("give --log FILE, --dataset NAME, --evaluation FILE, or a combination")
+        if args.log is not None and args.store is not None:
+            raise ReportError("give --log or --store, not both")
+        if args.store is not None:
+            from audit.store import check_target
+
+            try:
+                check_target(args.store, key="--store")
+            except EthicrecError as exc:
+                raise ReportError(str(exc).replace("config key --store", "--store")) from None
+        source = args.store if args.store is not None else args.log
+        if source is None and args.dataset is None and not args.evaluation:
+            raise ReportError("give --log FILE (or --store), --dataset NAME, --evaluation FILE, or a combination")
         if args.windows < 1:
             raise ReportError(f"--windows must be >= 1, got {args.windows}")
         policy = load_policy(args.policy)
         references = _references(args.reference)
         records = None
-        if args.log is not None:
+        if source is not None:
+            from audit.store import StoreError
+
             since, until = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
             try:
-                records = list(read_records(args.log, since, until))
-            except (FileNotFoundError, ValueError) as exc:
+                records = list(read_records(source, since, until))
+            except (FileNotFoundError, ValueError, StoreError) as exc:
                 raise ReportError(str(exc)) from None
         from audit.report.evaluation_section import evaluation_section, load_evaluation
 
@@ -130,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise ReportError(str(exc)) from None
         run = _offline_run(args, policy) if args.dataset else None
-        inputs = {"log": str(args.log) if args.log else None, "since": args.since, "until": args.until,
+        inputs = {"log": str(args.log) if args.log else None,
+                  "store": _display_store(args.store) if args.store else None, "since": args.since, "until": args.until,
                   "dataset": args.dataset, "artifacts": str(args.artifacts) if args.dataset else None,
                   "evaluation": [str(p) for p in args.evaluation]}
         report = build_report(records=records, offline_run=run, policy=policy, references=references,

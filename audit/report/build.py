@@ -23,6 +23,18 @@ def _tables(section: dict) -> list[dict]:
     return out
 
 
+def _sources(records: list) -> dict:
+    """Which writers the records came from: a replica is the name part of a writer id (`<name>/<pid>-<random>`,
+    audit/log.py), so the report shows that it covers every replica of a fleet."""
+    from collections import Counter
+
+    writers = Counter(r.writer or "" for r in records)
+    replicas = Counter()
+    for w, n in writers.items():
+        replicas[w.split("/", 1)[0]] += n
+    return {"writers": dict(sorted(writers.items())), "replicas": dict(sorted(replicas.items()))}
+
+
 def build_report(*, records: list | None, offline_run=None, policy: Policy, references: dict[str, str] | None = None,
                  windows: int = 5, n_boot: int | None = None, inputs: dict | None = None,
                  evaluations: list[dict] | None = None) -> dict:
@@ -39,6 +51,7 @@ def build_report(*, records: list | None, offline_run=None, policy: Policy, refe
             if not records:
                 raise ReportError("no audit records in the selected range")
             report["log"] = log_section(records, windows=windows, **kw)
+            report["log"]["sources"] = _sources(records)
         if offline_run is not None:
             report["offline"] = offline_section(offline_run, **kw)
         if evaluations:

@@ -161,6 +161,8 @@ def render_html(report: dict) -> str:
         parts.append(f"<h2>Audit log: {lg['records']} requests, {esc(lg['time_range']['from'])} to "
                      f"{esc(lg['time_range']['to'])}</h2><p>Models {esc(', '.join(lg['model_versions']))}; policies "
                      f"{esc(', '.join(lg['policy_versions']))}.</p>" + _kv(lg["verdicts"]))
+        if any(lg.get("sources", {}).get("replicas", {})):
+            parts.append("<h3>Records by replica (writer name)</h3>" + _kv(lg["sources"]["replicas"]))
         parts += [table_html(t) for t in lg["item_groups"]]
         parts += [table_html(t) for t in lg["user_groups"]]
         parts.append("<h3>Popularity bias</h3>" + _kv(lg["popularity_bias"]))
@@ -219,6 +221,9 @@ def render_markdown(report: dict) -> str:
                          f"Recall@10 {s['overall']['recall@10']:.4f}")
         else:
             lines.append(f"## Audit log ({s['records']} requests, {s['time_range']['from']} – {s['time_range']['to']})")
+            replicas = {k: v for k, v in s.get("sources", {}).get("replicas", {}).items() if k}
+            if replicas:
+                lines.append(f"Replicas: {len(replicas)} (" + ", ".join(f"{k} {v}" for k, v in replicas.items()) + ")")
         pb = s["popularity_bias"]
         lines.append(f"Popularity bias: Gini of exposure {pb['gini_of_exposure']:.3f}, coverage "
                      f"{pb['catalog_coverage']:.3f}, long-tail share {pb['long_tail_share_of_slots']:.3f}")

@@ -25,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="directory to write: part-NNNNN.parquet files, _manifest.json, _SUCCESS")
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     ap.add_argument("--policy", type=Path, default=None, help="audit policy TOML (default: shipped policy)")
-    ap.add_argument("--audit-log", type=Path, default=Path("var/batch-audit.db"))
+    ap.add_argument("--audit-log", type=Path, default=Path("var/batch-audit.db"), help="SQLite audit log")
+    ap.add_argument("--audit-store", default=None,
+                    help="audit store instead of --audit-log: a SQLite path or postgresql://USER@HOST:PORT/DBNAME "
+                         "(the service's shared store; password from ETHICREC_AUDIT_STORE_PASSWORD or "
+                         "--audit-store-password-file); the job's records form its own chain there")
+    ap.add_argument("--audit-store-password-file", type=Path, default=None)
     ap.add_argument("--audit-key-file", type=Path, default=None,
                     help="pseudonymisation key file (0600, outside the log's directory; default: ETHICREC_AUDIT_KEY, "
                          "else ~/.config/ethicrec/audit.key, created on first use)")
@@ -59,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="CPU threads for BERT (default: ETHICREC_TORCH_THREADS or torch's default)")
     return ap
+
+
+def _audit_target(args) -> str:
+    """--audit-store (a URL is kept as it is; a path made absolute for worker processes), else --audit-log."""
+    if args.audit_store is None:
+        return str(args.audit_log.resolve())
+    return args.audit_store if "://" in args.audit_store else str(Path(args.audit_store).resolve())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
         recipe = PipelineRecipe(artifacts=str(args.artifacts.resolve()),
                                 policy=str(args.policy.resolve()) if args.policy else None,
-                                audit_log=str(args.audit_log.resolve()), device=args.device,
+                                audit_log=_audit_target(args), device=args.device,
                                 encode_precision=args.encode_precision, blend=args.blend,
                                 blend_weight=args.blend_weight, torch_threads=args.torch_threads,
-                                audit_key_file=str(args.audit_key_file.resolve()) if args.audit_key_file else None)
+                                audit_key_file=str(args.audit_key_file.resolve()) if args.audit_key_file else None,
+                                audit_store_password_file=(str(args.audit_store_password_file.resolve())
+                                                           if args.audit_store_password_file else None))
         pipeline, artifacts, log = recipe.build()
     except (BatchInputError, ArtifactError, ConfigError) as exc:
         return fail(str(exc))

@@ -32,6 +32,7 @@ class PipelineRecipe:
     blend_weight: float = 0.5
     torch_threads: int | None = None
     audit_key_file: str | None = None      # None: ETHICREC_AUDIT_KEY, else the default key file
+    audit_store_password_file: str | None = None   # a postgresql:// audit_log: else ETHICREC_AUDIT_STORE_PASSWORD
 
     def build(self):
         """(pipeline, artifacts, audit log) — close the log when done."""
@@ -46,7 +47,8 @@ class PipelineRecipe:
         # One commit per chunk, so the fsync-per-commit mode costs little and keeps the promise that a part's
         # audit records are durable first. Lazy: neither the log nor a default key file is created before the
         # job's input has been checked (a job with bad input leaves nothing behind).
-        log = AuditLog(self.audit_log, key_file=self.audit_key_file, synchronous="FULL", lazy=True)
+        log = AuditLog(self.audit_log, key_file=self.audit_key_file, synchronous="FULL", lazy=True,
+                       password_file=self.audit_store_password_file)
         return build_batch_pipeline(artifacts, policy, log, Blend(self.blend, self.blend_weight)), artifacts, log
 
 

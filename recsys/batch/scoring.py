@@ -303,18 +303,30 @@ class ChunkAuditLog:
             for rec in recs:
                 rec.audit_id = batch_audit_id(part, rec.request_id)
         if recs:
-            append_many(self.log, recs, skip_existing=part is not None)
+            append_many(self.log, recs, skip_existing=part is not None, writer=batch_writer(recs[0].request_id))
         return {rec.request_id: rec.audit_id for rec in recs}
 
     def discard(self) -> None:
         self.pending = []
 
 
-def append_many(log, records: list, *, skip_existing: bool = False) -> None:
+def batch_writer(request_id: str) -> str | None:
+    """The audit writer of a batch job: `batch-<job id>/<run token>` from its request ids
+    (`batch-<job id>.<run token>-row<N>`, recsys/batch/job.py), so every record of a job sits on the job's own
+    chain of a PostgreSQL store, whichever worker wrote it, and reports show the job as one writer."""
+    if not request_id.startswith("batch-") or "-row" not in request_id:
+        return None
+    return request_id.rsplit("-row", 1)[0].replace(".", "/", 1)
+
+
+def append_many(log, records: list, *, skip_existing: bool = False, writer: str | None = None) -> None:
     """Append records in one transaction (AuditLog.append_many), or one by one for a log without it."""
     fn = getattr(log, "append_many", None)
     if fn is not None:
-        fn(records, skip_existing=skip_existing) if skip_existing else fn(records)
+        kw = {"skip_existing": True} if skip_existing else {}
+        if writer is not None and isinstance(getattr(log, "target", None), str):   # an AuditLog (chains by writer)
+            kw["writer"] = writer
+        fn(records, **kw)
     else:
         for rec in records:
             log.append(rec)

@@ -18,7 +18,7 @@ from audit.log import read_records
 KILL_POINTS = {
     # inside the chunk's audit transaction: BEGIN done, rows being chained, nothing committed
     "mid_audit_transaction": """
-        import audit.log as L
+        import audit.store.sqlite as L   # the store chains the rows inside its transaction
         real, seen = L.record_digest, [0]
         def digest(row, prev):
             seen[0] += 1

@@ -143,40 +143,45 @@ def test_the_per_node_kernel_serves_models_whose_missing_type_varies_within_a_fe
     {"use_missing": False},
 ])
 def test_quickscorer_and_the_node_walk_agree_with_lightgbm(params):
-    """Trees of up to 32 leaves take QuickScorer (recsys/quickscorer.py), larger ones the node walk; each is
-    checked against LightGBM on inputs that hit every missing-value and threshold case, and QuickScorer's tables
-    have a row per distinct threshold of a feature (plus none and missing), each with more false nodes."""
+    """Trees of up to 64 leaves take QuickScorer (recsys/quickscorer.py: 32-bit words up to 32 leaves, 64-bit
+    words past that), larger ones the node walk; each is checked against LightGBM on inputs that hit every
+    missing-value and threshold case, and QuickScorer's tables have a row per distinct threshold of a feature
+    (plus none and missing), each with more false nodes."""
     import dataclasses
 
     X, y = _data()
     Q = np.vstack([_queries(X), np.tile(np.unique(X[~np.isnan(X)])[:300, None], (1, X.shape[1]))])
-    for leaves, uses_quickscorer in ((32, True), (33, False)):
+    for leaves, word in ((32, np.uint32), (33, np.uint64), (64, np.uint64), (65, None)):
+        uses_quickscorer = word is not None
         booster = lgb.train({"objective": "regression", "num_leaves": leaves, "verbose": -1, "min_data_in_leaf": 3,
                              **params}, lgb.Dataset(X, y), num_boost_round=30)
         ct = CompiledTrees.from_booster(booster)
         assert (ct.quickscorer is not None) is uses_quickscorer
         np.testing.assert_array_equal(ct.predict(Q), booster.predict(Q))
         if uses_quickscorer:
-            assert max(np.diff(ct.leaf_start)) == 32     # the widest bit vector is used
+            assert max(np.diff(ct.leaf_start)) == leaves     # the widest bit vector is used
             qs = ct.quickscorer
+            assert qs.table.dtype == word
             for k in range(ct.n_features):   # a table row per count of thresholds below a value, and one missing
                 cut = qs.cut[qs.cut_start[k]:qs.cut_start[k + 1]]
                 np.testing.assert_array_equal(cut, np.unique(ct.threshold[ct.feature == k]))
                 rows = qs.table[qs.row_start[k]:qs.row_start[k + 1]]
-                assert len(rows) == len(cut) + 2 and (rows[0] == 0xFFFFFFFF).all()
+                assert len(rows) == len(cut) + 2 and (rows[0] == np.iinfo(word).max).all()
                 assert ((rows[1:-1] & rows[:-2]) == rows[1:-1]).all()   # a larger value: more false nodes
             np.testing.assert_array_equal(dataclasses.replace(ct, quickscorer=None).predict(Q), booster.predict(Q))
 
 
-def test_item_memo_gives_the_same_scores_whatever_it_covers():
+@pytest.mark.parametrize("leaves", [31, 63])   # 32-bit and 64-bit words
+def test_item_memo_gives_the_same_scores_whatever_it_covers(leaves):
     """Precomputed splits for known rows (the rank stage's per-item memo): used only where a row's values
     equal the memo's exactly, otherwise the row is scanned in full; columns equal in every row are resolved
     once. Checked against LightGBM with hits, stale memo values, NaN, keys of -1, constant columns, one row,
     and batch-sized (parallel) inputs."""
     X, y = _data()
-    booster = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": 31}, lgb.Dataset(X, y),
+    booster = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": leaves}, lgb.Dataset(X, y),
                         num_boost_round=40)
     ct = CompiledTrees.from_booster(booster)
+    assert ct.quickscorer is not None and max(np.diff(ct.leaf_start)) == leaves
     rng = np.random.default_rng(3)
     items = _queries(X)[:500]                       # the "catalog": rows whose columns 1, 3 and 5 are known
     cols = [1, 3, 5]

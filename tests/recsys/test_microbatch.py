@@ -226,5 +226,5 @@ def test_store_with_batching_encodes_like_the_encoder(artifacts) -> None:
         t.join(30)
     want = src.encoder.encode([t for job in texts for t in job], max_length=ITEM_MAX_LENGTH)
     np.testing.assert_allclose(np.concatenate(out), want, atol=1e-5)
-    batcher = store.batchers[ITEM_MAX_LENGTH]
+    batcher = store.batchers["item_texts"]
     assert batcher.requests == 6 and batcher.batches < 6
