@@ -9,7 +9,8 @@
     <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
     <root>/<version>/als.npz            ALS item factors and parameters (recsys/als.py), for the ALS features
     <root>/<version>/ranker.txt         LightGBM text model
-    <root>/<version>/harm/              harm classifier (JSON + .npy)
+    <root>/<version>/harm/              harm classifier: audit/harm_model.py (harm_model.json + safetensors/.npy;
+                                        older artifacts: the char-n-gram params.json + .npy)
     <root>/<version>/cross_encoder/     optional: BERT cross-encoder for top-N re-scoring
                                         (python -m recsys.train_cross_encoder; safetensors)
     <root>/<version>/harm_bert/         optional: fine-tuned BERT harm classifier, preferred over harm/
@@ -19,7 +20,7 @@
 
 The harm classifier is the audit package's (audit/harm.py, audit/harm_bert.py). This module is recsys
 core and does not import audit: `load_version` takes the harm loader as a parameter and `Artifacts.harm`
-is typed by the `HarmModel` protocol below. The composition root (recsys/compose.py) supplies audit's
+is typed by the `HarmScoringModel` protocol below. The composition root (recsys/compose.py) supplies audit's
 loader: `recsys.compose.load_artifacts` is what applications call.
 
 Every file's sha256 is in metadata.json and checked at load; a file inside an optional
@@ -95,7 +96,7 @@ def publish(root: Path, staging: Path, version: str) -> Path:
     return final
 
 
-class HarmModel(Protocol):
+class HarmScoringModel(Protocol):
     """What recsys and the audit stage call on the artifact's harm classifier (audit.harm.HarmClassifier,
     audit.harm_bert.BertHarmClassifier): P(harmful) and a category per text, and the calibrated threshold."""
 
@@ -104,7 +105,7 @@ class HarmModel(Protocol):
     def score(self, texts: list[str]) -> tuple[np.ndarray, list[str]]: ...
 
 
-HarmLoader = Callable[[Path, str], HarmModel]
+HarmLoader = Callable[[Path, str], HarmScoringModel]
 """(version directory, device) -> the version's harm classifier; raises on a missing or corrupt model."""
 
 
@@ -116,7 +117,7 @@ class Artifacts:
     catalog: Catalog
     store: EmbeddingStore
     ranker: LambdaRanker
-    harm: HarmModel   # the loader's choice; recsys.compose: harm_bert/ when present, else the n-gram harm/
+    harm: HarmScoringModel   # the loader's choice: recsys.compose uses audit.harm_model.load_harm
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
     als: ImplicitALS

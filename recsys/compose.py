@@ -7,27 +7,19 @@ report) call it (ARCHITECTURE.md):
 * `load_artifacts`: one artifact version with audit's harm classifier (harm_bert/ preferred over the n-gram
   harm/) — `recsys.artifacts.load_version` with the loader filled in;
 * `check_servable`: what `recsys.artifact_update.derive_version` runs before publishing a derived version;
-* `build_pipeline`: the standard stage list, with audit's `AuditStage` between ranking and the response.
+* `build_pipeline`: the standard stage list, with audit's `HarmStage` and `AuditStage` between ranking and the response.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from audit.harm import HarmClassifier
-from audit.harm_bert import BertHarmClassifier
-from recsys.artifacts import Artifacts, HarmModel, load_version
+from audit.harm_model import load_harm
+from recsys.artifacts import Artifacts, load_version
 from recsys.blend import Blend
 from recsys.interest import CrossEncoderScorer
 from recsys.pipeline import (CrossEncoderStage, FeatureStage, InterestStage, Pipeline, RankStage, ResolveStage,
                              RespondStage, Stage)
 from recsys.validation import Limits
-
-
-def load_harm(version_dir: Path, device: str) -> HarmModel:
-    """The version's harm classifier: the fine-tuned BERT in harm_bert/ when present, else the n-gram harm/."""
-    if (version_dir / "harm_bert").is_dir():
-        return BertHarmClassifier.load(version_dir / "harm_bert", device=device)
-    return HarmClassifier.load(version_dir / "harm")
 
 
 def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True,
@@ -53,6 +45,7 @@ def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | 
     `cross_encoder/` and it was loaded on CUDA (device auto with a GPU present); True adds it on any
     device (ValueError when the artifact has none); False never adds it.
     """
+    from audit.harm_stage import HarmStage
     from audit.stage import AuditStage   # lazy, as before the move: the audit stage's imports only when built
 
     ce = artifacts.cross_encoder
@@ -69,5 +62,7 @@ def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | 
     if use_ce:
         stages.append(CrossEncoderStage(CrossEncoderScorer(ce, artifacts.catalog.texts), top_n=cross_encoder_top_n,
                                         weight=cross_encoder_weight))
-    stages += [AuditStage(artifacts, policy, audit_log), RespondStage(artifacts)]
+    audit = AuditStage(artifacts, policy, audit_log)
+    # The harm model's inference on request texts, timed apart from the audit's own budget (audit/harm_stage.py).
+    stages += [HarmStage(audit.harm, policy), audit, RespondStage(artifacts)]
     return Pipeline(stages)

@@ -53,6 +53,7 @@ class RankContext:
     cross_scores: np.ndarray | None = None    # cross-encoder logit of the re-scored top N (NaN for the rest)
     final: list[int] = field(default_factory=list)   # candidate positions returned, after the audit
     removed: list[Any] = field(default_factory=list)
+    harm: Any = None                          # flagged candidates (audit/harm_stage.py HarmFlag), for the audit
     audit: Any = None
     response: RankResponse | None = None
     timings: dict[str, float] = field(default_factory=dict)

@@ -63,7 +63,7 @@ def artifact_root(tmp_path_factory, tiny_bert) -> Path:
 
     root = tmp_path_factory.mktemp("artifacts")
     cfg = TrainConfig(data=DATA, out=root, base_model=tiny_bert, sample_users=200, max_pairs=256, batch_size=32,
-                      lr=5e-4, harm_max_rows=6000, seed=0, als_grid="quick", ranker_grid="quick")
+                      lr=5e-4, harm_max_rows=1500, seed=0, als_grid="quick", ranker_grid="quick")
     train(cfg)
     return root
 
