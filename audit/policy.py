@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from audit.harm_categories import CATEGORIES, CATEGORY_ACTIONS, FLAG_BY_DEFAULT
 from recsys.errors import ConfigError
 
 ACTIONS = ("FLAG", "ENFORCE")
@@ -56,6 +57,15 @@ class HarmPolicy:
     action: str = "ENFORCE"
     threshold: float | None = None
     blocklist: tuple[BlockTerm, ...] = ()
+    # (category, action) pairs from [harm.categories]; a category not listed follows `action`, except the
+    # FLAG_BY_DEFAULT ones (sexual, profanity-only), which are FLAG-only unless listed.
+    categories: tuple[tuple[str, str], ...] = ()
+
+    def action_for(self, category: str) -> str:
+        """IGNORE, FLAG or ENFORCE for a classifier category. `action` caps every category (FLAG: nothing is
+        removed); older artifacts' categories ("offensive") follow `action`."""
+        act = dict(self.categories).get(category, "FLAG" if category in FLAG_BY_DEFAULT else self.action)
+        return min(act, self.action, key=CATEGORY_ACTIONS.index)
 
 
 @dataclass(frozen=True)
@@ -193,7 +203,13 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     if exposure.min_group_size < 1:
         raise ConfigError(f"policy key exposure.min_group_size must be >= 1; got {exposure.min_group_size}")
     h = _take(top.get("harm", {}), "harm.", {"enabled": bool, "action": str, "threshold": (int, float),
-                                            "blocklist": list})
+                                            "blocklist": list, "categories": dict})
+    per_category = []
+    for name, act in _take(h.get("categories", {}), "harm.categories.", {c: str for c in CATEGORIES}).items():
+        if act not in CATEGORY_ACTIONS:
+            raise ConfigError(f"policy key harm.categories.{name} must be one of {', '.join(CATEGORY_ACTIONS)}; "
+                              f"got {act!r}")
+        per_category.append((name, act))
     terms = []
     for i, entry in enumerate(h.get("blocklist", [])):
         if not isinstance(entry, dict):
@@ -205,7 +221,7 @@ def parse_policy(data: dict[str, Any]) -> Policy:
     threshold = h.get("threshold")
     harm = HarmPolicy(enabled=h.get("enabled", True), action=_action(h.get("action", "ENFORCE"), "harm.action"),
                       threshold=None if threshold is None else _ratio(threshold, "harm.threshold"),
-                      blocklist=tuple(terms))
+                      blocklist=tuple(terms), categories=tuple(per_category))
     a = _take(top.get("audience", {}), "audience.", {"enabled": bool, "action": str, "rules": list})
     rules = []
     for i, entry in enumerate(a.get("rules", [])):

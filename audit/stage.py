@@ -1,7 +1,9 @@
 """The audit stage: runs inside the request path, before the response exists.
 
 Order: harm and audience checks on every candidate (ENFORCE removes what the
-policy forbids) -> top-k of what remains -> exposure disparity between item
+policy forbids; the harm model's judgements come from the harm stage just
+before, audit/harm_stage.py, so its inference is not on this stage's time
+budget) -> top-k of what remains -> exposure disparity between item
 groups (ENFORCE: fair re-ranking within the policy's utility bound, then the
 findings describe the list actually returned) -> the rolling user-group
 monitor's current findings -> verdict -> audit log record -> the request is
@@ -23,6 +25,7 @@ from audit.exposure_significance import ExposureTester
 from audit.exposure_window import ExposureWindowMonitor, decode_response, encode_response
 from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_selected, group_codes
 from audit.harm import normalise
+from audit.harm_stage import HarmScorer
 from audit.log import AuditLog, AuditRecord, CandidateCodes
 from audit.monitor import UserGroupMonitor, decode_observation, encode_observation
 from audit.policy import Policy
@@ -30,71 +33,11 @@ from audit.rerank import fair_rerank
 from recsys.artifacts import Artifacts
 from recsys.domain import AuditMode, AuditResult, Finding, IdCandidates, RemovedItem, Verdict
 from recsys.errors import AuditFailure
-from recsys.lru import LRUCache
-
-
-class HarmScorer:
-    """Catalog items use scores computed at training time; other texts are scored and cached."""
-
-    def __init__(self, artifacts: Artifacts, cache_size: int = 50_000, *, threshold: float | None = None) -> None:
-        self.catalog = artifacts.catalog
-        self.clf = artifacts.harm
-        self.cache: LRUCache[str, tuple[float, str]] = LRUCache(cache_size)
-        self.threshold = artifacts.harm.threshold if threshold is None else threshold
-        # Catalog rows at or above the threshold, with a False appended so that row -1 (an unknown item,
-        # which always has a request text) reads False: a request of catalog items is one lookup.
-        self._flagged_rows = np.append(self.catalog.harm_score >= self.threshold, False)
-
-    def score(self, cand_idx: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, dict[int, str]]:
-        """P(harmful) for each candidate, and the category of those judged on a request-supplied text.
-
-        Catalog candidates are one vectorised lookup; only request texts go through the cache/classifier.
-        """
-        prob = self.catalog.harm_score[np.maximum(cand_idx, 0)].astype(np.float64)
-        cats: dict[int, str] = {}
-        todo: list[int] = []
-        for i, text in enumerate(texts):
-            if text is None:
-                continue
-            hit = self.cache.get(text)
-            if hit is None:
-                todo.append(i)
-            else:
-                prob[i], cats[i] = hit
-        if todo:
-            p, c = self.clf.score([texts[i] for i in todo])
-            for i, pi, ci in zip(todo, p, c):
-                prob[i], cats[i] = float(pi), ci
-                self.cache.put(texts[i], (float(pi), ci))
-        return prob, cats
-
-    def flagged(self, cand_idx: np.ndarray, texts: list[str | None]) -> list[tuple[int, float, str]]:
-        """(position, P(harmful), category) of the candidates at or above the threshold, in candidate order.
-
-        The usual request (catalog items, no request texts) costs one boolean lookup and no per-candidate
-        Python; `score` runs only when some candidate brings its own text."""
-        if texts.count(None) == len(texts):
-            # ndarray.nonzero is one C call; `.any()` first went through numpy's Python-level wrapper.
-            hits = self._flagged_rows[cand_idx].nonzero()[0]
-            if not len(hits):
-                return []
-            cat = self.catalog
-            return [(i, float(cat.harm_score[cand_idx[i]]), cat.harm_category[cand_idx[i]])
-                    for i in hits.tolist()]
-        prob, cats = self.score(cand_idx, texts)
-        return [(i, float(prob[i]), self.category(i, cand_idx, cats))
-                for i in np.flatnonzero(prob >= self.threshold).tolist()]
-
-    def category(self, i: int, cand_idx: np.ndarray, cats: dict[int, str]) -> str:
-        return cats[i] if i in cats else self.catalog.harm_category[cand_idx[i]]
-
-    def text(self, i: int, cand_idx: np.ndarray, texts: list[str | None]) -> str:
-        return texts[i] if texts[i] is not None else self.catalog.texts[cand_idx[i]]
 
 
 class AuditStage:
     name = "audit"
-    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest")
+    inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest", "harm")
     outputs = ("final", "removed", "audit")
 
     def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog, *,
@@ -107,7 +50,8 @@ class AuditStage:
         self.log = log
         self.model_version = artifacts.version
         self.harm_threshold = policy.harm.threshold if policy.harm.threshold is not None else artifacts.harm.threshold
-        self.harm = HarmScorer(artifacts, threshold=self.harm_threshold)
+        self.harm = HarmScorer(artifacts, threshold=self.harm_threshold, policy=policy.harm)
+        self._p_name = getattr(artifacts.harm, "score_name", "P(harmful)")
         self._log_attrs = frozenset(policy.log.audit_attributes)
         self._block = [(re.compile(r"(?<!\w)" + re.escape(t.term) + r"(?!\w)"), t) for t in policy.harm.blocklist]
         # Long-tail flag per catalog row, False appended so that row -1 (an unknown item) reads False.
@@ -165,12 +109,16 @@ class AuditStage:
         removed: list[RemovedItem] = []
         drop: dict[int, str] = {}   # position -> reason of each removed candidate
 
+        harm_details: dict[int, dict] = {}   # finding index -> category and span, for the audit record
         if pol.harm.enabled:
-            for i, p, category in self.harm.flagged(ctx.cand_idx, ctx.texts):
+            # The harm stage's judgements (audit/harm_stage.py): the model ran there, not on this budget.
+            for i, p, category, span in ctx.harm:
                 iid = ctx.item_ids[i]
-                msg = f"item text classified {category} (P(harmful)={p:.3f})"
+                because = f"; driven by: {', '.join(repr(w) for w in span)}" if span else ""
+                msg = f"item text classified {category} ({self._p_name}={p:.3f}){because}"
+                harm_details[len(findings)] = {"category": category, "span": list(span)}
                 findings.append(Finding("HARMFUL_TEXT", "harm_probability", p, self.harm_threshold, iid, msg))
-                if enforce and pol.harm.action == "ENFORCE":
+                if enforce and pol.harm.action_for(category) == "ENFORCE":
                     drop[i] = "HARMFUL_TEXT"
                     removed.append(RemovedItem(iid, "HARMFUL_TEXT", msg))
             if self._block:
@@ -183,7 +131,7 @@ class AuditStage:
                             iid = ctx.item_ids[i]
                             msg = f"item text contains a blocklisted {term.category} term"
                             findings.append(Finding("BLOCKLISTED_TERM", "blocklist_match", 1.0, 1.0, iid, msg))
-                            if enforce and pol.harm.action == "ENFORCE":
+                            if enforce and pol.harm.action_for(term.category) == "ENFORCE":
                                 drop[i] = "BLOCKLISTED_TERM"
                                 removed.append(RemovedItem(iid, "BLOCKLISTED_TERM", msg))
                             break
@@ -251,7 +199,10 @@ class AuditStage:
             # What the stage already holds (ids, group codes, returned positions, reasons by position); the log
             # stores it as its per-candidate columns (audit/log.py CandidateCodes).
             candidates=CandidateCodes(ctx.item_ids, names, coded, final, drop),
-            findings=[self._finding_record(f) for f in findings],
+            # Harm findings add their category and span to the shared record (a new dict: the cached one of a
+            # long-lived finding is never changed).
+            findings=[{**self._finding_record(f), **harm_details[n]} if n in harm_details
+                      else self._finding_record(f) for n, f in enumerate(findings)],
             user_attributes={k: v for k, v in req.user.audit_attributes.items() if k in self._log_attrs},
         ))
         ctx.timings["audit.log_write"] = time.perf_counter() - t_log

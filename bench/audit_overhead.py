@@ -29,11 +29,10 @@ sys.path.insert(0, str(ROOT))
 from audit.log import AuditLog  # noqa: E402
 from audit.policy import load_policy  # noqa: E402
 from audit.stage import AuditStage  # noqa: E402
-from recsys.artifacts import load_artifacts  # noqa: E402
+from recsys.compose import build_pipeline, load_artifacts  # noqa: E402
 from recsys.device import single_threaded_blas  # noqa: E402
-from service.server import freeze_loaded_objects  # noqa: E402
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext  # noqa: E402
-from recsys.pipeline import build_pipeline  # noqa: E402
+from service.server import freeze_loaded_objects  # noqa: E402
 
 
 def _request(artifacts, n: int = 100) -> RankRequest:

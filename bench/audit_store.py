@@ -185,7 +185,7 @@ def share(args) -> dict:
                 srv.start()
                 servers[name] = (app, srv, timed, grpc.insecure_channel(f"127.0.0.1:{port}"))
         freeze_loaded_objects()
-        from recsys.artifacts import load_artifacts
+        from recsys.compose import load_artifacts
 
         art = next(iter(servers.values()))[0].artifacts
         cat = art.catalog

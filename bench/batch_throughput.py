@@ -165,7 +165,7 @@ def main() -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=["warm", "cold", "texts", "workers", "ray", "memory"])
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
 
     art = load_artifacts(args.artifacts, device="cpu", verify=False)
     adir = str(Path(args.artifacts).resolve())

@@ -37,9 +37,8 @@ def main() -> int:
 
     from audit.log import AuditLog
     from audit.policy import load_policy
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import build_pipeline, load_artifacts
     from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
-    from recsys.pipeline import build_pipeline
 
     import audit
     code_at = str(Path(audit.__file__).resolve().parent.parent)

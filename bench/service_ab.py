@@ -5,7 +5,14 @@ throughput rounds alternating A/B, B/A; also each server's own CPU time per call
 path that must not cost anything.
 
     python bench/service_ab.py --baseline-tree ../main --artifacts artifacts [--requests 800] [--rounds 4]
-        [--seconds 8] [--payload messages|ids] [--out FILE]
+        [--seconds 8] [--payload messages|ids] [--baseline-artifacts DIR] [--cold-texts] [--out FILE]
+
+`--baseline-artifacts`: the baseline server's artifact, when the two trees need different ones (a change to
+what an artifact holds, e.g. issue 25's harm model, which the tree before cannot load); both must be trained on
+the same data with the same settings. `--cold-texts`: every call brings 80 catalog movies and 20 texts no
+server has seen (bench/rank_cold_texts.py's requests, unique per call and per server), so each call pays the
+text encoding and harm scoring of 20 new texts; sequential latency and CPU per call only (a throughput run would
+repeat one request, whose texts are cached after its first call).
 
 Each server runs with its tree as the working directory, so `python -m service` imports that tree's
 `service`, `recsys` and `audit` packages. The audit key comes from a random ETHICREC_AUDIT_KEY (trees
@@ -21,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -52,15 +60,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4, help="throughput rounds per server (16 clients)")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--payload", choices=("messages", "ids"), default="messages")
+    ap.add_argument("--baseline-artifacts", type=Path, default=None, help="default: --artifacts")
+    ap.add_argument("--cold-texts", action="store_true", help="20 never-seen texts per call (latency only)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    artifacts = {"this": args.artifacts.resolve(), "baseline": (args.baseline_artifacts or args.artifacts).resolve()}
     workers = ServiceConfig().rpc_workers
     env = dict(os.environ, HF_HUB_OFFLINE="1", ETHICREC_MAX_WORKERS=str(workers),
                ETHICREC_AUDIT_KEY=secrets.token_hex(32), ETHICREC_LOG_LEVEL="INFO")
     tmp = tempfile.mkdtemp(prefix="ethicrec-ab-")
     trees = {"this": ROOT, "baseline": args.baseline_tree.resolve()}
     ports = {name: free_port() for name in trees}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(args.artifacts.resolve()),
+    procs = {name: subprocess.Popen([sys.executable, "-m", "service", "--artifacts", str(artifacts[name]),
                                      "--port", str(ports[name]), "--audit-log", f"{tmp}/{name}/audit.db"],
                                     env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name, tree in trees.items()}
@@ -77,27 +88,46 @@ def main() -> int:
             req.candidate_ids.extend(ids)
         chans = {k: grpc.insecure_channel(v) for k, v in targets.items()}
         stubs = {k: pb_grpc.RecommenderStub(c) for k, c in chans.items()}
+        block = max(1, args.requests // 8)
+        if args.cold_texts:
+            from rank_cold_texts import cold_requests
+
+            # warm-up: 10 calls with their own new texts (the first inferences of each model), then 8 blocks
+            cold = {name: iter(cold_requests(args.artifacts, 10 + 8 * block, tag=f"{name}-")) for name in trees}
+
+            def calls(name: str, n: int) -> list[float]:
+                out = []
+                for _ in range(n):
+                    r = next(cold[name])
+                    t0 = time.perf_counter()
+                    stubs[name].Rank(r, timeout=60)
+                    out.append(time.perf_counter() - t0)
+                return out
+        else:
+            def calls(name: str, n: int) -> list[float]:
+                return latency(stubs[name], req, n)
         for name in stubs:
-            latency(stubs[name], req, 50)
+            calls(name, 10 if args.cold_texts else 50)
         lat: dict[str, list[float]] = {name: [] for name in trees}
         cpu: dict[str, float] = {name: 0.0 for name in trees}
-        block = max(1, args.requests // 8)
         for i in range(8):
             for name in (("this", "baseline") if i % 2 == 0 else ("baseline", "this")):
                 c0 = cpu_seconds(procs[name].pid)
-                lat[name] += latency(stubs[name], req, block)
+                lat[name] += calls(name, block)
                 cpu[name] += cpu_seconds(procs[name].pid) - c0
         rps: dict[str, list[float]] = {name: [] for name in trees}
-        for i in range(args.rounds):
+        for i in range(0 if args.cold_texts else args.rounds):
             for name in (("this", "baseline") if i % 2 == 0 else ("baseline", "this")):
                 rps[name].append(throughput(targets[name], req, 16, args.seconds))
-        res: dict = {"payload": args.payload, "payload_bytes": req.ByteSize(), "max_workers": workers,
-                     "baseline_tree": str(trees["baseline"])}
+        res: dict = {"payload": "cold_texts (80 catalog + 20 new texts)" if args.cold_texts else args.payload,
+                     "payload_bytes": req.ByteSize(), "max_workers": workers,
+                     "baseline_tree": str(trees["baseline"]), "artifacts": {k: str(v) for k, v in artifacts.items()}}
         for name in trees:
             a = np.array(lat[name]) * 1000
             res[name] = {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
                          "server_cpu_ms_per_call": 1000 * cpu[name] / len(lat[name]),
-                         "rps_16_rounds": rps[name], "rps_16_median": statistics.median(rps[name])}
+                         "rps_16_rounds": rps[name],
+                         "rps_16_median": statistics.median(rps[name]) if rps[name] else float("nan")}
         res["ratio_this_over_baseline"] = {
             "p50": res["this"]["p50_ms"] / res["baseline"]["p50_ms"],
             "p99": res["this"]["p99_ms"] / res["baseline"]["p99_ms"],

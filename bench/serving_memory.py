@@ -49,7 +49,7 @@ def grow_catalog(src_root: Path, dst_root: Path, extra: int, seed: int = 0) -> P
     from audit.harm import HarmClassifier
     from audit.harm_bert import BertHarmClassifier
     from recsys.artifact_update import base_version_dir
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
     from recsys.encoder import TextEncoder
     from recsys.upsert_items import upsert_items
 
@@ -86,7 +86,7 @@ def measure(artifacts_root: Path, requests: int, tmp: Path, seed: int = 0) -> di
     from ethicrec.v1 import recommender_pb2 as pb
     from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
     from service.demo import stop_process, wait_healthy
 
     art = load_artifacts(artifacts_root, device="cpu", verify=False)

@@ -28,10 +28,9 @@ from audit_overhead import _request  # noqa: E402
 
 from audit.log import AuditLog  # noqa: E402
 from audit.policy import load_policy  # noqa: E402
-from recsys.artifacts import load_artifacts  # noqa: E402
+from recsys.compose import build_pipeline, load_artifacts  # noqa: E402
 from recsys.device import single_threaded_blas  # noqa: E402
 from recsys.features import ITEM_FEATURES, item_features  # noqa: E402
-from recsys.pipeline import build_pipeline  # noqa: E402
 
 
 def _median_s(fn, X: np.ndarray, calls: int) -> float:

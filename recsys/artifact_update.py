@@ -7,8 +7,9 @@ so a change is never made in place:
 2. check the base version's sha256 list, copy it to `<root>/.staging-<kind>-<random>`;
 3. let the caller change files there and record what it did in the metadata;
 4. rewrite `files` (sha256 of every file) and `version`, add a `derived` entry
-   (kind, base version, time, details), load the staging dir once with full
-   verification (a version that cannot be served is never published);
+   (kind, base version, time, details), run the caller's `check` on the staging dir
+   (applications pass `recsys.compose.check_servable`: a full, verified load, so a
+   version that cannot be served is never published);
 5. publish: rename the staging dir to `<root>/<version>` and point LATEST at it
    (`recsys.artifacts.publish`, both atomic renames) — only if LATEST still names the
    base version (a `recsys.train` that finished meanwhile is never overwritten).
@@ -67,14 +68,14 @@ def _new_version_name(root: Path, meta: dict) -> str:
 
 
 def derive_version(path: str | Path, kind: str, change: Callable[[Path, dict], dict[str, Any]], *,
-                   device: str = "cpu") -> Path:
+                   check: Callable[[Path], object]) -> Path:
     """Run `change(staging_dir, metadata)` on a copy of the latest version and publish the result.
 
     `change` edits files in the staging dir and may edit `metadata` in place; it returns a dict
-    of details recorded in metadata["derived"]. Returns the published version directory.
+    of details recorded in metadata["derived"]. `check(staging_dir)` raises when the result cannot be
+    served (it is injected, not imported: loading the whole bundle needs the audit package's harm model,
+    which recsys core does not import). Returns the published version directory.
     """
-    from recsys.artifacts import load_artifacts
-
     vdir = base_version_dir(path)
     root = vdir.parent
     with _root_lock(root):
@@ -97,7 +98,7 @@ def derive_version(path: str | Path, kind: str, change: Callable[[Path, dict], d
             meta["version"] = version
             meta["files"] = file_hashes(staging)
             (staging / "metadata.json").write_text(json.dumps(meta, indent=2))
-            load_artifacts(staging, device=device, verify=True)   # servable, or not published
+            check(staging)   # servable, or not published
             if _latest(root) not in (None, vdir.name):
                 raise ArtifactError(f"LATEST moved away from {vdir.name} during the update; nothing published")
             return publish(root, staging, version)

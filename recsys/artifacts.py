@@ -9,13 +9,19 @@
     <root>/<version>/cooccurrence.npz   item->users incidence for the co-occurrence feature (int arrays)
     <root>/<version>/als.npz            ALS item factors and parameters (recsys/als.py), for the ALS features
     <root>/<version>/ranker.txt         LightGBM text model
-    <root>/<version>/harm/              harm classifier (JSON + .npy)
+    <root>/<version>/harm/              harm classifier: audit/harm_model.py (harm_model.json + safetensors/.npy;
+                                        older artifacts: the char-n-gram params.json + .npy)
     <root>/<version>/cross_encoder/     optional: BERT cross-encoder for top-N re-scoring
                                         (python -m recsys.train_cross_encoder; safetensors)
     <root>/<version>/harm_bert/         optional: fine-tuned BERT harm classifier, preferred over harm/
                                         (python -m audit.train_harm; safetensors + harm_bert.json)
     <root>/<version>/user_vectors.npy   known users' vectors, keyed by user_vectors.keys.json (written
                                         by training; python -m recsys.user_vectors adds them to older ones)
+
+The harm classifier is the audit package's (audit/harm.py, audit/harm_bert.py). This module is recsys
+core and does not import audit: `load_version` takes the harm loader as a parameter and `Artifacts.harm`
+is typed by the `HarmScoringModel` protocol below. The composition root (recsys/compose.py) supplies audit's
+loader: `recsys.compose.load_artifacts` is what applications call.
 
 Every file's sha256 is in metadata.json and checked at load; a file inside an optional
 part (cross_encoder/) that metadata.json does not list is rejected too, so an optional
@@ -29,12 +35,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from audit.harm import HarmClassifier
-from audit.harm_bert import BertHarmClassifier
+import numpy as np
+
 from recsys.als import ImplicitALS
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
@@ -43,7 +50,7 @@ from recsys.encoder import TextEncoder
 from recsys.errors import ArtifactError
 from recsys.interest import CrossEncoder
 from recsys.ranker import LambdaRanker
-from recsys.user_vectors import load_user_vectors
+from recsys.known_user_vectors import load_user_vectors
 
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
             "als.npz", "ranker.txt", "harm")
@@ -89,6 +96,19 @@ def publish(root: Path, staging: Path, version: str) -> Path:
     return final
 
 
+class HarmScoringModel(Protocol):
+    """What recsys and the audit stage call on the artifact's harm classifier (audit.harm.HarmClassifier,
+    audit.harm_bert.BertHarmClassifier): P(harmful) and a category per text, and the calibrated threshold."""
+
+    threshold: float
+
+    def score(self, texts: list[str]) -> tuple[np.ndarray, list[str]]: ...
+
+
+HarmLoader = Callable[[Path, str], HarmScoringModel]
+"""(version directory, device) -> the version's harm classifier; raises on a missing or corrupt model."""
+
+
 @dataclass
 class Artifacts:
     version: str
@@ -97,7 +117,7 @@ class Artifacts:
     catalog: Catalog
     store: EmbeddingStore
     ranker: LambdaRanker
-    harm: HarmClassifier | BertHarmClassifier   # harm_bert/ when present, else the n-gram harm/
+    harm: HarmScoringModel   # the loader's choice: recsys.compose uses audit.harm_model.load_harm
     users: dict[str, list[str]]
     cooccurrence: CoOccurrence
     als: ImplicitALS
@@ -112,11 +132,13 @@ class Artifacts:
         return tuple(self.metadata["features"].get("extra", []))
 
 
-def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = True,
-                   vectors_in_memory: bool = False, encode_precision: str = "auto") -> Artifacts:
-    """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off. Item and
-    user vectors are memory-mapped (tools and batch workers share the page cache) unless `vectors_in_memory`
-    (the server: rows gathered per request from memory with huge pages, fewer TLB misses).
+def load_version(path: str | Path, *, load_harm: HarmLoader, device: str = "auto", verify: bool = True,
+                 vectors_in_memory: bool = False, encode_precision: str = "auto") -> Artifacts:
+    """One version (or the root's LATEST), checked against its sha256 list unless `verify` is off, with the
+    harm classifier `load_harm(version_dir, device)` returns (applications call `recsys.compose.load_artifacts`,
+    which passes audit's). Item and user vectors are memory-mapped (tools and batch workers share the page
+    cache) unless `vectors_in_memory` (the server: rows gathered per request from memory with huge pages,
+    fewer TLB misses).
     `encode_precision` is the text encoder's (recsys.device.inference_precision) for texts encoded after
     loading: cold item texts, unknown users, upserts."""
     from recsys.device import PRECISIONS
@@ -150,8 +172,7 @@ def load_artifacts(path: str | Path, *, device: str = "auto", verify: bool = Tru
             raise ArtifactError(f"item_vectors.npy has {vectors.shape[0]} rows; catalog has {len(catalog)}")
         encoder = TextEncoder.load(vdir / "interest", device=device, precision=encode_precision)
         ranker = LambdaRanker.load(vdir / "ranker.txt")
-        harm = (BertHarmClassifier.load(vdir / "harm_bert", device=device) if (vdir / "harm_bert").is_dir()
-                else HarmClassifier.load(vdir / "harm"))
+        harm = load_harm(vdir, device)
         users = json.loads((vdir / "users.json").read_text())
         cooc = CoOccurrence.load(vdir / "cooccurrence.npz")
         als = ImplicitALS.load(vdir / "als.npz")

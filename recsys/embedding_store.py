@@ -1,5 +1,5 @@
 """Item vectors (precomputed, memory-mapped), the known users' vectors where the artifact has them
-(recsys/user_vectors.py), plus cached on-the-fly encoding of texts the catalog does not hold and of
+(recsys/known_user_vectors.py), plus cached on-the-fly encoding of texts the catalog does not hold and of
 other user histories."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class EmbeddingStore:
         # A plain ndarray view of the (memory-mapped) file: indexing a np.memmap builds memmap objects, a
         # few us each, twice per request.
         self.item_vectors = np.asarray(item_vectors)
-        # recsys.user_vectors.KnownUserVectors (the artifact's precomputed users), or None
+        # recsys.known_user_vectors.KnownUserVectors (the artifact's precomputed users), or None
         self.known_users = known_users
         self.text_cache: LRUCache[str, np.ndarray] = LRUCache(text_cache_size)
         self.user_cache: LRUCache[str, np.ndarray] = LRUCache(user_cache_size)
@@ -60,7 +60,7 @@ class EmbeddingStore:
     def load_vectors(path: Path, *, in_memory: bool = False) -> np.ndarray:
         """Memory-mapped (shared between processes, nothing read up front), or read into the process's memory
         (`in_memory`: numpy backs large arrays with transparent huge pages, so the scattered rows a request
-        gathers cost far fewer TLB misses than 4 KiB file pages: see `load_artifacts`)."""
+        gathers cost far fewer TLB misses than 4 KiB file pages: see `recsys.artifacts.load_version`)."""
         if in_memory:
             return np.load(path, allow_pickle=False)
         return np.load(path, mmap_mode="r", allow_pickle=False)

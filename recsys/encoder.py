@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 from recsys.device import autocast, inference_precision, pick_device, precision_autocast
 from recsys.unpadded_bert import mean_pooled as unpadded_mean_pooled
 from recsys.unpadded_bert import supports as supports_unpadded
+from recsys.unpadded_bert import token_states as unpadded_token_states
 
 
 def base_model_path() -> Path:
@@ -97,6 +98,53 @@ class TextEncoder:
                     pooled = unpadded_mean_pooled(self.model, rows) if unpadded else self._padded_mean_pooled(rows)
                 out[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
         return out
+
+    def encode_token_scores(self, texts: list[str], head: np.ndarray, max_length: int = 64,
+                            batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`encode(texts)` and, for each text, its tokens' shares of `vectors @ head.T`: a (tokens, k) array
+        per text (the tokenizer's tokens, [CLS] and [SEP] included) whose rows sum to that text's row of
+        `encode(texts) @ head.T`.
+
+        Why exact: the vector is the mean of the token states divided by its norm, so a linear head on it is
+        the sum over tokens of head . state / (tokens x norm). A linear head on these vectors (the harm
+        model's) can say which tokens drove its output from the same forward pass that scored the text."""
+        head_t = torch.as_tensor(np.asarray(head, dtype=np.float32).T)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        scores: list[np.ndarray | None] = [None] * len(texts)
+        if not texts:
+            return vectors, []
+        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False,
+                             return_token_type_ids=False)["input_ids"]
+        order = np.argsort(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), kind="stable")
+        self.model.eval()
+        unpadded = supports_unpadded(self.model)
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                rows = [ids[i] for i in idx]
+                with precision_autocast(self.device, self.precision):
+                    if unpadded:
+                        h, _, lens = unpadded_token_states(self.model, rows)
+                        h, lens = h.float(), lens.cpu().numpy()
+                    else:
+                        h, lens = self._padded_token_states(rows)
+                starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+                for j, i in enumerate(idx):
+                    t = h[starts[j]:starts[j] + lens[j]]
+                    m = t.mean(0)
+                    norm = torch.linalg.vector_norm(m).clamp(min=1e-12)
+                    vectors[i] = (m / norm).cpu().numpy()
+                    scores[i] = ((t @ head_t.to(t.device)) / (lens[j] * norm)).cpu().numpy()
+        return vectors, scores
+
+    def _padded_token_states(self, rows: list[list[int]]) -> tuple[torch.Tensor, np.ndarray]:
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        arr = np.full((len(rows), int(lens.max())), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        for r, row in enumerate(rows):
+            arr[r, : lens[r]] = row
+        mask = torch.from_numpy((np.arange(arr.shape[1])[None, :] < lens[:, None]).astype(np.int64)).to(self.device)
+        hidden = self.model(input_ids=torch.from_numpy(arr).to(self.device), attention_mask=mask).last_hidden_state
+        return hidden.float()[mask.bool()], lens
 
     def _padded_mean_pooled(self, rows: list[list[int]]) -> torch.Tensor:
         lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))

@@ -152,7 +152,7 @@ def check_goals(kinds: dict) -> list[dict]:
 
 def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_precision: str = "auto",
              n_boot: int = 2000, min_slice_users: int = 20, baseline_grid: str = "full", log=None) -> dict:
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
     from recsys.data import load_dataset
     from recsys.features import BERT_FEATURES, FeatureBuilder
     from recsys.model_selection import (ALS_GRID, ALS_GRID_QUICK, BPR_GRID, RANKER_GRID, RANKER_GRID_QUICK,
@@ -229,8 +229,8 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_pr
 
     from audit.log import AuditLog
     from audit.policy import load_policy
+    from recsys.compose import build_pipeline
     from recsys.offline import served_scores
-    from recsys.pipeline import build_pipeline
 
     kinds: dict[str, dict] = {}
     per_list_rows: dict[str, dict[str, pd.DataFrame]] = {}

@@ -4,6 +4,9 @@ Each stage declares the context fields it reads and writes (like merlin-systems'
 operators); `Pipeline` checks at construction that every input is produced
 by an earlier stage. The gRPC servicer and the batch job both call
 `Pipeline.rank`, so online and offline answers cannot diverge.
+
+The standard stage list, with the audit package's AuditStage, is built by the composition root
+(`recsys.compose.build_pipeline`): this module is recsys core and does not import audit.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from recsys.blend import Blend
 from recsys.domain import IdCandidates, RankedItem, RankRequest, RankResponse
 from recsys.errors import EthicrecError, InvalidRequest
 from recsys.features import ITEM_FEATURES, FeatureBuilder, item_features, max_similarity, recent_history
-from recsys.interest import BiEncoderScorer, CrossEncoderScorer, InterestScorer, cross_blend
+from recsys.interest import BiEncoderScorer, InterestScorer, cross_blend
 from recsys.lru import LRUCache
 from recsys.order import served_order
 from recsys.text import history_user_text
@@ -50,6 +53,7 @@ class RankContext:
     cross_scores: np.ndarray | None = None    # cross-encoder logit of the re-scored top N (NaN for the rest)
     final: list[int] = field(default_factory=list)   # candidate positions returned, after the audit
     removed: list[Any] = field(default_factory=list)
+    harm: Any = None                          # flagged candidates (audit/harm_stage.py HarmFlag), for the audit
     audit: Any = None
     response: RankResponse | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -206,7 +210,7 @@ class CrossEncoderStage:
 
     The cross-encoder reads (user text, item text) jointly, which is better than two independent
     vectors but costs one BERT forward pass per candidate: hence only the top N, and by default
-    only on a GPU (`build_pipeline`). The top N's new score is `recsys.interest.cross_blend`:
+    only on a GPU (`recsys.compose.build_pipeline`). The top N's new score is `recsys.interest.cross_blend`:
     b = weight * z(cross logit) + (1 - weight) * z(score), z-scores over these N, mapped affinely
     onto [min, max] of their previous scores, so the returned `score` is exactly what orders the
     list and the items below the top N keep their scores (all <= the top N's). `interest_score`
@@ -294,32 +298,3 @@ class Pipeline:
         ctx = self.run(request, should_stop=should_stop)
         assert ctx.response is not None
         return ctx.response
-
-
-def build_pipeline(artifacts: Artifacts, *, policy, audit_log, limits: Limits | None = None,
-                   blend: Blend | None = None, cross_encoder: bool | None = None, cross_encoder_top_n: int = 20,
-                   cross_encoder_weight: float = 0.5) -> Pipeline:
-    """The standard stage list. `policy`/`audit_log` come from the audit package.
-
-    `cross_encoder`: None (default) adds the cross-encoder re-scoring stage when the artifact has a
-    `cross_encoder/` and it was loaded on CUDA (device auto with a GPU present); True adds it on any
-    device (ValueError when the artifact has none); False never adds it.
-    """
-    from audit.stage import AuditStage
-
-    ce = artifacts.cross_encoder
-    if cross_encoder and ce is None:
-        raise ValueError(f"artifact {artifacts.version} has no cross_encoder/ "
-                         "(train one with python -m recsys.train_cross_encoder)")
-    use_ce = ce is not None and (cross_encoder or (cross_encoder is None and ce.device.type == "cuda"))
-    stages: list[Stage] = [
-        ResolveStage(artifacts, limits or Limits()),
-        InterestStage(artifacts),
-        FeatureStage(artifacts),
-        RankStage(artifacts, blend or Blend()),
-    ]
-    if use_ce:
-        stages.append(CrossEncoderStage(CrossEncoderScorer(ce, artifacts.catalog.texts), top_n=cross_encoder_top_n,
-                                        weight=cross_encoder_weight))
-    stages += [AuditStage(artifacts, policy, audit_log), RespondStage(artifacts)]
-    return Pipeline(stages)

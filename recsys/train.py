@@ -81,7 +81,7 @@ class TrainConfig:
     def quick(cls, **kw) -> "TrainConfig":
         """The demo profile: about ten minutes on 2 CPU cores."""
         base = dict(max_pairs=3000, batch_size=32, lr=1e-4, eval_every=25, patience=4, als_grid="quick",
-                    ranker_grid="quick", freeze_layers=4)
+                    ranker_grid="quick", freeze_layers=4, harm_max_rows=4000)
         base.update(kw)
         return cls(**base)
 
@@ -105,7 +105,7 @@ def _versions() -> dict:
 def train(cfg: TrainConfig) -> Path:
     import torch
 
-    from audit.harm import load_davidson, train_harm_classifier
+    from audit.harm_fit import fit_artifact_harm
     from recsys.artifacts import file_hashes, publish
     from recsys.data import load_dataset
     from recsys.data.movielens import DatasetError
@@ -119,7 +119,7 @@ def train(cfg: TrainConfig) -> Path:
     from recsys.offline_scores import score_test_lists
     from recsys.ranking_data import (RankingSet, build_ranking_set, fit_als, histories, holdout_lists,
                                      load_item_features, split_data, training_lists, user_vectors)
-    from recsys.user_vectors import write_user_vectors
+    from recsys.known_user_vectors import write_user_vectors
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t_start = time.perf_counter()
@@ -200,10 +200,8 @@ def train(cfg: TrainConfig) -> Path:
         _log(f"test {kind}: " + ", ".join(f"{m} {v['ndcg@10']:.4f}" for m, v in models.items()))
 
     _log("training the harm classifier")
-    harm_data = load_davidson(cfg.harm_data)
-    if cfg.harm_max_rows:
-        harm_data = harm_data.sample(n=min(cfg.harm_max_rows, len(harm_data)), random_state=cfg.seed)
-    harm = train_harm_classifier(harm_data, benign_texts=list(catalog.titles), seed=cfg.seed)
+    harm = fit_artifact_harm(cfg.harm_data, catalog, max_rows=cfg.harm_max_rows, seed=cfg.seed, device=cfg.device,
+                             log=_log)
     scores, categories = harm.score(list(catalog.texts))
     catalog.harm_score, catalog.harm_category = scores, np.asarray(categories, dtype=object)
     _log(f"harm: val AUC {harm.metrics['val_auc']:.3f}, threshold {harm.threshold:.3f}, "
@@ -281,7 +279,9 @@ def encode_catalogs(encoder, catalog_fit: Catalog, catalog: Catalog) -> tuple[np
     return vectors_fit, encoder.encode(list(catalog.texts), max_length=ITEM_MAX_LENGTH, progress=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def config_from_argv(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The TrainConfig the command line asks for: the profile's values (TrainConfig.quick with --quick) and
+    only the options given on top of them."""
     ap = argparse.ArgumentParser(prog="python -m recsys.train", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "ml-latest-small",
                     help="MovieLens latest-small or 100K directory")
@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     ap.add_argument("--harm-data", type=Path, default=DEFAULT_HARM_DATA)
-    ap.add_argument("--harm-max-rows", type=int, default=None)
+    ap.add_argument("--harm-max-rows", type=int, default=None,
+                    help="Davidson training rows for the harm classifier (default: 4000 with --quick, else all; 0 = all)")
     ap.add_argument("--n-candidates", type=int, default=None,
                     help="negatives per uniform list and items per retrieval list (default 100)")
     ap.add_argument("--als-grid", choices=GRIDS, default=None, help="ALS grid searched on validation users "
@@ -313,13 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--freeze-layers", type=int, default=None,
                     help="bottom BERT layers frozen while fine-tuning (default: 0, --quick: see TrainConfig.quick)")
     args = ap.parse_args(argv)
-    from recsys.data.movielens import DatasetError
-    from recsys.device import set_cpu_threads
-
-    set_cpu_threads(args.threads)
     kw = dict(data=args.data, out=args.out, base_model=args.base_model, sample_users=args.sample_users,
               seed=args.seed, device=args.device, encode_precision=args.encode_precision, harm_data=args.harm_data,
-              harm_max_rows=args.harm_max_rows, item_features=args.item_features,
+              item_features=args.item_features,
               logq_correction=not args.no_logq, popular_val_pool=not args.uniform_val_pool,
               hard_negatives=not args.no_hard_negatives)
     if args.max_pairs is not None:
@@ -329,7 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("n_candidates", "als_grid", "ranker_grid", "freeze_layers"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
-    cfg = TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)
+    if args.harm_max_rows is not None:   # not given: the profile's (--quick: 4000), not None over it
+        kw["harm_max_rows"] = args.harm_max_rows or None
+    return (TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)), args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recsys.data.movielens import DatasetError
+    from recsys.device import set_cpu_threads
+
+    cfg, args = config_from_argv(argv)
+    set_cpu_threads(args.threads)
     if not cfg.harm_data.is_file():
         print(f"error: harm training data not found: {cfg.harm_data}", file=sys.stderr)
         return 2

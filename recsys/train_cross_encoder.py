@@ -36,6 +36,7 @@ def train_cross_encoder(data: Path, artifacts: Path, *, base_model: Path | None 
     import torch
 
     from recsys.artifact_update import base_version_dir, derive_version
+    from recsys.compose import check_servable
     from recsys.data import load_dataset
     from recsys.encoder import base_model_path
     from recsys.interest import CrossEncoder, fine_tune_cross_encoder
@@ -83,7 +84,7 @@ def train_cross_encoder(data: Path, artifacts: Path, *, base_model: Path | None 
         m.setdefault("metrics", {})["cross_encoder_training"] = info
         return {"cross_encoder": {"n_positives": info["n_positives"], "loss_last": info["loss_last"]}}
 
-    final = derive_version(vdir, "cross_encoder", add)
+    final = derive_version(vdir, "cross_encoder", add, check=check_servable)
     _log(f"published {final} (LATEST) with cross_encoder/")
     return final
 

@@ -36,6 +36,14 @@ def supports(model: torch.nn.Module) -> bool:
 def mean_pooled(model: torch.nn.Module, ids: list[list[int]]) -> torch.Tensor:
     """(len(ids), hidden) float32: the mean of the last layer's token states of each text (its token ids, no
     padding), as the padded forward with an attention mask gives them."""
+    h, seg, lens = token_states(model, ids)
+    summed = torch.zeros(len(ids), h.shape[1], dtype=torch.float32, device=h.device).index_add_(0, seg, h.float())
+    return summed / lens.to(torch.float32)[:, None]
+
+
+def token_states(model: torch.nn.Module, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The last layer's token states of every text, one after the other: (total tokens, hidden) in the
+    dtype the last layer norm gives (float32), each token's text index, and each text's token count."""
     device = model.embeddings.word_embeddings.weight.device
     lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     n, width, total = len(ids), int(lens.max()), int(lens.sum())
@@ -75,5 +83,4 @@ def mean_pooled(model: torch.nn.Module, ids: list[list[int]]) -> torch.Tensor:
         h = out.LayerNorm(out.dense(ctx) + h)
         ffn = layer.output
         h = ffn.LayerNorm(ffn.dense(layer.intermediate.intermediate_act_fn(layer.intermediate.dense(h))) + h)
-    summed = torch.zeros(n, h.shape[1], dtype=torch.float32, device=device).index_add_(0, seg, h.float())
-    return summed / tensor(lens).to(torch.float32)[:, None]
+    return h, seg, tensor(lens)

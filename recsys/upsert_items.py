@@ -206,7 +206,7 @@ def apply_upsert(staging: Path, artifacts, rows: list[ItemRow]) -> dict:
 def upsert_items(artifacts_dir: Path, input_path: Path, *, device: str = "auto",
                  encode_precision: str = "auto") -> Path:
     from recsys.artifact_update import base_version_dir, derive_version
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import check_servable, load_artifacts
 
     rows = read_items(input_path)             # every input problem before anything is loaded or written
     vdir = base_version_dir(artifacts_dir)
@@ -219,7 +219,7 @@ def upsert_items(artifacts_dir: Path, input_path: Path, *, device: str = "auto",
         return {**details, "input": str(input_path), "input_sha256": digest,
                 "encode_precision": art.store.encoder.precision}
 
-    return derive_version(vdir, "upsert_items", change)
+    return derive_version(vdir, "upsert_items", change, check=check_servable)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.errors import EthicrecError
     from service.config import load_config
     from service.logging_json import configure_logging
-    from service.server import serve
+    from service.processes import serve
 
     try:
         config = load_config(args.config, overrides={k: getattr(args, k) for k in (

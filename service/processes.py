@@ -1,4 +1,5 @@
-"""`processes` > 1: that many server processes on one port, started and stopped together.
+"""`processes` > 1: that many server processes on one port, started and stopped together (`serve` picks this
+or one process).
 
 Why: a `Rank` holds the GIL for most of its time, so one process serves on about one core however many threads
 it has. gRPC's answer for CPU-bound Python servers is one server process per core, all bound to the same port
@@ -35,6 +36,16 @@ log = logging.getLogger("ethicrec.service")
 STOP_SLACK_S = 30.0
 
 
+def serve(config: ServiceConfig) -> int:
+    """Serve until SIGTERM/SIGINT: this process (`service.server.serve_one`), or with `processes` > 1 that
+    many child processes sharing the port."""
+    if config.processes > 1:
+        return serve_processes(config)
+    from service.server import serve_one
+
+    return serve_one(config)
+
+
 def child_config(config: ServiceConfig, index: int) -> ServiceConfig:
     """Child `index`'s configuration: /metrics on metrics_port + index (each process has its own registry)."""
     return replace(config, metrics_port=config.metrics_port + index if config.metrics_port else config.metrics_port)
@@ -59,7 +70,7 @@ def _prepare_audit_log(config: ServiceConfig) -> None:
     processes' journals, once, before the children race to do it. Called after the port check, so a start
     that cannot bind creates nothing."""
     from audit.policy import load_policy
-    from service.server import make_audit_log, open_audit_log
+    from service.audit_trail import make_audit_log, open_audit_log
 
     log = make_audit_log(config, load_policy(config.policy), lazy=True)
     open_audit_log(log)

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 from audit.log import AuditLog
 from audit.policy import Policy, load_policy
-from recsys.artifacts import Artifacts, load_artifacts, resolve_version_dir
+from recsys.artifacts import Artifacts, resolve_version_dir
 from recsys.blend import Blend
+from recsys.compose import build_pipeline, load_artifacts
 from recsys.errors import ConfigError, EthicrecError
 from recsys.lru import LRUCache
 from recsys.microbatch import MicroBatcher
-from recsys.pipeline import Pipeline, build_pipeline
+from recsys.pipeline import Pipeline
+from service.audit_trail import audit_target
 from service.config import ServiceConfig
 
 
@@ -140,8 +142,6 @@ def assemble(config: ServiceConfig, artifacts: Artifacts, policy: Policy, audit_
 def build_snapshot(config: ServiceConfig, audit_log: AuditLog, previous: Snapshot | None = None) -> Snapshot:
     artifacts, policy = load_models(config, previous)
     if previous is not None:
-        from service.server import audit_target
-
         if audit_target(config, policy) != audit_log.target:
             raise ConfigError(f"policy key log.store names another audit store than the one in use "
                               f"({audit_log.store.display}): the store is chosen at start-up; restart to change it")

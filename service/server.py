@@ -2,9 +2,11 @@
 
     app = load_app(config)                       # artifacts, policy, audit log, pipeline, metrics
     server, port = create_server(config, app)    # not started
-    serve(config)                                # the whole life cycle, with signals
+    serve_one(config)                            # the whole life cycle, with signals
 
-Life cycle under `serve`: SIGHUP reloads (new artifact version from LATEST,
+(`python -m service` calls `service.processes.serve`: this, or several such processes on one port.)
+
+Life cycle under `serve_one`: SIGHUP reloads (new artifact version from LATEST,
 the policy file, the tokens file) without dropping a call; SIGTERM/SIGINT
 drain: health NOT_SERVING, new calls refused with UNAVAILABLE, in-flight calls
 get `grace_seconds`, then the port closes, the audit log is closed and the
@@ -25,13 +27,13 @@ from ethicrec.v1 import recommender_pb2 as pb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from audit.log import AuditLog, default_writer
-from audit.store import StoreError
+from audit.log import AuditLog
 from audit.policy import Policy
 from recsys.artifacts import Artifacts
 from recsys.device import freeze_loaded_objects, set_cpu_threads, single_threaded_blas
 from recsys.errors import ConfigError
 from recsys.pipeline import Pipeline
+from service.audit_trail import make_audit_log, open_audit_log, probe_audit_store
 from service.auth import TokenAuthInterceptor, load_tokens
 from service.config import ServiceConfig, _is_loopback
 from service.drain import DrainInterceptor
@@ -155,68 +157,6 @@ def load_app(config: ServiceConfig, *, open_log: bool = True) -> App:
     return App(config, current, audit_log, health.HealthServicer(), metrics)
 
 
-def audit_target(config: ServiceConfig, policy: Policy) -> str:
-    """The audit store: config `audit_store`, else policy `log.store`, else the SQLite file `audit_log`;
-    ConfigError when config and policy name different stores (the trail must not silently go elsewhere
-    than one of them says)."""
-    if config.audit_store is not None and policy.log.store and config.audit_store != policy.log.store:
-        raise ConfigError(f"config key audit_store ({_shown(config.audit_store)}) and policy key log.store "
-                          f"({_shown(policy.log.store)}) name different audit stores; set one of them")
-    return config.audit_store if config.audit_store is not None else (policy.log.store or str(config.audit_log))
-
-
-def _shown(target: str) -> str:
-    """A store for a message: a URL without its password."""
-    from audit.store import is_postgres
-
-    if is_postgres(target) and "@" in target:
-        scheme, rest = target.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
-    return target
-
-
-def make_audit_log(config: ServiceConfig, policy: Policy, *, lazy: bool) -> AuditLog:
-    """The server's audit log on its configured store (a SQLite file, or PostgreSQL shared by the fleet: then
-    this process's chain is `<audit_writer or host name>/<pid>-<random>` and the monitors share one window)."""
-    target = audit_target(config, policy)
-    if config.audit_store is None and policy.log.store:
-        from audit.store import check_target
-
-        check_target(target, key="policy key log.store", password_file=config.audit_store_password_file)
-    return AuditLog(target, key_file=config.audit_key_file, synchronous=policy.log.synchronous,
-                    journal=policy.log.write == "journal", lazy=lazy, journal_dir=config.audit_journal_dir,
-                    writer=default_writer(config.audit_writer), journal_max_bytes=policy.log.journal_max_mb << 20,
-                    password_file=config.audit_store_password_file, shared_windows=True)
-
-
-def probe_audit_store(config: ServiceConfig) -> None:
-    """Before the model loads: a PostgreSQL store is reached once and its schema version checked, creating
-    nothing (a SQLite file is checked when it is opened, which costs nothing). A store that cannot be used
-    stops start-up with one line naming the key, in a second rather than after the model load."""
-    from audit.policy import load_policy
-    from audit.store import is_postgres, make_store
-
-    target = audit_target(config, load_policy(config.policy))
-    if not is_postgres(target):
-        return
-    key = "audit_store" if config.audit_store is not None else "policy key log.store"
-    store = make_store(target, key=key, password_file=config.audit_store_password_file)
-    try:
-        store.probe()
-    except StoreError as exc:
-        raise ConfigError(f"{'config key ' if ' ' not in key else ''}{key}: {exc}") from None
-
-
-def open_audit_log(log: AuditLog) -> None:
-    """Open the store (migrate its schema, ship dead processes' journals); a store that cannot be used stops
-    start-up with one line naming the key."""
-    try:
-        log.open()
-    except StoreError as exc:
-        raise ConfigError(f"config key audit_store: {exc}") from None
-
-
 def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     """A configured, bound, not-yet-started server and the port it got.
 
@@ -270,16 +210,6 @@ def create_server(config: ServiceConfig, app: App) -> tuple[grpc.Server, int]:
     for name in ("", SERVICE_NAME):
         app.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
-
-
-def serve(config: ServiceConfig) -> int:
-    """Serve until SIGTERM/SIGINT: this process, or with `processes` > 1 that many child processes sharing the
-    port (service/processes.py)."""
-    if config.processes > 1:
-        from service.processes import serve_processes
-
-        return serve_processes(config)
-    return serve_one(config)
 
 
 def serve_one(config: ServiceConfig) -> int:

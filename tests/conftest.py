@@ -72,14 +72,14 @@ def artifact_root(tmp_path_factory, tiny_bert) -> Path:
 
     root = tmp_path_factory.mktemp("artifacts")
     cfg = TrainConfig(data=DATA, out=root, base_model=tiny_bert, sample_users=200, max_pairs=256, batch_size=32,
-                      lr=5e-4, harm_max_rows=6000, seed=0, als_grid="quick", ranker_grid="quick")
+                      lr=5e-4, harm_max_rows=1500, seed=0, als_grid="quick", ranker_grid="quick")
     train(cfg)
     return root
 
 
 @pytest.fixture(scope="session")
 def artifacts(artifact_root):
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
 
     return load_artifacts(artifact_root, device="cpu")
 
@@ -96,7 +96,7 @@ def audit_log(tmp_path):
 @pytest.fixture()
 def pipeline(artifacts, audit_log):
     from audit.policy import load_policy
-    from recsys.pipeline import build_pipeline
+    from recsys.compose import build_pipeline
 
     return build_pipeline(artifacts, policy=load_policy(), audit_log=audit_log)
 

@@ -10,9 +10,8 @@ from tests.conftest import DATA
 def test_real_minilm_fine_tunes_and_ranks(tmp_path):
     from audit.log import AuditLog
     from audit.policy import load_policy
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import build_pipeline, load_artifacts
     from recsys.domain import Candidate, RankRequest, UserContext
-    from recsys.pipeline import build_pipeline
     from recsys.train import TrainConfig, train
 
     vdir = train(TrainConfig(data=DATA, out=tmp_path / "art", sample_users=60, max_pairs=96, batch_size=16,

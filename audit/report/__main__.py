@@ -76,10 +76,9 @@ def _offline_run(args, policy):
     import tempfile
 
     from audit.log import AuditLog
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import build_pipeline, load_artifacts
     from recsys.data import load_dataset
     from recsys.offline import evaluate_with_pipeline
-    from recsys.pipeline import build_pipeline
 
     data = args.data or DATASETS[args.dataset]
     ds = load_dataset(data)

@@ -37,10 +37,14 @@ def __getattr__(name: str):
         from recsys.batch.job import BatchSummary
 
         return BatchSummary
-    if name in ("PipelineRecipe", "build_batch_pipeline", "run_batch"):
-        from recsys.batch import run
+    if name in ("PipelineRecipe", "build_batch_pipeline"):
+        from recsys.batch import recipe
 
-        return getattr(run, name)
+        return getattr(recipe, name)
+    if name == "run_batch":
+        from recsys.batch.run import run_batch
+
+        return run_batch
     raise AttributeError(name)
 
 

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             from recsys.batch.ray_engine import require_ray
 
             require_ray()
-        from recsys.batch.run import PipelineRecipe, run_batch
+        from recsys.batch.recipe import PipelineRecipe
+        from recsys.batch.run import run_batch
         from recsys.domain import AuditMode
 
         recipe = PipelineRecipe(artifacts=str(args.artifacts.resolve()),

@@ -40,7 +40,7 @@ from recsys.domain import AuditMode
 
 if TYPE_CHECKING:
     from recsys.batch.job import Job
-    from recsys.batch.run import PipelineRecipe
+    from recsys.batch.recipe import PipelineRecipe
 
 # Per worker process: what _init_worker built. A worker-process module global is how
 # ProcessPoolExecutor's initializer hands state to the tasks (it is never set in the driver).
@@ -78,8 +78,7 @@ def _init_worker(recipe: PipelineRecipe, cpu_share: int, driver: int) -> None:
 
 def _score(settings: tuple, identity: dict, chunk: Chunk, output: Path) -> WrittenPart:
     from recsys.batch.job import pipeline_identity, write_part
-    from recsys.batch.run import catalog_array
-    from recsys.batch.scoring import ChunkScorer
+    from recsys.batch.scoring import ChunkScorer, catalog_array
 
     known, scorer = _WORKER["scorer"]
     if known != settings:   # a new job: one job at a time, so only its scorer is kept

@@ -61,8 +61,7 @@ class RayChunkScorer:
     """Ray Data callable class: one pipeline per actor, one chunk (spool row group) per call."""
 
     def __init__(self, recipe, spec, spool: str, top_k: int | None, audit_mode: str, request_prefix: str) -> None:
-        from recsys.batch.run import catalog_array
-        from recsys.batch.scoring import ChunkScorer
+        from recsys.batch.scoring import ChunkScorer, catalog_array
         from recsys.device import freeze_loaded_objects
 
         pipeline, artifacts, self.log = recipe.build()

@@ -56,6 +56,11 @@ class UserError(Exception):
         self.row = row
 
 
+def catalog_array(catalog_index) -> pa.Array:
+    """The catalog's item ids in row order, as the Arrow array chunk columns are looked up in."""
+    return pa.array(list(catalog_index), pa.string())
+
+
 def output_schema(spec: InputSpec) -> pa.Schema:
     fields = [pa.field(c, pa.float64()) if c in spec.features else spec.schema.field(c) for c in spec.columns]
     return pa.schema(fields + [pa.field(n, t) for n, t in OUTPUT_FIELDS])

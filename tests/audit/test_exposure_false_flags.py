@@ -6,10 +6,12 @@ import math
 import numpy as np
 import pytest
 
+from audit.harm_stage import HarmStage
 from audit.policy import load_policy
 from audit.stage import AuditStage
+from recsys.compose import build_pipeline
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
-from recsys.pipeline import RankContext, build_pipeline
+from recsys.pipeline import RankContext
 
 ALPHA = load_policy().exposure.alpha
 
@@ -43,6 +45,7 @@ def _audit(stage, artifacts, rows, groups, order, top_k) -> list[str]:
     ctx = RankContext(req, request_id="r", item_ids=ids, cand_idx=np.asarray(rows, dtype=np.intp), texts=[None] * n,
                       groups=np.asarray(groups, dtype=object), interest=np.zeros(n), scores=scores,
                       order=np.asarray(order, dtype=np.intp))
+    HarmStage(stage.harm, stage.policy)(ctx)     # the harm judgements the audit stage reads, as in the pipeline
     stage(ctx)
     return [f.code for f in ctx.audit.findings]
 

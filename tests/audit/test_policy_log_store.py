@@ -8,7 +8,7 @@ import pytest
 from audit.policy import load_policy, parse_policy
 from recsys.errors import ConfigError
 from service.config import ServiceConfig
-from service.server import audit_target, make_audit_log
+from service.audit_trail import audit_target, make_audit_log
 
 ROOT = Path(__file__).resolve().parents[2]
 

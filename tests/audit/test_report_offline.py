@@ -27,10 +27,9 @@ def ml100k_artifacts(tmp_path_factory, tiny_bert):
 def offline_run(ml100k_artifacts, tmp_path_factory):
     from audit.log import AuditLog
     from audit.policy import load_policy
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import build_pipeline, load_artifacts
     from recsys.data import load_dataset
     from recsys.offline import evaluate_with_pipeline
-    from recsys.pipeline import build_pipeline
 
     art = load_artifacts(ml100k_artifacts, device="cpu")
     log = AuditLog(tmp_path_factory.mktemp("log") / "a.db", salt=b"s")
@@ -68,7 +67,7 @@ def test_history_is_only_the_past(offline_run, ml100k_artifacts):
     """The offline run ranks test users of the artifact's split, each with their train part as history and
     their holdout as the targets: every history item is older than every target (the drawn cold items' rows,
     part "cold", are in neither: their time is anyone's)."""
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
     from recsys.data import load_dataset
     from recsys.offline import split_of
 

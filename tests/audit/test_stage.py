@@ -7,9 +7,9 @@ from scipy.stats import hypergeom
 
 from audit.log import read_records
 from audit.policy import load_policy, parse_policy
+from recsys.compose import build_pipeline
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext, Verdict
 from recsys.errors import AuditFailure
-from recsys.pipeline import build_pipeline
 
 ABUSE = "you stupid bitch ass hoe, shut up"
 

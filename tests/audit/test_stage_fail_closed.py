@@ -5,9 +5,9 @@ import pytest
 
 from audit.log import read_records
 from audit.policy import parse_policy
+from recsys.compose import build_pipeline
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.errors import AuditFailure
-from recsys.pipeline import build_pipeline
 
 
 def _req(items):

@@ -3,8 +3,8 @@ import pytest
 
 from audit.policy import parse_policy
 from recsys.blend import Blend
+from recsys.compose import build_pipeline
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext, Verdict
-from recsys.pipeline import build_pipeline
 
 
 def _policy(action="ENFORCE", loss=0.5):

@@ -1,8 +1,8 @@
 """The user-group monitor inside the audit stage: a real disparity in what users receive
 (one group keeps getting harmful candidates removed) surfaces on later responses."""
 from audit.policy import parse_policy
+from recsys.compose import build_pipeline
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
-from recsys.pipeline import build_pipeline
 
 ABUSE = "you stupid bitch ass hoe, shut up"
 

@@ -6,8 +6,8 @@ import pytest
 from audit.policy import parse_policy
 from audit.rerank import fair_rerank
 from recsys.blend import Blend
+from recsys.compose import build_pipeline
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext, Verdict
-from recsys.pipeline import build_pipeline
 
 ABUSE = "you stupid bitch ass hoe, shut up"
 OUTCOMES = ("fair", "insufficient", "harm", "meets", "partial", "skipped")

@@ -111,9 +111,9 @@ def test_the_audit_stage_answers_the_policy_status_when_the_store_is_down(pg_url
     import dataclasses
 
     from audit.policy import load_policy
+    from recsys.compose import build_pipeline
     from recsys.domain import Candidate, RankRequest, UserContext
     from recsys.errors import AuditFailure
-    from recsys.pipeline import build_pipeline
 
     policy = dataclasses.replace(load_policy(), failure_status="UNAVAILABLE")
     log = AuditLog(pg_url, salt=b"s", journal=False, store_options={"checkout_timeout_s": 0.5})

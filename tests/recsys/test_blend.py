@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from recsys.blend import Blend
+from recsys.compose import build_pipeline
 from recsys.domain import Candidate, RankRequest, UserContext
-from recsys.pipeline import build_pipeline
 
 
 def test_linear_blend_normalises_per_request():

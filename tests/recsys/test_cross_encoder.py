@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.artifacts import load_artifacts, resolve_version_dir
+from recsys.artifacts import resolve_version_dir
+from recsys.compose import build_pipeline, load_artifacts
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.errors import ArtifactError
 from recsys.interest import CrossEncoder, CrossEncoderScorer, cross_blend, fine_tune_cross_encoder
 from recsys.interest_training import Pairs
-from recsys.pipeline import CrossEncoderStage, build_pipeline
+from recsys.pipeline import CrossEncoderStage
 from recsys.text import user_text
 from tests.conftest import DATA
 

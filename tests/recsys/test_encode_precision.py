@@ -55,7 +55,7 @@ def test_bf16_gives_a_text_nearly_the_same_vector_in_any_batch(tiny_bert):
 
 
 def test_load_artifacts_takes_the_precision(artifact_root):
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
 
     art = load_artifacts(artifact_root, device="cpu", encode_precision="fp32")
     assert art.store.encoder.precision == "fp32"

@@ -10,7 +10,7 @@ from tests.conftest import DATA
 
 @pytest.fixture(scope="module")
 def featured(tmp_path_factory, tiny_bert):
-    from recsys.artifacts import load_artifacts
+    from recsys.compose import load_artifacts
     from recsys.train import TrainConfig, train
 
     tmp = tmp_path_factory.mktemp("feat")
@@ -31,7 +31,7 @@ def test_declared_feature_is_in_the_artifact_and_the_ranker(featured):
 
 def test_request_features_validated_and_used(featured, audit_log, known_items):
     from audit.policy import load_policy
-    from recsys.pipeline import build_pipeline
+    from recsys.compose import build_pipeline
 
     pipe = build_pipeline(featured, policy=load_policy(), audit_log=audit_log)
     ids = known_items[:10]

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys.artifacts import load_artifacts, resolve_version_dir
+from recsys.artifacts import resolve_version_dir
+from recsys.compose import load_artifacts
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.embedding_store import ITEM_MAX_LENGTH
 from recsys.upsert_items import main
@@ -27,7 +28,7 @@ def _tree(root):
 
 def test_new_items_are_ranked_without_text(copy_artifacts, tmp_path, known_items, audit_log):
     from audit.policy import load_policy
-    from recsys.pipeline import build_pipeline
+    from recsys.compose import build_pipeline
 
     old = load_artifacts(copy_artifacts, device="cpu")
     items = tmp_path / "items.csv"

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from recsys.artifacts import load_artifacts
+from recsys.compose import check_servable, load_artifacts
 from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.embedding_store import USER_MAX_LENGTH, text_key
 from recsys.errors import ArtifactError
-from recsys.user_vectors import KEYS, VECTORS, known_user_texts
+from recsys.known_user_vectors import KEYS, VECTORS, known_user_texts
 
 
 def test_training_writes_one_vector_per_known_user_text(artifacts):
@@ -65,7 +65,7 @@ def test_cli_adds_user_vectors_to_an_artifact_without_them(copy_artifacts):
         meta.pop("user_vectors", None)
         return {}
 
-    old = derive_version(copy_artifacts, "strip", strip)
+    old = derive_version(copy_artifacts, "strip", strip, check=check_servable)
     assert load_artifacts(old, device="cpu").store.known_users is None
     assert main(["--artifacts", str(copy_artifacts), "--device", "cpu"]) == 0
     new = load_artifacts(copy_artifacts, device="cpu")

@@ -1,7 +1,7 @@
 """Vectors memory-mapped by default, read into memory for the server: the same numbers either way."""
 import numpy as np
 
-from recsys.artifacts import load_artifacts
+from recsys.compose import load_artifacts
 
 
 def _is_mapped(a: np.ndarray) -> bool:

@@ -79,7 +79,7 @@ def test_server_start_up_stops_in_one_line(artifact_root, pg_url, postgres, tmp_
     base = ["--artifacts", str(artifact_root), "--port", "0", "--device", "cpu"]
     # Unparseable: before the model loads.
     _one_line(_start(*base, "--audit-store", "postgresql://u@db:x/y"), "config key audit_store: not a valid")
-    # A schema from a newer release: found before the model loads (service/server.py probe_audit_store).
+    # A schema from a newer release: found before the model loads (service/audit_trail.py probe_audit_store).
     store = make_store(pg_url)
     store.open()
     store.close()

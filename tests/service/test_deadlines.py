@@ -29,7 +29,7 @@ def test_should_stop_is_polled_between_stages(pipeline, audit_log, known_items):
     assert list(read_records(audit_log.path)) == []
     # Never asked to stop: the same answer as without the hook.
     ctx = pipeline.run(req, should_stop=lambda: False)
-    assert {"resolve", "interest", "features", "rank", "audit", "respond"} <= set(ctx.timings)
+    assert {"resolve", "interest", "features", "rank", "harm", "audit", "respond"} <= set(ctx.timings)
     assert [i.item_id for i in ctx.response.items] == [i.item_id for i in pipeline.rank(req).items]
 
 

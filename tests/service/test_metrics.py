@@ -37,7 +37,7 @@ def test_metrics_endpoint(artifact_root, tmp_path, known_items):
     assert _get(m, "ethicrec_rpc_requests_total", method=rank, code="INVALID_ARGUMENT") == 1
     assert _get(m, "ethicrec_rpc_duration_seconds_count", method=rank, code="OK") == 2
     assert _get(m, "ethicrec_rpc_duration_seconds_sum", method=rank, code="OK") > 0
-    for stage in ("resolve", "interest", "features", "rank", "audit", "respond"):
+    for stage in ("resolve", "interest", "features", "rank", "harm", "audit", "respond"):
         assert _get(m, "ethicrec_stage_duration_seconds_count", stage=stage) == 2, stage
     assert _get(m, "ethicrec_audit_verdicts_total", verdict="FLAGGED") == 2
     assert _get(m, "ethicrec_audit_findings_total", code="HARMFUL_TEXT") == 2

@@ -150,11 +150,11 @@ def test_three_replicas_one_trail_through_a_kill_and_a_database_restart(artifact
         assert set(load.failed) <= {"UNAVAILABLE"}, load.failed   # only calls to the killed replica
         assert list(jdirs[2].glob("audit-store.journal-*")), "the killed replica left no journal"
 
-        # What a replacement replica 2 runs before it serves (service/server.py: make_audit_log, open_audit_log):
+        # What a replacement replica 2 runs before it serves (service/audit_trail.py: make_audit_log, open_audit_log):
         # the dead process's journal is shipped onto the dead writer's chain, each record once.
         from audit.policy import load_policy
         from service.config import load_config
-        from service.server import make_audit_log, open_audit_log
+        from service.audit_trail import make_audit_log, open_audit_log
 
         cfg = load_config(env={"ETHICREC_AUDIT_STORE": pg_url, "ETHICREC_AUDIT_JOURNAL_DIR": str(jdirs[2]),
                                "ETHICREC_AUDIT_WRITER": "replica-2"})
