@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from recsys.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HATECHECK = ROOT.parent / "shared" / "data" / "hatecheck" / "test_suite_cases.csv"
@@ -376,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     print(render(res))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(res, indent=2, default=_json_default))
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(res, indent=2, default=_json_default))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

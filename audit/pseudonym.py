@@ -32,6 +32,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys.atomic import write_text_atomic
 from recsys.errors import ConfigError
 
 KEY_ENV = "ETHICREC_AUDIT_KEY"
@@ -124,19 +125,8 @@ def _create_key_file(path: Path) -> None:
     """A fresh random key at `path`, 0600 in a 0700 directory, appearing whole (written to a temporary
     file and linked into place, so a concurrent starter either creates it or reads the finished one)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass   # another process created it first: use theirs
-    finally:
-        tmp.unlink(missing_ok=True)
+    # overwrite=False: if another process created it first, use theirs
+    write_text_atomic(path, secrets.token_hex(32) + "\n", mode=0o600, overwrite=False)
 
 
 def resolve_key(log_path: Path | None, key_file: Path | None = None, *, create: bool = True) -> AuditKey | None:

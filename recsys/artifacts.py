@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from recsys.als import ImplicitALS
+from recsys.atomic import publish_dir, write_text_atomic
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
 from recsys.embedding_store import EmbeddingStore
@@ -87,12 +87,10 @@ def resolve_version_dir(path: str | Path) -> Path:
 
 
 def publish(root: Path, staging: Path, version: str) -> Path:
-    """Move a finished staging dir into place, then point LATEST at it (atomic rename)."""
+    """Move a finished staging dir into place, then point LATEST at it (both durable atomic renames)."""
     final = root / version
-    os.replace(staging, final)
-    tmp = root / ".LATEST.tmp"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, root / "LATEST")
+    publish_dir(staging, final)
+    write_text_atomic(root / "LATEST", version + "\n")
     return final
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.atomic import write_text_atomic
 from recsys.errors import EthicrecError
 
 BASELINES = ("random", "popularity", "als", "bpr", "bert_base")
@@ -353,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or Path("reports") / f"evaluation-{result['dataset']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(result, indent=2))
     print(markdown(result), end="")
     print(f"wrote {out}")
     return 0

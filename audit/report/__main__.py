@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+from recsys.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = {"ml-100k": ROOT.parent / "shared" / "data" / "ml-100k", "ml-latest-small": ROOT / "data" / "ml-latest-small"}
@@ -64,12 +65,6 @@ def _display_store(target: str) -> str:
         user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
         return f"{p.scheme}://{user}{netloc[-1]}{p.path}"
     return target
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _offline_run(args, policy):
@@ -169,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     summary = render_markdown(report)
-    _write_atomic(args.out / "report.json", json.dumps(report, indent=2, allow_nan=True))
-    _write_atomic(args.out / "report.html", render_html(report))
-    _write_atomic(args.out / "summary.md", summary)
+    write_text_atomic(args.out / "report.json", json.dumps(report, indent=2, allow_nan=True))
+    write_text_atomic(args.out / "report.html", render_html(report))
+    write_text_atomic(args.out / "summary.md", summary)
     print(summary, end="")
     print(f"wrote {args.out / 'report.html'}, {args.out / 'report.json'}, {args.out / 'summary.md'}")
     return 0 if (report["passed"] or args.no_gate) else 3

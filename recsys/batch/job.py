@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recsys import atomic
 from recsys.batch.inputs import BatchInputError, Chunk, Chunker, InputSpec, Rejected, iter_chunks
 from recsys.batch.progress import DEFAULT_INTERVAL_S
 from recsys.batch.progress import progress as progress_bar
@@ -75,41 +76,23 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+# The durable-write steps are recsys.atomic's; they are bound to module names here and always called through
+# them, because tests/recsys/test_batch_kill_points.py wraps `_fsync_file` and `write_json_atomic` by name to
+# kill the job at those points.
+_fsync_dir = atomic.fsync_dir
+_fsync_file = atomic.fsync_file
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))   # compact: the C encoder, rewritten per part
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    # compact: the C encoder, rewritten per part
+    atomic.write_text_atomic(path, json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = atomic.temp_path(path)
     pq.write_table(table, tmp)
     _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic.rename_into_place(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -247,11 +230,10 @@ class _RejectsWriter:
         self.path.unlink(missing_ok=True)
 
     def install(self, dest: Path) -> None:
-        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp = atomic.temp_path(dest)
         shutil.copyfile(self.path, tmp)
         _fsync_file(tmp)
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        atomic.rename_into_place(tmp, dest)
         self.path.unlink(missing_ok=True)
 
 
@@ -324,8 +306,7 @@ class Job:
         if isinstance(scored, WrittenPart):
             if scored.tmp != part_tmp_path(self.output, chunk_meta["part"]):
                 raise RuntimeError(f"part {chunk_meta['part']} was written to {scored.tmp}, not this job's output")
-            os.replace(scored.tmp, self.output / name)
-            _fsync_dir(self.output)
+            atomic.rename_into_place(scored.tmp, self.output / name)   # fsynced by the worker (write_part)
             rows, removed, verdicts = scored.rows, scored.removed, scored.verdicts
         else:
             write_parquet_atomic(scored, self.output / name)
@@ -350,11 +331,8 @@ class Job:
         self.manifest["complete"] = True
         self.manifest["updated_at"] = time.time()
         write_json_atomic(self.output / MANIFEST, self.manifest)
-        tmp = self.output / f".{SUCCESS}.tmp"
-        tmp.write_text(json.dumps({"job_id": self.manifest["job_id"], "parts": len(self.manifest["parts"])}) + "\n")
-        _fsync_file(tmp)
-        os.replace(tmp, self.output / SUCCESS)
-        _fsync_dir(self.output)
+        atomic.write_text_atomic(self.output / SUCCESS, json.dumps(
+            {"job_id": self.manifest["job_id"], "parts": len(self.manifest["parts"])}) + "\n")
 
     def remaining(self) -> tuple[int, int]:
         """(first uncommitted chunk index, the input row it starts at)."""

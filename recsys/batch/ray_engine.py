@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recsys.atomic import publish_file, temp_path
 from recsys.batch.inputs import BatchInputError, Chunk
 from recsys.domain import AuditMode
 
@@ -86,7 +87,7 @@ def write_spool(job: Job, path: Path) -> list[tuple[dict, int]]:
     from recsys.batch.job import chunk_meta
 
     schema = pa.schema(list(job.spec.schema) + [pa.field("_row", pa.int64())])
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     out: list[tuple[dict, int]] = []
     rg = 0
     with pq.ParquetWriter(tmp, schema) as w:
@@ -100,7 +101,7 @@ def write_spool(job: Job, path: Path) -> list[tuple[dict, int]]:
             w.write_table(t, row_group_size=max(1, t.num_rows))
             out.append((meta, rg))
             rg += 1
-    os.replace(tmp, path)
+    publish_file(tmp, path)
     return out
 
 
