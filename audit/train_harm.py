@@ -16,7 +16,6 @@ stderr, exit 2, nothing published.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -25,16 +24,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from recsys.digest import sha256_file
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
 
 
 def _log(msg: str) -> None:
     print(f"[train_harm {datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, base_model: Path | None = None,
@@ -57,7 +54,7 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, base_model: Path |
     model = fit_harm_model(data, encoder_path=base_model or base_model_path(), benign=benign_sets_of(catalog),
                            profile=profile, backbone=backbone, max_rows=max_rows, epochs=epochs, lr=lr, seed=seed,
                            device=device, log=log)
-    model.metrics["data_sha256"] = file_sha256(data)
+    model.metrics["data_sha256"] = sha256_file(data)
 
     def change(staging: Path, meta: dict) -> dict:
         cat = Catalog.load(staging / "catalog.parquet")

@@ -32,7 +32,6 @@ safetensors, LightGBM's text format and JSON.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from recsys.als import ImplicitALS
 from recsys.atomic import publish_dir, write_text_atomic
 from recsys.catalog import Catalog
 from recsys.cooccurrence import CoOccurrence
+from recsys.digest import sha256_file
 from recsys.embedding_store import EmbeddingStore
 from recsys.encoder import TextEncoder
 from recsys.errors import ArtifactError
@@ -55,14 +55,6 @@ from recsys.known_user_vectors import load_user_vectors
 REQUIRED = ("metadata.json", "interest", "item_vectors.npy", "catalog.parquet", "users.json", "cooccurrence.npz",
             "als.npz", "ranker.txt", "harm")
 OPTIONAL = ("cross_encoder", "harm_bert", "user_vectors.npy", "user_vectors.keys.json")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_hashes(version_dir: Path) -> dict[str, str]:

@@ -20,13 +20,14 @@ reload (SIGHUP / `App.reload()`). Bad input: one line naming the row, exit 2, no
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from recsys.digest import sha256_file
 
 COLUMNS = ("item_id", "title", "genres", "text", "year")
 MAX_ID_CHARS = 256
@@ -211,7 +212,7 @@ def upsert_items(artifacts_dir: Path, input_path: Path, *, device: str = "auto",
     rows = read_items(input_path)             # every input problem before anything is loaded or written
     vdir = base_version_dir(artifacts_dir)
     art = load_artifacts(vdir, device=device, encode_precision=encode_precision)
-    digest = hashlib.sha256(input_path.read_bytes()).hexdigest()
+    digest = sha256_file(input_path)
 
     def change(staging: Path, meta: dict) -> dict:
         details = apply_upsert(staging, art, rows)

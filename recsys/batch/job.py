@@ -48,6 +48,7 @@ from recsys.batch.inputs import BatchInputError, Chunk, Chunker, InputSpec, Reje
 from recsys.batch.progress import DEFAULT_INTERVAL_S
 from recsys.batch.progress import progress as progress_bar
 from recsys.batch.scoring import UserError, build_requests, chunk_columns, plainly_valid
+from recsys.digest import sha256_file
 from recsys.domain import AuditMode
 
 FORMAT = "ethicrec-batch/1"
@@ -133,11 +134,7 @@ def part_counts(table: pa.Table, starts: list[int]) -> tuple[int, dict[str, int]
 
 def fingerprint(path: Path) -> dict:
     st = path.stat()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
 
 
 def _canonical(obj):

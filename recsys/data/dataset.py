@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys.digest import update_from_file
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -40,7 +42,5 @@ def hash_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
         h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        update_from_file(h, p)
     return h.hexdigest()
