@@ -20,6 +20,8 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 
+from audit.harm_threshold import choose_threshold
+
 CLASSES = ("hate", "offensive", "neither")
 HARM_CATEGORIES = CLASSES[:2]
 _MENTION = re.compile(r"(?<!\w)@\w+[:]?")   # "@user", not the "@" of "f@ggot"
@@ -152,15 +154,10 @@ def train_harm_classifier(data: pd.DataFrame, *, benign_texts: list[str] | None 
     p_va = clf.predict_proba(list(va["text"]))
     harm_va = 1.0 - p_va[:, 2]
     y_va = (va["label"].to_numpy() != 2).astype(int)
-    grid = np.linspace(0.05, 0.99, 95)
-    f1s = [f1_score(y_va, (harm_va >= t).astype(int)) for t in grid]
-    threshold = float(grid[int(np.argmax(f1s))])
-    benign_rate = None
-    if benign_texts:
-        benign = clf.score(list(benign_texts))[0]
-        q = float(np.quantile(benign, 1 - max_benign_flag_rate))
-        threshold = max(threshold, min(0.999, q + 1e-6))
-        benign_rate = float((benign >= threshold).mean())
+    benign = clf.score(list(benign_texts))[0] if benign_texts else np.zeros(0)
+    threshold = choose_threshold(np.linspace(0.05, 0.99, 95), lambda t: f1_score(y_va, (harm_va >= t).astype(int)),
+                                 {"benign_texts": (benign, max_benign_flag_rate)}).threshold
+    benign_rate = float((benign >= threshold).mean()) if benign_texts else None
     pred = (harm_va >= threshold).astype(int)
     clf.threshold = threshold
     clf.metrics = {

@@ -117,19 +117,13 @@ def choose_threshold(p_harm: np.ndarray, y_harm: np.ndarray, benign: dict[str, n
     `max_benign_flag_rate` of each benign set's scores reach it. Returns (threshold, details)."""
     from sklearn.metrics import f1_score
 
+    from audit.harm_threshold import choose_threshold as choose
+
     grid = np.round(np.linspace(0.05, 0.99, 95), 4)
-    f1s = np.array([f1_score(y_harm, (p_harm >= t).astype(int), zero_division=0) for t in grid])
-    best = float(grid[int(np.argmax(f1s))])
-    threshold = best
-    raised_by = None
-    for name, scores in (benign or {}).items():
-        if len(scores) == 0:
-            continue
-        q = float(np.quantile(scores, 1 - max_benign_flag_rate, method="higher"))
-        need = min(0.9999, q + 1e-6)
-        if need > threshold:
-            threshold, raised_by = need, name
-    details = {"f1_best_threshold": best, "val_f1_at_best": float(f1s.max()), "raised_by": raised_by,
+    threshold, best, f1_best, raised_by = choose(
+        grid, lambda t: f1_score(y_harm, (p_harm >= t).astype(int), zero_division=0),
+        {k: (v, max_benign_flag_rate) for k, v in (benign or {}).items()})
+    details = {"f1_best_threshold": best, "val_f1_at_best": f1_best, "raised_by": raised_by,
                "max_benign_flag_rate": max_benign_flag_rate,
                "val_f1_at_threshold": float(f1_score(y_harm, (p_harm >= threshold).astype(int), zero_division=0)),
                "benign_flag_rate": {k: float((v >= threshold).mean()) for k, v in (benign or {}).items()}}

@@ -30,6 +30,7 @@ import pandas as pd
 
 from audit.harm_model import FINE_CLASSES, HATEFUL_IDX, LESSER_IDX, HarmModel, fit_platt, platt, softmax
 from audit.harm_suite import Suite, load_suite
+from audit.harm_threshold import choose_threshold
 
 #: Train templates whose index (within their functionality) is 3 mod 4 are validation templates.
 VAL_TEMPLATE_EVERY = 4
@@ -90,19 +91,13 @@ def choose_thresholds(p_val: list[tuple[np.ndarray, np.ndarray]], benign: dict[s
                       ) -> tuple[float, dict]:
     """Threshold on calibrated P(hateful): best mean macro-F1 over the validation sources, then raised until
     every benign set and the identity sentences are within their caps."""
-    grid = np.round(np.arange(0.02, 0.995, 0.01), 4)
-    f1 = np.array([np.mean([_macro_f1(y, p >= t) for p, y in p_val]) for t in grid])
-    best = float(grid[int(np.argmax(f1))])
-    threshold, raised_by = best, None
     caps = {k: (v, max_benign_flag_rate) for k, v in benign.items() if len(v)}
     if len(identity):
         caps["validation_identity_sentences"] = (identity, max_identity_fpr)
-    for name, (scores, cap) in caps.items():
-        q = float(np.quantile(scores, 1 - cap, method="higher"))
-        if q + 1e-6 > threshold:
-            threshold, raised_by = min(0.9999, q + 1e-6), name
+    threshold, best, f1_best, raised_by = choose_threshold(
+        np.round(np.arange(0.02, 0.995, 0.01), 4), lambda t: np.mean([_macro_f1(y, p >= t) for p, y in p_val]), caps)
     at = float(np.mean([_macro_f1(y, p >= threshold) for p, y in p_val]))
-    return threshold, {"f1_best_threshold": best, "val_mean_macro_f1_at_best": float(f1.max()),
+    return threshold, {"f1_best_threshold": best, "val_mean_macro_f1_at_best": f1_best,
                        "val_mean_macro_f1_at_threshold": at, "raised_by": raised_by,
                        "flag_rate": {k: float((v >= threshold).mean()) for k, (v, _) in caps.items()}}
 
@@ -113,16 +108,10 @@ def choose_lesser_threshold(p_lesser: np.ndarray, y_lesser: np.ndarray, benign: 
     each benign set would carry a lesser flag."""
     from sklearn.metrics import f1_score
 
-    grid = np.round(np.arange(0.05, 0.995, 0.01), 4)
-    f1 = np.array([f1_score(y_lesser, p_lesser >= t, zero_division=0) for t in grid])
-    threshold = best = float(grid[int(np.argmax(f1))])
-    raised_by = None
-    for name, scores in benign.items():
-        if len(scores):
-            q = float(np.quantile(scores, 1 - max_rate, method="higher"))
-            if q + 1e-6 > threshold:
-                threshold, raised_by = min(0.9999, q + 1e-6), name
-    return threshold, {"f1_best_threshold": best, "val_f1_at_best": float(f1.max()), "raised_by": raised_by,
+    threshold, best, f1_best, raised_by = choose_threshold(
+        np.round(np.arange(0.05, 0.995, 0.01), 4), lambda t: f1_score(y_lesser, p_lesser >= t, zero_division=0),
+        {k: (v, max_rate) for k, v in benign.items()})
+    return threshold, {"f1_best_threshold": best, "val_f1_at_best": f1_best, "raised_by": raised_by,
                        "val_f1_at_threshold": float(f1_score(y_lesser, p_lesser >= threshold, zero_division=0))}
 
 
