@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.atomic import write_text_atomic
+from recsys.cli import cli_main, fail, first_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HATECHECK = ROOT.parent / "shared" / "data" / "hatecheck" / "test_suite_cases.csv"
@@ -320,6 +321,14 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from audit.harm_suite import SuiteError
+    from recsys.errors import ArtifactError
+
+    return (ArtifactError, SuiteError, ValueError, KeyError, OSError)
+
+
+@cli_main(errors=_known_errors, message=first_line)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audit.evaluate_harm", description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, required=True, help="artifact root (LATEST) or one version directory")
@@ -333,48 +342,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profanity-check", action="store_true", help="skip the alt-profanity-check rows")
     ap.add_argument("--no-ngram", action="store_true", help="skip retraining the n-gram baseline")
     args = ap.parse_args(argv)
-    from audit.harm_suite import SuiteError
     from recsys.artifacts import file_hashes, resolve_version_dir
-    from recsys.errors import ArtifactError
 
-    def fail(msg: str) -> int:
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-
-    try:
-        vdir = resolve_version_dir(args.artifacts)
-    except ArtifactError as exc:
-        return fail(str(exc))
+    vdir = resolve_version_dir(args.artifacts)
     try:
         meta = json.loads((vdir / "metadata.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        return fail(f"{vdir / 'metadata.json'} is unreadable: {exc}")
+        fail(f"{vdir / 'metadata.json'} is unreadable: {exc}")
     actual = file_hashes(vdir)
     for name, digest in meta.get("files", {}).items():
         if name.split("/", 1)[0] in ("harm", "harm_bert") and actual.get(name) != digest:
-            return fail(f"artifact file {vdir / name} does not match the sha256 in metadata.json")
+            fail(f"artifact file {vdir / name} does not match the sha256 in metadata.json")
     if not args.data.is_file():
-        return fail(f"--data {args.data} not found")
+        fail(f"--data {args.data} not found")
     if not args.hatecheck.is_file():
-        return fail(f"--hatecheck {args.hatecheck} not found")
+        fail(f"--hatecheck {args.hatecheck} not found")
     for f in ("movies.csv", "tags.csv"):
         if not (args.movielens / f).is_file():
-            return fail(f"--movielens {args.movielens} has no {f}")
+            fail(f"--movielens {args.movielens} has no {f}")
     ml100k = args.ml100k if str(args.ml100k) not in ("", ".") else None
     if ml100k is not None and not ml100k.is_file():
-        return fail(f"--ml100k {ml100k} not found (pass --ml100k '' to skip it)")
+        fail(f"--ml100k {ml100k} not found (pass --ml100k '' to skip it)")
     if args.suite is not None and not args.suite.is_dir():
-        return fail(f"--suite {args.suite} is not a directory")
+        fail(f"--suite {args.suite} is not a directory")
     if args.out.exists() and args.out.is_dir():
-        return fail(f"--out {args.out} is a directory; give a file path")
+        fail(f"--out {args.out} is a directory; give a file path")
     try:
         res = evaluate(vdir, data=args.data, movielens=args.movielens, hatecheck=args.hatecheck, ml100k=ml100k,
                        suite_dir=args.suite, profanity=not args.no_profanity_check, ngram=not args.no_ngram,
                        log=lambda m: print(f"[evaluate_harm] {m}", file=sys.stderr, flush=True))
     except ImportError as exc:
-        return fail(f"{exc}: install the dev extra (pip install -e '.[dev]') or pass --no-profanity-check")
-    except (SuiteError, ValueError, KeyError, OSError) as exc:
-        return fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        fail(f"{exc}: install the dev extra (pip install -e '.[dev]') or pass --no-profanity-check")
     print(render(res))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(res, indent=2, default=_json_default))

@@ -30,6 +30,7 @@ from audit.store import StoreError, is_postgres, make_store
 from audit.store.sqlite import key_ids_sqlite
 from audit.pseudonym import (KEY_ENV, KEY_FILE_ENV, LEGACY_SALT_ENV, AuditKey, check_key_file, key_id_of,
                              legacy_pseudonym, read_key_file, resolve_key)
+from recsys.cli import cli_main, fail
 from recsys.errors import ConfigError
 
 
@@ -97,6 +98,7 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@cli_main(errors=(ConfigError, ValueError, OSError, StoreError))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audit.lookup", description=__doc__.split("\n\n")[0])
     where = ap.add_mutually_exclusive_group(required=True)
@@ -118,18 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         if is_postgres(args.store):
             source = args.store
         elif "://" in args.store:
-            print(f"error: --store {args.store.split('://', 1)[0]}:// is not a known store (a SQLite file or "
-                  "postgresql://USER@HOST:PORT/DBNAME)", file=sys.stderr)
-            return 2
+            fail(f"--store {args.store.split('://', 1)[0]}:// is not a known store (a SQLite file or "
+                 "postgresql://USER@HOST:PORT/DBNAME)")
         else:
             source = args.log = Path(args.store)
-    try:
-        keys = _keys(args)
-        salts = _legacy_salts(args)
-        records, summary = lookup(source, args.user, keys, salts, args.since, args.until)
-    except (ConfigError, ValueError, OSError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    keys = _keys(args)
+    salts = _legacy_salts(args)
+    records, summary = lookup(source, args.user, keys, salts, args.since, args.until)
     if args.json:
         print(json.dumps({"user": args.user, "summary": summary, "records": [
             {"audit_id": r.audit_id, "ts": r.ts, "request_id": r.request_id, "model_version": r.model_version,

@@ -24,6 +24,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from recsys.cli import cli_main, fail, first_line
 from recsys.digest import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,14 @@ def train_harm(artifacts: Path, *, data: Path = DEFAULT_DATA, base_model: Path |
     return final
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from audit.harm_suite import SuiteError
+    from recsys.errors import ArtifactError
+
+    return (ArtifactError, SuiteError, ValueError, KeyError, OSError)
+
+
+@cli_main(errors=_known_errors, message=first_line)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audit.train_harm", description=__doc__.splitlines()[0])
     ap.add_argument("--out", "--artifacts", dest="out", type=Path, required=True,
@@ -93,34 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     args = ap.parse_args(argv)
-    from audit.harm_suite import SuiteError
     from recsys.device import set_cpu_threads
-    from recsys.errors import ArtifactError
-
-    def fail(msg: str) -> int:
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
 
     if not args.data.is_file():
-        return fail(f"--data {args.data} not found")
+        fail(f"--data {args.data} not found")
     if args.base_model is not None and not (args.base_model / "config.json").is_file():
-        return fail(f"--base-model {args.base_model} has no config.json")
+        fail(f"--base-model {args.base_model} has no config.json")
     if args.epochs < 1 or (args.max_rows is not None and args.max_rows < 0):
-        return fail("--epochs must be >= 1 and --max-rows >= 0")
+        fail("--epochs must be >= 1 and --max-rows >= 0")
     set_cpu_threads(args.threads)
     max_rows = "profile" if args.max_rows is None else (args.max_rows or None)
-    try:
-        train_harm(args.out, data=args.data, base_model=args.base_model,
-                   profile="quick" if args.quick else args.profile, backbone=args.backbone, max_rows=max_rows,
-                   epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device)
-    except (ArtifactError, SuiteError, ValueError, KeyError, OSError) as exc:
-        return fail(_one_line(exc))
+    train_harm(args.out, data=args.data, base_model=args.base_model,
+               profile="quick" if args.quick else args.profile, backbone=args.backbone, max_rows=max_rows,
+               epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device)
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from pathlib import Path
 from audit.log import COLUMNS, GENESIS, JOURNAL_SUFFIX, record_digest
 from audit.record import DECISION
 from audit.store import is_postgres, make_store
+from recsys.cli import cli_main, fail
 from recsys.errors import ConfigError
 
 
@@ -313,7 +314,15 @@ def _check_head(head: str | None) -> str | None:
     return head
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from audit.store import StoreError
+
+    return (ValueError, ConfigError, StoreError)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0: the chain verifies; 1: it does not (tampered, broken or missing head); 2: bad input."""
     ap = argparse.ArgumentParser(prog="python -m audit.verify", description=__doc__.split("\n\n")[0])
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--log", type=Path, help="the audit log (SQLite file)")
@@ -324,19 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                          "still be in the chain")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = ap.parse_args(argv)
-    try:
-        head = _check_head(args.expect_head)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    head = _check_head(args.expect_head)
     if args.store is not None and is_postgres(args.store):
-        from audit.store import StoreError
-
-        try:
-            sres = verify_store(args.store, expect_head=head, password_file=args.password_file)
-        except (ValueError, ConfigError, StoreError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        sres = verify_store(args.store, expect_head=head, password_file=args.password_file)
         if args.json:
             print(json.dumps({"ok": sres.ok, **asdict(sres)}))
         else:
@@ -344,19 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if sres.ok else 1
     if args.store is not None:
         if "://" in args.store:
-            print(f"error: --store {args.store.split('://', 1)[0]}:// is not a known store (a SQLite file or "
-                  "postgresql://USER@HOST:PORT/DBNAME)", file=sys.stderr)
-            return 2
+            fail(f"--store {args.store.split('://', 1)[0]}:// is not a known store (a SQLite file or "
+                 "postgresql://USER@HOST:PORT/DBNAME)")
         args.log = Path(args.store)
     return _main_sqlite(args, head)
 
 
 def _main_sqlite(args, head: str | None) -> int:
-    try:
-        res = verify_log(args.log, expect_head=head)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    res = verify_log(args.log, expect_head=head)
     journals = sorted(args.log.parent.glob(args.log.name + JOURNAL_SUFFIX + "*"))
     if args.json:
         print(json.dumps({"ok": res.ok, **asdict(res), "journal_files": [str(j) for j in journals]}))

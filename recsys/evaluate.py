@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.atomic import write_text_atomic
+from recsys.cli import cli_main, fail
 from recsys.errors import EthicrecError
 
 BASELINES = ("random", "popularity", "als", "bpr", "bert_base")
@@ -318,6 +319,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from recsys.data.movielens import DatasetError
+
+    return (EthicrecError, DatasetError)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(prog="python -m recsys.evaluate", description=__doc__.splitlines()[0])
@@ -334,24 +342,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="the ALS / BPR baselines' grids (full: wider than ours; quick: for tests only)")
     args = ap.parse_args(argv)
     if args.n_boot < 100:
-        print(f"error: --n-boot must be at least 100; got {args.n_boot}", file=sys.stderr)
-        return 2
+        fail(f"--n-boot must be at least 100; got {args.n_boot}")
     if args.min_slice_users < 1:
-        print(f"error: --min-slice-users must be at least 1; got {args.min_slice_users}", file=sys.stderr)
-        return 2
+        fail(f"--min-slice-users must be at least 1; got {args.min_slice_users}")
     try:
         import implicit  # noqa: F401
     except ImportError:
-        print("error: the ALS and BPR baselines need the implicit package: pip install -e .", file=sys.stderr)
-        return 2
-    from recsys.data.movielens import DatasetError
-
-    try:
-        result = evaluate(args.data, args.artifacts, device=args.device, encode_precision=args.encode_precision,
-                          n_boot=args.n_boot, min_slice_users=args.min_slice_users, baseline_grid=args.baseline_grid)
-    except (EthicrecError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        fail("the ALS and BPR baselines need the implicit package: pip install -e .")
+    result = evaluate(args.data, args.artifacts, device=args.device, encode_precision=args.encode_precision,
+                      n_boot=args.n_boot, min_slice_users=args.min_slice_users, baseline_grid=args.baseline_grid)
     out = args.out or Path("reports") / f"evaluation-{result['dataset']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(result, indent=2))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.catalog import Catalog
+from recsys.cli import cli_main, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HARM_DATA = ROOT / "data" / "hate-speech-davidson" / "labeled_data.csv"
@@ -331,26 +332,25 @@ def config_from_argv(argv: list[str] | None = None) -> tuple[TrainConfig, argpar
     return (TrainConfig.quick(**kw) if args.quick else TrainConfig(**kw)), args
 
 
-def main(argv: list[str] | None = None) -> int:
+def _known_errors() -> tuple[type[BaseException], ...]:
     from recsys.data.movielens import DatasetError
+
+    return (DatasetError, ValueError)
+
+
+@cli_main(errors=_known_errors)
+def main(argv: list[str] | None = None) -> int:
     from recsys.device import set_cpu_threads
 
     cfg, args = config_from_argv(argv)
     set_cpu_threads(args.threads)
     if not cfg.harm_data.is_file():
-        print(f"error: harm training data not found: {cfg.harm_data}", file=sys.stderr)
-        return 2
+        fail(f"harm training data not found: {cfg.harm_data}")
     if cfg.item_features is not None and not cfg.item_features.is_file():
-        print(f"error: --item-features file not found: {cfg.item_features}", file=sys.stderr)
-        return 2
+        fail(f"--item-features file not found: {cfg.item_features}")
     if cfg.base_model is not None and not (cfg.base_model / "config.json").is_file():
-        print(f"error: --base-model {cfg.base_model} has no config.json", file=sys.stderr)
-        return 2
-    try:
-        train(cfg)
-    except (DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        fail(f"--base-model {cfg.base_model} has no config.json")
+    train(cfg)
     return 0
 
 

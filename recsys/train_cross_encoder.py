@@ -21,6 +21,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from recsys.cli import cli_main, fail
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -89,6 +91,14 @@ def train_cross_encoder(data: Path, artifacts: Path, *, base_model: Path | None 
     return final
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from recsys.data.movielens import DatasetError
+    from recsys.errors import ArtifactError
+
+    return (ArtifactError, DatasetError, ValueError)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m recsys.train_cross_encoder", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "ml-latest-small",
@@ -106,22 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     args = ap.parse_args(argv)
-    from recsys.data.movielens import DatasetError
     from recsys.device import set_cpu_threads
-    from recsys.errors import ArtifactError
 
     if args.base_model is not None and not (args.base_model / "config.json").is_file():
-        print(f"error: --base-model {args.base_model} has no config.json", file=sys.stderr)
-        return 2
+        fail(f"--base-model {args.base_model} has no config.json")
     set_cpu_threads(args.threads)
     max_pairs = args.max_pairs if args.max_pairs is not None else (256 if args.quick else 20_000)
-    try:
-        train_cross_encoder(args.data, args.artifacts, base_model=args.base_model, max_pairs=max_pairs,
-                            negatives_per_positive=args.negatives, epochs=args.epochs, batch_size=args.batch_size,
-                            lr=args.lr, seed=args.seed, device=args.device, max_steps=args.max_steps)
-    except (ArtifactError, DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    train_cross_encoder(args.data, args.artifacts, base_model=args.base_model, max_pairs=max_pairs,
+                        negatives_per_positive=args.negatives, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, seed=args.seed, device=args.device, max_steps=args.max_steps)
     return 0
 
 

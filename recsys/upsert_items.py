@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.cli import cli_main
 from recsys.digest import sha256_file
 
 COLUMNS = ("item_id", "title", "genres", "text", "year")
@@ -223,6 +224,13 @@ def upsert_items(artifacts_dir: Path, input_path: Path, *, device: str = "auto",
     return derive_version(vdir, "upsert_items", change, check=check_servable)
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from recsys.errors import ArtifactError
+
+    return (InputError, ArtifactError)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m recsys.upsert_items", description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, required=True, help="artifact root (LATEST) or the latest version dir")
@@ -231,13 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encode-precision", dest="encode_precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="text encoding precision (auto: bf16 on CUDA and on CPUs with native bf16)")
     args = ap.parse_args(argv)
-    from recsys.errors import ArtifactError
-
-    try:
-        final = upsert_items(args.artifacts, args.input, device=args.device, encode_precision=args.encode_precision)
-    except (InputError, ArtifactError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    final = upsert_items(args.artifacts, args.input, device=args.device, encode_precision=args.encode_precision)
     print(f"published {final}")
     return 0
 

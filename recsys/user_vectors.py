@@ -11,7 +11,16 @@ import os
 import sys
 from pathlib import Path
 
+from recsys.cli import cli_main
 
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from recsys.errors import ArtifactError
+
+    return (ArtifactError,)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m recsys.user_vectors",
                                  description="Derive a new artifact version holding the known users' vectors.")
@@ -23,20 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from recsys.artifact_update import base_version_dir, derive_version
     from recsys.compose import check_servable, load_artifacts
-    from recsys.errors import ArtifactError
     from recsys.known_user_vectors import write_user_vectors
 
-    try:
-        art = load_artifacts(base_version_dir(args.artifacts), device=args.device,
-                             encode_precision=args.encode_precision)
-        out = derive_version(args.artifacts, "user_vectors",
-                             lambda staging, meta: {**write_user_vectors(staging, art.store.encoder, art.catalog,
-                                                                         art.users, progress=True),
-                                                    "encode_precision": art.store.encoder.precision},
-                             check=lambda staging: check_servable(staging, device=args.device))
-    except ArtifactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    art = load_artifacts(base_version_dir(args.artifacts), device=args.device, encode_precision=args.encode_precision)
+    out = derive_version(args.artifacts, "user_vectors",
+                         lambda staging, meta: {**write_user_vectors(staging, art.store.encoder, art.catalog,
+                                                                     art.users, progress=True),
+                                                "encode_precision": art.store.encoder.precision},
+                         check=lambda staging: check_servable(staging, device=args.device))
     print(f"published {out}")
     return 0
 

@@ -5,8 +5,18 @@ import argparse
 import os
 import sys
 
+from recsys.cli import cli_main
 
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from recsys.errors import EthicrecError
+
+    return (EthicrecError, OSError)
+
+
+@cli_main(errors=_known_errors, code=1, prefix="ethicrec: ", message=lambda exc: f"cannot start: {exc}")
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 after a clean drain; 1 when the server cannot start (one line on stderr)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(prog="python -m service", description="Serve ethicrec over gRPC.")
     ap.add_argument("--config", help="TOML config file (see README: Configuration)")
@@ -31,20 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace-seconds", dest="grace_seconds", type=float, help="drain time on SIGTERM/SIGINT")
     ap.add_argument("--processes", type=int, help="server processes sharing the port (default 1)")
     args = ap.parse_args(argv)
-    from recsys.errors import EthicrecError
     from service.config import load_config
     from service.logging_json import configure_logging
     from service.processes import serve
 
-    try:
-        config = load_config(args.config, overrides={k: getattr(args, k) for k in (
-            "host", "port", "artifacts", "policy", "audit_log", "audit_store", "audit_key_file", "reflection", "device",
-            "encode_precision", "metrics_port", "metrics_host", "log_format", "grace_seconds", "processes")})
-        configure_logging(config.log_format, config.log_level, background=True)
-        return serve(config)
-    except (EthicrecError, OSError) as exc:
-        print(f"ethicrec: cannot start: {exc}", file=sys.stderr)
-        return 1
+    config = load_config(args.config, overrides={k: getattr(args, k) for k in (
+        "host", "port", "artifacts", "policy", "audit_log", "audit_store", "audit_key_file", "reflection", "device",
+        "encode_precision", "metrics_port", "metrics_host", "log_format", "grace_seconds", "processes")})
+    configure_logging(config.log_format, config.log_level, background=True)
+    return serve(config)
 
 
 if __name__ == "__main__":

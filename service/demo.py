@@ -22,6 +22,8 @@ from ethicrec.v1 import recommender_pb2 as pb
 from ethicrec.v1 import recommender_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys.cli import cli_main
+
 HARMFUL_TEXT = "you stupid bitch, go back where you came from"  # abusive demo text, Davidson-style
 
 
@@ -89,6 +91,7 @@ def show(resp: pb.RankResponse, titles: dict[str, str], seconds: float) -> None:
         print(f"  finding {f.code} [{f.metric}={f.value:.3f}, threshold {f.threshold:.3f}, {f.group}] {f.message}")
 
 
+@cli_main(errors=(RuntimeError, grpc.RpcError), code=1, prefix="demo failed: ")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m service.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -114,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nserving on {target}; audit log var/audit.db; Ctrl-C stops", flush=True)
             proc.wait()
     except KeyboardInterrupt:
-        pass
-    except (RuntimeError, grpc.RpcError) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
+        pass   # Ctrl-C ends --keep-serving: a normal end
     finally:
         stop_process(proc)
     return 0

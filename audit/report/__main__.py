@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recsys.atomic import write_text_atomic
+from recsys.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = {"ml-100k": ROOT.parent / "shared" / "data" / "ml-100k", "ml-latest-small": ROOT / "data" / "ml-latest-small"}
@@ -90,7 +91,17 @@ def _offline_run(args, policy):
     return run
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from audit.report.build import ReportError
+    from recsys.errors import EthicrecError
+
+    return (ReportError, EthicrecError)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0: report written and the gate passed (or --no-gate); 3: written, a gated metric failed; 2: bad
+    input (nothing written)."""
     ap = argparse.ArgumentParser(prog="python -m audit.report", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--log", type=Path, help="SQLite audit log")
@@ -120,48 +131,45 @@ def main(argv: list[str] | None = None) -> int:
     from audit.report.render import render_html, render_markdown
     from recsys.errors import EthicrecError
 
-    try:
-        if args.log is not None and args.store is not None:
-            raise ReportError("give --log or --store, not both")
-        if args.store is not None:
-            from audit.store import check_target
-
-            try:
-                check_target(args.store, key="--store")
-            except EthicrecError as exc:
-                raise ReportError(str(exc).replace("config key --store", "--store")) from None
-        source = args.store if args.store is not None else args.log
-        if source is None and args.dataset is None and not args.evaluation:
-            raise ReportError("give --log FILE (or --store), --dataset NAME, --evaluation FILE, or a combination")
-        if args.windows < 1:
-            raise ReportError(f"--windows must be >= 1, got {args.windows}")
-        policy = load_policy(args.policy)
-        references = _references(args.reference)
-        records = None
-        if source is not None:
-            from audit.store import StoreError
-
-            since, until = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
-            try:
-                records = list(read_records(source, since, until))
-            except (FileNotFoundError, ValueError, StoreError) as exc:
-                raise ReportError(str(exc)) from None
-        from audit.report.evaluation_section import evaluation_section, load_evaluation
+    # ReportError / EthicrecError: bad input, one line, exit 2, nothing written (cli_main)
+    if args.log is not None and args.store is not None:
+        raise ReportError("give --log or --store, not both")
+    if args.store is not None:
+        from audit.store import check_target
 
         try:
-            evaluations = [evaluation_section(load_evaluation(p), str(p)) for p in args.evaluation]
-        except ValueError as exc:
+            check_target(args.store, key="--store")
+        except EthicrecError as exc:
+            raise ReportError(str(exc).replace("config key --store", "--store")) from None
+    source = args.store if args.store is not None else args.log
+    if source is None and args.dataset is None and not args.evaluation:
+        raise ReportError("give --log FILE (or --store), --dataset NAME, --evaluation FILE, or a combination")
+    if args.windows < 1:
+        raise ReportError(f"--windows must be >= 1, got {args.windows}")
+    policy = load_policy(args.policy)
+    references = _references(args.reference)
+    records = None
+    if source is not None:
+        from audit.store import StoreError
+
+        since, until = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
+        try:
+            records = list(read_records(source, since, until))
+        except (FileNotFoundError, ValueError, StoreError) as exc:
             raise ReportError(str(exc)) from None
-        run = _offline_run(args, policy) if args.dataset else None
-        inputs = {"log": str(args.log) if args.log else None,
-                  "store": _display_store(args.store) if args.store else None, "since": args.since, "until": args.until,
-                  "dataset": args.dataset, "artifacts": str(args.artifacts) if args.dataset else None,
-                  "evaluation": [str(p) for p in args.evaluation]}
-        report = build_report(records=records, offline_run=run, policy=policy, references=references,
-                              windows=args.windows, n_boot=args.n_boot, inputs=inputs, evaluations=evaluations)
-    except (ReportError, EthicrecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from audit.report.evaluation_section import evaluation_section, load_evaluation
+
+    try:
+        evaluations = [evaluation_section(load_evaluation(p), str(p)) for p in args.evaluation]
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    run = _offline_run(args, policy) if args.dataset else None
+    inputs = {"log": str(args.log) if args.log else None,
+              "store": _display_store(args.store) if args.store else None, "since": args.since, "until": args.until,
+              "dataset": args.dataset, "artifacts": str(args.artifacts) if args.dataset else None,
+              "evaluation": [str(p) for p in args.evaluation]}
+    report = build_report(records=records, offline_run=run, policy=policy, references=references,
+                          windows=args.windows, n_boot=args.n_boot, inputs=inputs, evaluations=evaluations)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = render_markdown(report)
     write_text_atomic(args.out / "report.json", json.dumps(report, indent=2, allow_nan=True))

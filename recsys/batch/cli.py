@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS
+from recsys.cli import cli_main, fail
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,50 +73,52 @@ def _audit_target(args) -> str:
     return args.audit_store if "://" in args.audit_store else str(Path(args.audit_store).resolve())
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from recsys.batch.inputs import BatchInputError
+    from recsys.errors import ArtifactError, ConfigError
+
+    return (BatchInputError, ArtifactError, ConfigError)
+
+
+@cli_main(errors=_known_errors)
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = _parser().parse_args(argv)
 
-    def fail(msg: str, code: int = 2) -> int:
-        print(f"error: {msg}", file=sys.stderr)
-        return code
-
     if args.output.resolve() == args.input.resolve():
-        return fail("--output must differ from --input")
+        fail("--output must differ from --input")
     if not 0 <= args.blend_weight <= 1:
-        return fail(f"--blend-weight must be between 0 and 1, got {args.blend_weight}")
+        fail(f"--blend-weight must be between 0 and 1, got {args.blend_weight}")
     for name in ("top_k", "chunk_users", "chunk_rows", "workers", "torch_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            return fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.progress_every > 0:
-        return fail(f"--progress-every must be > 0, got {args.progress_every}")
+        fail(f"--progress-every must be > 0, got {args.progress_every}")
     if args.engine != "ray" and args.address:
-        return fail("--address applies to --engine ray")
+        fail("--address applies to --engine ray")
 
     from recsys.batch.inputs import BatchInputError
     from recsys.errors import ArtifactError, ConfigError, EthicrecError
 
-    try:
-        if args.engine == "ray":
-            from recsys.batch.ray_engine import require_ray
+    # Building: a known error is bad input (exit 2, the tail of cli_main).
+    if args.engine == "ray":
+        from recsys.batch.ray_engine import require_ray
 
-            require_ray()
-        from recsys.batch.recipe import PipelineRecipe
-        from recsys.batch.run import run_batch
-        from recsys.domain import AuditMode
+        require_ray()
+    from recsys.batch.recipe import PipelineRecipe
+    from recsys.batch.run import run_batch
+    from recsys.domain import AuditMode
 
-        recipe = PipelineRecipe(artifacts=str(args.artifacts.resolve()),
-                                policy=str(args.policy.resolve()) if args.policy else None,
-                                audit_log=_audit_target(args), device=args.device,
-                                encode_precision=args.encode_precision, blend=args.blend,
-                                blend_weight=args.blend_weight, torch_threads=args.torch_threads,
-                                audit_key_file=str(args.audit_key_file.resolve()) if args.audit_key_file else None,
-                                audit_store_password_file=(str(args.audit_store_password_file.resolve())
-                                                           if args.audit_store_password_file else None))
-        pipeline, artifacts, log = recipe.build()
-    except (BatchInputError, ArtifactError, ConfigError) as exc:
-        return fail(str(exc))
+    recipe = PipelineRecipe(artifacts=str(args.artifacts.resolve()),
+                            policy=str(args.policy.resolve()) if args.policy else None,
+                            audit_log=_audit_target(args), device=args.device,
+                            encode_precision=args.encode_precision, blend=args.blend,
+                            blend_weight=args.blend_weight, torch_threads=args.torch_threads,
+                            audit_key_file=str(args.audit_key_file.resolve()) if args.audit_key_file else None,
+                            audit_store_password_file=(str(args.audit_store_password_file.resolve())
+                                                       if args.audit_store_password_file else None))
+    pipeline, artifacts, log = recipe.build()
     from recsys.device import freeze_loaded_objects
 
     freeze_loaded_objects()
@@ -127,16 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                             skip_invalid=args.skip_invalid, rejects_path=args.rejects, overwrite=args.overwrite,
                             engine=args.engine, recipe=recipe, ray_address=args.address, workers=args.workers,
                             progress_every=args.progress_every)
-    except (BatchInputError, ArtifactError, ConfigError) as exc:
-        return fail(str(exc))
+    except (BatchInputError, ArtifactError, ConfigError):
+        raise   # bad input found mid-job: exit 2 (cli_main)
+    # Mid-job, anything else is reported as one line saying the job can be resumed (exit 1; 130 on Ctrl-C).
     except KeyboardInterrupt:
-        return fail(f"interrupted; committed parts are kept in {args.output}: rerun the same command to resume", 130)
+        fail(f"interrupted; committed parts are kept in {args.output}: rerun the same command to resume", 130)
     except EthicrecError as exc:
-        return fail(f"{exc} — committed parts are kept in {args.output}: rerun the same command to resume", 1)
+        fail(f"{exc} — committed parts are kept in {args.output}: rerun the same command to resume", 1)
     except Exception as exc:  # anything else mid-job: one line, resumable
         msg = (str(exc).strip().splitlines() or [""])[0]
-        return fail(f"{type(exc).__name__}: {msg} — committed parts are kept in {args.output}: "
-                    "rerun the same command to resume", 1)
+        fail(f"{type(exc).__name__}: {msg} — committed parts are kept in {args.output}: "
+             "rerun the same command to resume", 1)
     finally:
         log.close()
     rejected = f", {summary.rejected_rows} rows of {summary.rejected_users} users rejected" \
