@@ -15,22 +15,117 @@ HuggingFace's `BertModel.forward` for absolute positions and token type 0: embed
 agree with the padded forward to float32 rounding (tests/recsys/test_unpadded_bert.py). Under bf16 autocast
 (recsys.device.inference_precision) the projections come out bf16 and the padded attention layout takes
 their dtype; layer norms and the pooling stay float32.
+
+The guard: this reads transformers' BERT internals (module attributes below), and `transformers` is not pinned
+to one version. So before a model is run unpadded, `supports` checks that every attribute read here exists
+(`REQUIRED`), then runs one tiny probe batch through both this forward and the model's own padded forward in
+float32 and compares them. If either check fails (a transformers release renamed a module or changed what
+BertModel computes), it warns once, naming the transformers version and what failed, and answers False: the
+caller (recsys.encoder) then uses the standard padded forward, which is slower but correct. The result is
+remembered per model object, so the probe runs once per loaded model (about a millisecond for MiniLM).
 """
 from __future__ import annotations
+
+import logging
+import warnings
+import weakref
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
+
+# What token_states reads from a transformers BertModel (attribute paths; "layer." = every encoder layer).
+REQUIRED = ("embeddings.word_embeddings", "embeddings.token_type_embeddings", "embeddings.position_embeddings",
+            "embeddings.LayerNorm", "encoder.layer",
+            "layer.attention.self.num_attention_heads", "layer.attention.self.attention_head_size",
+            "layer.attention.self.query", "layer.attention.self.key", "layer.attention.self.value",
+            "layer.attention.output.dense", "layer.attention.output.LayerNorm",
+            "layer.intermediate.dense", "layer.intermediate.intermediate_act_fn",
+            "layer.output.dense", "layer.output.LayerNorm")
+# Probe: two texts of different lengths, so padding, the key mask and the positions are all exercised.
+_PROBE_LENGTHS = (7, 3)
+_checked: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_warned: set[str] = set()
+
 
 def supports(model: torch.nn.Module) -> bool:
     """Whether `mean_pooled` computes exactly this model's forward: a plain BERT encoder (absolute positions,
-    not a decoder), in eval mode."""
+    not a decoder), in eval mode, whose transformers internals are what this module reads (the guard in the
+    module docstring)."""
     from transformers import BertModel
 
     cfg = getattr(model, "config", None)
-    return (isinstance(model, BertModel) and not model.training and not getattr(cfg, "is_decoder", False)
-            and getattr(cfg, "position_embedding_type", "absolute") == "absolute")
+    if not (isinstance(model, BertModel) and not model.training and not getattr(cfg, "is_decoder", False)
+            and getattr(cfg, "position_embedding_type", "absolute") == "absolute"):
+        return False
+    ok = _checked.get(model)
+    if ok is None:
+        problem = structure_problem(model) or probe_problem(model)
+        ok = problem is None
+        _checked[model] = ok
+        if not ok:
+            _warn_once(problem)
+    return ok
+
+
+def structure_problem(model: torch.nn.Module) -> str | None:
+    """The first attribute in REQUIRED that `model` lacks, as a sentence; None when all are there."""
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    for path in REQUIRED:
+        if path.startswith("layer."):
+            owners, attrs = [(f"encoder.layer[{i}]", x) for i, x in enumerate(layers or [])], path.split(".")[1:]
+        else:
+            owners, attrs = [("BertModel", model)], path.split(".")
+        for name, obj in owners:
+            for k, attr in enumerate(attrs):
+                if not hasattr(obj, attr):
+                    return f"{name} has no {'.'.join(attrs[:k + 1])}"
+                obj = getattr(obj, attr)
+    if not layers:
+        return "BertModel.encoder.layer is empty"
+    return None
+
+
+def probe_problem(model: torch.nn.Module) -> str | None:
+    """Run a tiny batch through `token_states` and the model's own padded forward (float32, no autocast);
+    None when their mean-pooled vectors agree to float32 rounding, else what differed."""
+    vocab = int(model.config.vocab_size)
+    ids = [[(7 * i + 3 * j + 1) % vocab for j in range(n)] for i, n in enumerate(_PROBE_LENGTHS)]
+    width = max(_PROBE_LENGTHS)
+    device = model.embeddings.word_embeddings.weight.device
+    padded = torch.zeros(len(ids), width, dtype=torch.long, device=device)
+    mask = torch.zeros(len(ids), width, dtype=torch.long, device=device)
+    for i, row in enumerate(ids):
+        padded[i, :len(row)] = torch.tensor(row, device=device)
+        mask[i, :len(row)] = 1
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
+            ours = mean_pooled(model, ids)
+            hidden = model(input_ids=padded, attention_mask=mask).last_hidden_state.float()
+    except Exception as exc:   # any failure of the reimplementation means: do not use it
+        return f"the unpadded forward failed on a probe batch ({type(exc).__name__}: {exc})"
+    m = mask.unsqueeze(-1).float()
+    ref = (hidden * m).sum(1) / m.sum(1)
+    tol = 1e-4 if model.embeddings.word_embeddings.weight.dtype == torch.float32 else 3e-2
+    err = float((ours.float() - ref).abs().max())
+    scale = max(1.0, float(ref.abs().max()))
+    if not err <= tol * scale:
+        return f"the unpadded forward differs from BertModel's on a probe batch (max abs difference {err:.3g})"
+    return None
+
+
+def _warn_once(problem: str) -> None:
+    import transformers
+
+    msg = (f"recsys.unpadded_bert: {problem} under transformers {transformers.__version__}; using the standard "
+           "padded forward instead (correct, slower). Pin transformers to a version the unpadded forward was "
+           "tested with (tests/recsys/test_unpadded_bert.py) or update recsys/unpadded_bert.py.")
+    if msg not in _warned:
+        _warned.add(msg)
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 def mean_pooled(model: torch.nn.Module, ids: list[list[int]]) -> torch.Tensor:
@@ -75,7 +170,9 @@ def token_states(model: torch.nn.Module, ids: list[list[int]]) -> tuple[torch.Te
                 padded[j, slot] = x
             projected = padded
         q, k, v = (x.view(n, width, heads, size).transpose(1, 2) for x in projected)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=att.scaling)
+        # older transformers releases have no `scaling` attribute; they scale by head size ** -0.5 too
+        scale = getattr(att, "scaling", size ** -0.5)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=scale)
         ctx = ctx.transpose(1, 2).reshape(n * width, heads * size)
         if slot is not None:
             ctx = ctx[slot]
