@@ -77,10 +77,9 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-# The durable-write steps are recsys.atomic's; they are bound to module names here and always called through
-# them, because tests/recsys/test_batch_kill_points.py wraps `_fsync_file` and `write_json_atomic` by name to
-# kill the job at those points.
-_fsync_dir = atomic.fsync_dir
+# The durable-write steps are recsys.atomic's. `_fsync_file` and `write_json_atomic` stay module names here,
+# always called through them: tests/recsys/test_batch_kill_points.py wraps them by name to kill the job at
+# those points.
 _fsync_file = atomic.fsync_file
 
 
