@@ -2,21 +2,20 @@
 them through the serving Pipeline.
 
 Every user is one RankRequest run through the same stage objects the server
-uses, so batch and gRPC answers agree. Two things differ only in *how* the
-work is done for a chunk, never in the result:
+uses, so batch and gRPC answers agree. What differs is only *how* the work
+is done for a chunk, never the result:
 
-* the chunk goes through `Pipeline.run_many`: the stages run stage by stage
-  over all requests of the chunk, and the rank stage predicts the chunk's
-  stacked feature rows in one LightGBM call (tree ensembles score each row
-  independently, so the numbers are identical);
+* the chunk goes through `Pipeline.decide_many` (`run_many` without building
+  response objects: batch writes every candidate's row from what was
+  decided): the stages run stage by stage over all requests of the chunk,
+  and the rank stage predicts the chunk's stacked feature rows in one
+  LightGBM call (tree ensembles score each row independently, so the numbers
+  are identical);
 * numpy's BLAS runs single-threaded while a chunk is scored (see _one_blas_thread);
 * the audit stage writes to a `ChunkAuditLog` sink (audit/sink.py), which holds
   the chunk's records and commits them to the audit log in one transaction
   after the chunk is scored (one fsync instead of one per user) and before
   its output part is committed.
-
-Batch reads scores, ranks and the audit result from the contexts `run_many`
-returns (the response holds only the returned items; batch writes every row).
 """
 from __future__ import annotations
 
@@ -382,7 +381,7 @@ class ChunkScorer:
         ids: dict[str, str] = {}
         try:
             with _one_blas_thread():
-                ctxs = self.pipeline.run_many(reqs)  # type: ignore[arg-type]
+                ctxs = self.pipeline.decide_many(reqs)  # type: ignore[arg-type]
             for log in self.audit_logs:
                 ids.update(log.flush_chunk(chunk.index))
         except BaseException:

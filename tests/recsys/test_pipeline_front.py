@@ -117,3 +117,8 @@ def test_close_closes_each_stage_once_last_first():
     pipe.close()
     pipe.close()
     assert [e for e in log if e[0] == "close"] == [("close", "batched"), ("close", "count")]
+
+
+def test_decide_many_needs_a_pipeline_that_decides():
+    with pytest.raises(ValueError, match="decides no audited ranking"):
+        _pipe([]).decide_many([1])
