@@ -5,9 +5,10 @@ operators); `Pipeline` checks at construction that every input is produced
 by an earlier stage.
 
 `Pipeline` is the one front object (as KServe's DataPlane is): the gRPC servicer calls `run`/`rank`, the
-batch engines `run_many`, and nobody reaches into its stages. `run_many` runs each stage over all requests
-at once (`StageBase.run_many`, overridden where a stage vectorises, e.g. the rank stage predicts every
-request's rows in one ranker call), so online and offline answers cannot diverge. `identity()` is what
+batch engines `decide_many` (`run_many` without building response objects), and nobody reaches into its
+stages. `run_many` runs each stage over all requests at once (`StageBase.run_many`, overridden where a stage
+vectorises, e.g. the rank stage predicts every request's rows in one ranker call), through the same stage
+objects as `run`, so online and offline answers cannot diverge. `identity()` is what
 about the pipeline decides answers (a batch job's manifest records it), `resources()` the caches and
 monitors the stages own (the server's metrics read them) and `close()` stops what the stages run.
 
