@@ -74,7 +74,7 @@ class StageResources:
     across a pipeline; two stages may declare the same object under the same name (the harm scorer's
     cache is shared by the harm and audit stages)."""
 
-    caches: Mapping[str, LRUCache] = field(default_factory=dict)
+    caches: Mapping[str, Any] = field(default_factory=dict)   # LRUCache, or counted like one (hits, misses, len)
     monitors: Mapping[str, Any] = field(default_factory=dict)
     sinks: tuple[Any, ...] = ()   # audit sinks (audit/sink.py AuditSink) the stage writes to
 
