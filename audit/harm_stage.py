@@ -17,10 +17,11 @@ from typing import NamedTuple
 import numpy as np
 
 from audit.harm_categories import LESSER_CATEGORIES
-from audit.policy import HarmPolicy, Policy
+from audit.policy import HarmPolicy, Policy, answer_identity
 from recsys.artifacts import Artifacts
 from recsys.errors import AuditFailure
 from recsys.lru import LRUCache
+from recsys.pipeline import StageBase, StageResources
 
 
 class HarmFlag(NamedTuple):
@@ -147,7 +148,7 @@ class HarmScorer:
         return texts[i] if texts[i] is not None else self.catalog.texts[cand_idx[i]]
 
 
-class HarmStage:
+class HarmStage(StageBase):
     """Puts the request's flagged candidates (HarmFlag, candidate order) in `ctx.harm` for the audit stage.
     Nothing when the policy's harm check is off."""
 
@@ -158,6 +159,12 @@ class HarmStage:
     def __init__(self, scorer: HarmScorer, policy: Policy) -> None:
         self.scorer = scorer
         self.policy = policy
+
+    def identity(self) -> dict:
+        return answer_identity(self.policy)
+
+    def resources(self) -> StageResources:
+        return StageResources(caches={"harm_scores": self.scorer.cache})
 
     def __call__(self, ctx) -> None:
         if not self.policy.harm.enabled:

@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from audit.pseudonym import LEGACY_SALT_ENV, AuditKey, resolve_key
+from audit.sink import AuditSink
 # The record schema and the chain's hash live in audit/record.py; importable from here as before.
 from audit.record import (CANDIDATE_FIELDS, COLUMNS, DECISION, GENESIS, JSON_COLUMNS, AuditRecord,  # noqa: F401
                           canonical_bytes, candidate_entries, entry_row, record_digest)
@@ -298,7 +299,7 @@ def _warn_legacy_salt(log_path: Path) -> None:
                      "--legacy-salt-env reads it for records written before", LEGACY_SALT_ENV)
 
 
-class AuditLog:
+class AuditLog(AuditSink):
     """The audit log in the store `path` names: a SQLite file (a path), or a PostgreSQL database (a
     `postgresql://` URL; its password from ETHICREC_AUDIT_STORE_PASSWORD or `password_file`, audit/store/url.py).
 

@@ -1,6 +1,8 @@
 """The audit policy: one validated, typed object loaded from TOML at start-up."""
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -344,3 +346,30 @@ def load_policy(path: str | Path | None = None) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"policy file {source} is not valid TOML: {exc}") from None
     return parse_policy(data)
+
+
+# The policy sections that decide answers (not logging, reporting or time budgets).
+ANSWER_SECTIONS = ("version", "exposure", "harm", "audience")
+
+
+def answer_identity(policy: Policy) -> dict[str, Any]:
+    """The policy's part of a pipeline's identity (recsys.pipeline.Pipeline.identity): its version and a
+    sha256 of the sections that decide answers, in a JSON form that does not depend on hash seeds."""
+    pol = {k: _canonical(getattr(policy, k, None)) for k in ANSWER_SECTIONS}
+    return {"policy_version": policy.version,
+            "policy_sha256": hashlib.sha256(json.dumps(pol, sort_keys=True).encode()).hexdigest()}
+
+
+def _canonical(obj: Any) -> Any:
+    """A JSON-able form that does not depend on hash seeds (sets sorted)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_canonical(x) for x in obj), key=repr)
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    return obj if isinstance(obj, (str, int, float, bool, type(None))) else repr(obj)

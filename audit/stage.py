@@ -26,21 +26,23 @@ from audit.exposure_window import ExposureWindowMonitor, decode_response, encode
 from audit.fairness import GroupExposure, exposure_by_group_reference, exposure_selected, group_codes
 from audit.harm import normalise
 from audit.harm_stage import HarmScorer
-from audit.log import AuditLog, AuditRecord, CandidateCodes
+from audit.log import AuditRecord, CandidateCodes
 from audit.monitor import UserGroupMonitor, decode_observation, encode_observation
-from audit.policy import Policy
+from audit.policy import Policy, answer_identity
 from audit.rerank import fair_rerank
+from audit.sink import AuditSink
 from recsys.artifacts import Artifacts
 from recsys.domain import AuditMode, AuditResult, Finding, IdCandidates, RemovedItem, Verdict
 from recsys.errors import AuditFailure
+from recsys.pipeline import StageBase, StageResources
 
 
-class AuditStage:
+class AuditStage(StageBase):
     name = "audit"
     inputs = ("request_id", "item_ids", "cand_idx", "texts", "groups", "order", "scores", "interest", "harm")
     outputs = ("final", "removed", "audit")
 
-    def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditLog, *,
+    def __init__(self, artifacts: Artifacts, policy: Policy, log: AuditSink, *,
                  exposure_metrics: str = "fast") -> None:
         if exposure_metrics not in ("fast", "fairlearn"):
             raise ValueError(f"exposure_metrics must be 'fast' or 'fairlearn'; got {exposure_metrics!r}")
@@ -93,6 +95,15 @@ class AuditStage:
         elapsed = time.perf_counter() - t0
         if elapsed > self._budget_s:
             raise _OverBudget(f"{elapsed * 1000:.1f} ms > {self.policy.time_budget_ms:g} ms after {step}")
+
+    def identity(self) -> dict:
+        return answer_identity(self.policy)
+
+    def resources(self) -> StageResources:
+        """The harm scorer's cache, the rolling monitors the policy turns on, and the sink it writes to."""
+        monitors = {name: mon for name, mon in (("user_groups", self.monitor),
+                                                ("exposure_window", self.exposure_window)) if mon is not None}
+        return StageResources(caches={"harm_scores": self.harm.cache}, monitors=monitors, sinks=(self.log,))
 
     def close(self) -> None:
         if self.monitor is not None:

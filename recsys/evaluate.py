@@ -277,6 +277,7 @@ def evaluate(data: Path, artifacts_path: Path, *, device: str = "cpu", encode_pr
         kinds[kind] = {"models": rows, "best_baseline": best, "comparisons": comps, "n_lists": int(len(rs)),
                        "tuned": {"als": als_best.get(tune_kind), "bpr": bpr_best.get(tune_kind)},
                        "cannot_score": list(NEEDS_INTERACTIONS) if kind == "cold" else []}
+    pipe.close()
     audit_log.close()
     tmp.cleanup()
     groups = {}

@@ -65,20 +65,8 @@ class Snapshot:
 
     def caches(self) -> dict[str, LRUCache]:
         """The LRU caches this snapshot's requests fill (and the precomputed user vectors they are read
-        before), by name, for metrics."""
-        out: dict[str, LRUCache] = {"item_text_vectors": self.artifacts.store.text_cache,
-                                    "user_vectors": self.artifacts.store.user_cache}
-        if self.artifacts.store.known_users is not None:   # the precomputed users, counted the same way
-            out["known_user_vectors"] = self.artifacts.store.known_users
-        for stage in self.pipeline.stages:
-            if isinstance(getattr(stage, "known_history", None), LRUCache):
-                out["known_user_histories"] = stage.known_history
-            if isinstance(getattr(stage, "user_factors", None), LRUCache):
-                out["als_user_factors"] = stage.user_factors
-            cache = getattr(getattr(stage, "harm", None), "cache", None)
-            if isinstance(cache, LRUCache):
-                out["harm_scores"] = cache
-        return out
+        before), by name, for metrics: what the pipeline's stages declare (Pipeline.resources)."""
+        return dict(self.pipeline.resources().caches)
 
     def batchers(self) -> dict[str, MicroBatcher]:
         """The store's text-encoding micro-batchers by name (none when batching is off), for metrics."""
@@ -86,30 +74,19 @@ class Snapshot:
 
     def monitor(self):
         """The audit stage's rolling user-group monitor (None when the policy turns it off)."""
-        for stage in self.pipeline.stages:
-            mon = getattr(stage, "monitor", None)
-            if mon is not None:
-                return mon
-        return None
+        return self.pipeline.resources().monitors.get("user_groups")
 
     def exposure_window(self):
         """The audit stage's amortised exposure window (None when the policy turns it off)."""
-        for stage in self.pipeline.stages:
-            mon = getattr(stage, "exposure_window", None)
-            if mon is not None:
-                return mon
-        return None
+        return self.pipeline.resources().monitors.get("exposure_window")
 
     def close(self) -> None:
-        """Stop stage-owned helpers (e.g. the audit's background monitor)."""
+        """Stop stage-owned helpers (e.g. the audit's background monitor); once."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        for stage in self.pipeline.stages:
-            close = getattr(stage, "close", None)
-            if callable(close):
-                close()
+        self.pipeline.close()
 
 
 def load_models(config: ServiceConfig, previous: Snapshot | None = None) -> tuple[Artifacts, Policy]:

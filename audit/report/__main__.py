@@ -86,7 +86,10 @@ def _offline_run(args, policy):
     with tempfile.TemporaryDirectory() as tmp:
         log = AuditLog(Path(tmp) / "offline-audit.db", salt=b"offline")
         pipe = build_pipeline(artifacts, policy=policy, audit_log=log)
-        run = evaluate_with_pipeline(pipe, artifacts, ds, max_users=args.max_users)
+        try:
+            run = evaluate_with_pipeline(pipe, artifacts, ds, max_users=args.max_users)
+        finally:
+            pipe.close()
         log.close()
     return run
 

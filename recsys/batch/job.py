@@ -56,9 +56,6 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 REJECTS = "_rejects.parquet"
 LOCK = ".lock"
-ANSWER_POLICY = ("version", "exposure", "harm", "audience")
-
-
 @dataclass(frozen=True)
 class BatchSummary:
     users: int
@@ -134,38 +131,6 @@ def part_counts(table: pa.Table, starts: list[int]) -> tuple[int, dict[str, int]
 def fingerprint(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
-
-
-def _canonical(obj):
-    """A JSON-able form that does not depend on hash seeds (sets sorted)."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (set, frozenset)):
-        return sorted((_canonical(x) for x in obj), key=repr)
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in obj.items()}
-    return obj if isinstance(obj, (str, int, float, bool, type(None))) else repr(obj)
-
-
-def pipeline_identity(pipeline) -> dict:
-    """What about the pipeline changes answers: model version, policy, blend."""
-    out: dict = {}
-    for stage in getattr(pipeline, "stages", []):
-        if stage.__class__.__name__ == "RespondStage":
-            out["model_version"] = stage.version
-        if hasattr(stage, "policy"):
-            # The sections that decide answers (not logging, reporting or time budgets).
-            pol = {k: _canonical(getattr(stage.policy, k, None)) for k in ANSWER_POLICY}
-            out["policy_version"] = stage.policy.version
-            out["policy_sha256"] = hashlib.sha256(json.dumps(pol, sort_keys=True).encode()).hexdigest()
-        if hasattr(stage, "blend"):
-            out["blend"] = stage.blend.mode
-            out["blend_weight"] = stage.blend.weight
-    return out
 
 
 @dataclass

@@ -77,12 +77,12 @@ def _init_worker(recipe: PipelineRecipe, cpu_share: int, driver: int) -> None:
 
 
 def _score(settings: tuple, identity: dict, chunk: Chunk, output: Path) -> WrittenPart:
-    from recsys.batch.job import pipeline_identity, write_part
+    from recsys.batch.job import write_part
     from recsys.batch.scoring import ChunkScorer, catalog_array
 
     known, scorer = _WORKER["scorer"]
     if known != settings:   # a new job: one job at a time, so only its scorer is kept
-        mine = pipeline_identity(_WORKER["pipeline"])
+        mine = _WORKER["pipeline"].identity()
         if mine != identity:   # a pool built from another artifact or policy than the job's pipeline
             raise ValueError(f"worker pipeline {mine} differs from the job's {identity}")
         spec, top_k, audit_mode, prefix = settings
@@ -134,7 +134,7 @@ class WorkerPool:
 def run_in_processes(job: Job, pool: WorkerPool, spec: InputSpec, *, top_k: int | None, audit_mode: AuditMode,
                      request_prefix: str, identity: dict) -> Iterator[tuple[dict, WrittenPart]]:
     """(chunk meta, the part a worker wrote) in chunk order, `2 * workers` chunks in flight at most.
-    `identity` is the job's pipeline_identity: a worker whose pipeline differs refuses to score."""
+    `identity` is the job's Pipeline.identity(): a worker whose pipeline differs refuses to score."""
     from recsys.batch.job import chunk_meta
 
     settings = (spec, top_k, audit_mode.value, request_prefix)

@@ -12,7 +12,7 @@ import pyarrow as pa
 from recsys.batch.inputs import DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_USERS, inspect_input
 from recsys.batch.progress import DEFAULT_INTERVAL_S
 from recsys.batch.progress import progress as progress_bar
-from recsys.batch.job import BatchSummary, Job, chunk_meta, open_job, pipeline_identity, summary_of
+from recsys.batch.job import BatchSummary, Job, chunk_meta, open_job, summary_of
 from recsys.batch.recipe import PipelineRecipe
 from recsys.batch.scoring import ChunkScorer, catalog_array
 from recsys.domain import AuditMode
@@ -42,7 +42,7 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
     spec = inspect_input(Path(input_path), tuple(declared_features))
     params = {"top_k": top_k, "audit_mode": audit_mode.value, "chunk_users": chunk_users, "chunk_rows": chunk_rows,
               "skip_invalid": skip_invalid, "rejects": str(Path(rejects_path).resolve()) if rejects_path else None,
-              **pipeline_identity(pipeline)}
+              **pipeline.identity()}
     catalog_ids = catalog_array(catalog_index)
     job, done = open_job(spec, Path(output_path), params=params, catalog_ids=catalog_ids,
                          rejects_path=Path(rejects_path) if rejects_path else None, overwrite=overwrite,
@@ -66,7 +66,7 @@ def run_batch(pipeline, catalog_index, declared_features: tuple[str, ...], input
                     raise ValueError("engine 'local' with workers > 1 needs a PipelineRecipe")
                 own_pool = pool = WorkerPool(recipe, workers or 1)
             results = run_in_processes(job, pool, spec, top_k=top_k, audit_mode=audit_mode,
-                                       request_prefix=request_prefix, identity=pipeline_identity(pipeline))
+                                       request_prefix=request_prefix, identity=pipeline.identity())
         elif engine == "local":
             scorer = ChunkScorer(pipeline, spec, catalog_ids, top_k=top_k, audit_mode=audit_mode,
                                  request_prefix=request_prefix, model_version=params.get("model_version", ""))

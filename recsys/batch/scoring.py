@@ -2,16 +2,18 @@
 them through the serving Pipeline.
 
 Every user is one RankRequest run through the same stage objects the server
-uses, so batch and gRPC answers agree. Two things differ only in *how* the
-work is done for a chunk, never in the result:
+uses, so batch and gRPC answers agree. What differs is only *how* the work
+is done for a chunk, never the result:
 
-* the stages run stage by stage over all requests of the chunk, and the
-  LightGBM ranker predicts the chunk's stacked feature rows in one call (tree
-  ensembles score each row independently, so the numbers are identical);
+* the chunk goes through `Pipeline.decide_many` (`run_many` without building
+  response objects: batch writes every candidate's row from what was
+  decided): the stages run stage by stage over all requests of the chunk,
+  and the rank stage predicts the chunk's stacked feature rows in one
+  LightGBM call (tree ensembles score each row independently, so the numbers
+  are identical);
 * numpy's BLAS runs single-threaded while a chunk is scored (see _one_blas_thread);
-* the respond stage, which only builds the RPC response object, is skipped:
-  batch reads scores, ranks and the audit result from the context;
-* the chunk's audit records are written to the audit log in one transaction
+* the audit stage writes to a `ChunkAuditLog` sink (audit/sink.py), which holds
+  the chunk's records and commits them to the audit log in one transaction
   after the chunk is scored (one fsync instead of one per user) and before
   its output part is committed.
 """
@@ -30,10 +32,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from audit.record import AuditRecord
+from audit.sink import AuditSink
 from recsys.batch.inputs import Chunk, InputSpec, as_str
 from recsys.domain import AuditMode, Candidate, RankRequest, UserContext
 from recsys.errors import InvalidRequest
-from recsys.pipeline import Pipeline, RankContext, RankStage, RespondStage
+from recsys.pipeline import Pipeline
 from recsys.validation import Limits, validate_request
 
 # Batch requests carry whole candidate lists: no per-request caps on size or top_k.
@@ -257,25 +261,6 @@ def plainly_valid(chunk: Chunk, cols: ChunkColumns, spec: InputSpec, *, top_k: i
     return len(np.unique(keys)) == n
 
 
-class _BatchedRanker:
-    """Stands in for the ranker inside RankStage: hands back rows predicted for the whole chunk at once."""
-
-    def __init__(self, real) -> None:
-        self.real = real
-        self._queue: list[np.ndarray] = []
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-    def predict(self, X: np.ndarray, **kw) -> np.ndarray:
-        if self._queue:
-            pred = self._queue.pop(0)
-            if len(pred) != len(X):
-                raise RuntimeError("batched ranker out of step with the rank stage")
-            return pred
-        return self.real.predict(X, **kw)
-
-
 def batch_audit_id(part: int, request_id: str) -> str:
     """The audit_id of a batch user's record: a function of (job, run, chunk, user) — the request_id names
     the job, the run and the user's first input row — so re-scoring a chunk after a crash yields the same
@@ -284,31 +269,49 @@ def batch_audit_id(part: int, request_id: str) -> str:
     return hashlib.sha256(f"{request_id}/part-{part}".encode()).hexdigest()[:32]
 
 
-class ChunkAuditLog:
-    """The audit log as the audit stage sees it during a chunk: records are held
-    until `flush`, which gives them their (job, run, chunk, user) audit_ids and
-    appends the chunk's records in one transaction, leaving out any the log
-    already holds."""
+class ChunkAuditLog(AuditSink):
+    """The audit sink a batch pipeline's audit stage writes to: records are held until `flush_chunk`, which
+    gives them their (job, run, chunk, user) audit_ids and appends the chunk's records to `log` in one
+    transaction, leaving out any the log already holds."""
 
-    def __init__(self, log) -> None:
+    def __init__(self, log: AuditSink) -> None:
         self.log = log
-        self.pending: list = []
+        self.pending: list[AuditRecord] = []
 
-    def __getattr__(self, name):
-        return getattr(self.log, name)
-
-    def append(self, rec) -> None:
+    def append(self, rec: AuditRecord) -> None:
         self.pending.append(rec)
 
-    def flush(self, part: int | None = None) -> dict[str, str]:
-        """Commit the held records; with `part`, first re-key them by `batch_audit_id`. Returns
-        {request_id: audit_id} of the records."""
+    def append_many(self, recs: list[AuditRecord], *, skip_existing: bool = False,
+                    writer: str | None = None) -> int:
+        """Held like `append`'s (committed at the next flush, which decides skipping and the writer)."""
+        self.pending.extend(recs)
+        return len(recs)
+
+    def hash_user(self, user_id: str) -> str:
+        return self.log.hash_user(user_id)
+
+    def window_source(self, kind: str, size: int, encode, decode):
+        """The log's shared window (None when the log shares none): batch changes nothing there."""
+        source = getattr(self.log, "window_source", None)   # an optional capability of a sink
+        return source(kind, size, encode, decode) if source is not None else None
+
+    def flush(self) -> None:
+        """Commit the held records as they are (their own audit_ids), then flush the log."""
+        self._commit(None)
+        self.log.flush()
+
+    def flush_chunk(self, part: int) -> dict[str, str]:
+        """Commit the held records re-keyed by `batch_audit_id(part, ...)`, leaving out those the log
+        already holds (a chunk re-scored after a crash). Returns {request_id: audit_id} of the records."""
+        return self._commit(part)
+
+    def _commit(self, part: int | None) -> dict[str, str]:
         recs, self.pending = self.pending, []
         if part is not None:
             for rec in recs:
                 rec.audit_id = batch_audit_id(part, rec.request_id)
         if recs:
-            append_many(self.log, recs, skip_existing=part is not None, writer=batch_writer(recs[0].request_id))
+            self.log.append_many(recs, skip_existing=part is not None, writer=batch_writer(recs[0].request_id))
         return {rec.request_id: rec.audit_id for rec in recs}
 
     def discard(self) -> None:
@@ -322,19 +325,6 @@ def batch_writer(request_id: str) -> str | None:
     if not request_id.startswith("batch-") or "-row" not in request_id:
         return None
     return request_id.rsplit("-row", 1)[0].replace(".", "/", 1)
-
-
-def append_many(log, records: list, *, skip_existing: bool = False, writer: str | None = None) -> None:
-    """Append records in one transaction (AuditLog.append_many), or one by one for a log without it."""
-    fn = getattr(log, "append_many", None)
-    if fn is not None:
-        kw = {"skip_existing": True} if skip_existing else {}
-        if writer is not None and isinstance(getattr(log, "target", None), str):   # an AuditLog (chains by writer)
-            kw["writer"] = writer
-        fn(records, **kw)
-    else:
-        for rec in records:
-            log.append(rec)
 
 
 def batch_policy(policy):
@@ -380,36 +370,8 @@ class ChunkScorer:
         self.request_prefix = request_prefix
         self.model_version = model_version
         self.schema = output_schema(spec)
-        self.audit_logs: list[ChunkAuditLog] = []
-        self.rankers: list[_BatchedRanker] = []
-        for stage in pipeline.stages:
-            if isinstance(getattr(stage, "log", None), ChunkAuditLog):
-                self.audit_logs.append(stage.log)
-            if isinstance(stage, RankStage):
-                if not isinstance(stage.ranker, _BatchedRanker):
-                    stage.ranker = _BatchedRanker(stage.ranker)
-                self.rankers.append(stage.ranker)
-
-    def _run(self, requests: list[RankRequest]) -> list[RankContext]:
-        ctxs = [RankContext(request=r) for r in requests]
-        for stage in self.pipeline.stages:
-            if isinstance(stage, RespondStage):
-                continue   # builds the RPC response object only; batch reads the context
-            if isinstance(stage, RankStage) and isinstance(stage.ranker, _BatchedRanker) and ctxs:
-                sizes = [len(c.X) for c in ctxs]
-                pred = stage.ranker.real.predict(np.vstack([c.X for c in ctxs]),
-                                                 keys=np.concatenate([c.cand_idx for c in ctxs]),
-                                                 memo=stage.item_memo)
-                stage.ranker._queue = np.split(pred, np.cumsum(sizes)[:-1])
-                try:
-                    for c in ctxs:
-                        stage(c)
-                finally:
-                    stage.ranker._queue = []
-            else:
-                for c in ctxs:
-                    stage(c)
-        return ctxs
+        # The chunk buffers the pipeline's audit stage writes to (recsys/batch/recipe.py builds them in).
+        self.audit_logs = [sink for sink in pipeline.resources().sinks if isinstance(sink, ChunkAuditLog)]
 
     def score(self, chunk: Chunk) -> pa.Table:
         """The chunk's rows in input order with the output columns; audit records flushed."""
@@ -419,9 +381,9 @@ class ChunkScorer:
         ids: dict[str, str] = {}
         try:
             with _one_blas_thread():
-                ctxs = self._run(reqs)  # type: ignore[arg-type]
+                ctxs = self.pipeline.decide_many(reqs)  # type: ignore[arg-type]
             for log in self.audit_logs:
-                ids.update(log.flush(chunk.index))
+                ids.update(log.flush_chunk(chunk.index))
         except BaseException:
             for log in self.audit_logs:
                 log.discard()
