@@ -8,8 +8,9 @@ import pytest
 from tests.cli import run_main
 from tests.conftest import ML100K
 
-pytestmark = pytest.mark.skipif(not (ML100K / "u.data").is_file(),
-                                reason="MovieLens 100K is read from ../shared/data only")
+pytestmark = [pytest.mark.skipif(not (ML100K / "u.data").is_file(),
+                                 reason="MovieLens 100K is read from ../shared/data only"),
+              pytest.mark.artifact]   # trains an ML-100K artifact of its own: not in make test-fast
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,7 @@ def test_bad_flags(artifact_root, tmp_path, capsys):
     assert "--n-boot" in capsys.readouterr().err
 
 
+@pytest.mark.artifact   # trains two artifacts: not in make test-fast
 def test_training_is_deterministic_for_a_fixed_seed(tiny_bert, tmp_path):
     from recsys.train import TrainConfig, train
 

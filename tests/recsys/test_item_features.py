@@ -7,6 +7,9 @@ from recsys.domain import Candidate, RankRequest, UserContext
 from recsys.errors import InvalidRequest
 from tests.conftest import DATA
 
+# trains an artifact of its own (module fixture): not in make test-fast
+pytestmark = pytest.mark.artifact
+
 
 @pytest.fixture(scope="module")
 def featured(tmp_path_factory, tiny_bert):
