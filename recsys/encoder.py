@@ -137,20 +137,20 @@ class TextEncoder:
                     scores[i] = ((t @ head_t.to(t.device)) / (lens[j] * norm)).cpu().numpy()
         return vectors, scores
 
-    def _padded_token_states(self, rows: list[list[int]]) -> tuple[torch.Tensor, np.ndarray]:
+    def _padded_forward(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """The stock padded forward: (last hidden states, attention mask, row lengths)."""
         lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         arr = np.full((len(rows), int(lens.max())), self.tokenizer.pad_token_id or 0, dtype=np.int64)
         for r, row in enumerate(rows):
             arr[r, : lens[r]] = row
         mask = torch.from_numpy((np.arange(arr.shape[1])[None, :] < lens[:, None]).astype(np.int64)).to(self.device)
         hidden = self.model(input_ids=torch.from_numpy(arr).to(self.device), attention_mask=mask).last_hidden_state
+        return hidden, mask, lens
+
+    def _padded_token_states(self, rows: list[list[int]]) -> tuple[torch.Tensor, np.ndarray]:
+        hidden, mask, lens = self._padded_forward(rows)
         return hidden.float()[mask.bool()], lens
 
     def _padded_mean_pooled(self, rows: list[list[int]]) -> torch.Tensor:
-        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        arr = np.full((len(rows), int(lens.max())), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        for r, row in enumerate(rows):
-            arr[r, : lens[r]] = row
-        mask = torch.from_numpy((np.arange(arr.shape[1])[None, :] < lens[:, None]).astype(np.int64)).to(self.device)
-        hidden = self.model(input_ids=torch.from_numpy(arr).to(self.device), attention_mask=mask).last_hidden_state
+        hidden, mask, _ = self._padded_forward(rows)
         return _mean_pool(hidden.float(), mask)
